@@ -1,0 +1,1 @@
+"""supportctl: the mobile test client, the admin tool and the operator commands."""

@@ -1,0 +1,1 @@
+"""Pure domain rules of support requests: no framework, no database."""

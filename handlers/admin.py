@@ -1,0 +1,89 @@
+"""Admin operations (tag ``admin``): the support staff's queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from domain.clock import iso_ms
+from handlers.auth import caller
+from handlers.render import admin_detail, admin_summary, envelope
+from storage.support_desk import QueueFilters, SupportDesk
+
+_TEXT_FIELDS = ("resolutionNote",)
+
+
+async def list_queue(
+    desk: SupportDesk,
+    token_info: dict[str, Any],
+    limit: int,
+    sort: str,
+    cursor: str | None = None,
+    status: str | None = None,
+    category: str | None = None,
+    assigned: bool | None = None,
+    assignee_id: str | None = None,
+) -> Response:
+    """One page of the queue."""
+    filters = QueueFilters(
+        status=status, category=category, assigned=assigned, assignee_id=assignee_id, sort=sort
+    )
+    page = await desk.list_queue(caller(token_info), filters, limit=limit, cursor=cursor)
+    return envelope(
+        "Support requests fetched successfully",
+        [admin_summary(record) for record in page.records],
+        meta={"nextCursor": page.next_cursor},
+    )
+
+
+async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
+    """Any request with its thread, customer and assignee."""
+    record = await desk.get_for_admin(caller(token_info), id_)
+    return envelope("Support request fetched successfully", admin_detail(record))
+
+
+async def reply(
+    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Append a staff reply."""
+    record = await desk.reply_as_admin(caller(token_info), id_, body["body"].strip())
+    return envelope("Reply added successfully", admin_detail(record), status=201)
+
+
+async def update_request(
+    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Change status, assignee or resolution note."""
+    requested = {
+        name: value.strip() if name in _TEXT_FIELDS else value for name, value in body.items()
+    }
+    record = await desk.update(caller(token_info), id_, requested)
+    return envelope("Support request updated successfully", admin_detail(record))
+
+
+async def list_admins(desk: SupportDesk, token_info: dict[str, Any]) -> Response:
+    """The admins seen so far."""
+    rows = await desk.list_admins(caller(token_info))
+    return envelope(
+        "Admins fetched successfully",
+        [{"id": row.id, "name": row.name, "image": row.image} for row in rows],
+    )
+
+
+async def list_events(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
+    """The request's history, oldest first."""
+    rows = await desk.list_events(caller(token_info), id_)
+    return envelope(
+        "Support request events fetched successfully",
+        [
+            {
+                "id": row.id,
+                "type": row.type,
+                "actor": {"type": row.actor_type, "id": row.actor_id},
+                "at": iso_ms(row.at),
+                "changes": row.changes,
+            }
+            for row in rows
+        ],
+    )

@@ -1,0 +1,63 @@
+"""Mobile operations (tag ``mobile``): the signed-in customer's own requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from handlers.auth import caller
+from handlers.render import envelope, mobile_detail, mobile_summary
+from storage.support_desk import SupportDesk
+
+PATH = "/api/mobile/support-requests"
+
+
+async def create_request(
+    desk: SupportDesk, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Open a support request with its first message."""
+    record = await desk.create_request(
+        caller(token_info),
+        category=body["category"],
+        subject=body["subject"].strip(),
+        message=body["message"].strip(),
+    )
+    return envelope(
+        "Support request created successfully",
+        mobile_detail(record),
+        status=201,
+        headers={"Location": f"{PATH}/{record.row.id}"},
+    )
+
+
+async def list_requests(
+    desk: SupportDesk,
+    token_info: dict[str, Any],
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> Response:
+    """The caller's requests, newest first, one page."""
+    page = await desk.list_for_customer(
+        caller(token_info), limit=limit, cursor=cursor, status=status
+    )
+    return envelope(
+        "Support requests fetched successfully",
+        [mobile_summary(record) for record in page.records],
+        meta={"nextCursor": page.next_cursor},
+    )
+
+
+async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
+    """One of the caller's requests with its thread."""
+    record = await desk.get_for_customer(caller(token_info), id_)
+    return envelope("Support request fetched successfully", mobile_detail(record))
+
+
+async def reply(
+    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Append the caller's reply."""
+    record = await desk.reply_as_customer(caller(token_info), id_, body["body"].strip())
+    return envelope("Reply added successfully", mobile_detail(record), status=201)

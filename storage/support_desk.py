@@ -1,0 +1,488 @@
+"""The transactional operations on support requests.
+
+Each write runs in one transaction: lock the request row, ask the lifecycle
+table, write the change, its messages and its events, and read back the
+detail. Reads are at most two statements (the request, then its thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Row, Table, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.clock import iso_ms, now_ms
+from domain.errors import FieldProblem, InvalidTransition, NotFound, RequestClosed, RuleViolation
+from domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Outcome, Refusal, Status, decide
+from domain.principal import Principal
+from storage import pagination
+from storage.database import Database
+from storage.models import Admin, Message, RequestEvent, SupportRequest
+
+requests_table = cast(Table, SupportRequest.__table__)
+messages_table = cast(Table, Message.__table__)
+events_table = cast(Table, RequestEvent.__table__)
+admins_table = cast(Table, Admin.__table__)
+
+REQUEST_COLUMNS = tuple(requests_table.c)
+MESSAGE_COLUMNS = tuple(messages_table.c)
+
+
+@dataclass
+class RequestRecord:
+    """A support request as stored, with its thread when one was read."""
+
+    row: Row[Any]
+    messages: list[Row[Any]] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    """One page of a listing and the cursor of the next, if any."""
+
+    records: list[RequestRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The admin queue's filters and sort."""
+
+    status: str | None = None
+    category: str | None = None
+    assigned: bool | None = None
+    assignee_id: str | None = None
+    sort: str = "-createdAt"
+
+
+class _Changes:
+    """The column values and events one write accumulates."""
+
+    def __init__(self, row: Row[Any], actor: Principal, now: datetime) -> None:
+        self.row = row
+        self.actor = actor
+        self.now = now
+        self.values: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def current(self, column: str) -> Any:
+        return self.values.get(column, getattr(self.row, column))
+
+    def record(self, event_type: str, **fields: tuple[Any, Any]) -> None:
+        changes = {
+            name: {"from": _plain(old), "to": _plain(new)} for name, (old, new) in fields.items()
+        }
+        self.events.append(
+            {
+                "type": event_type,
+                "actor_type": self.actor.role.value,
+                "actor_id": self.actor.sub,
+                "at": self.now,
+                "changes": changes,
+            }
+        )
+
+    def set_status(self, target: Status) -> None:
+        """Move to ``target`` with the timestamps and note the lifecycle ties to it."""
+        before = Status(self.current("status"))
+        if target is before:
+            return
+        fields: dict[str, tuple[Any, Any]] = {"status": (before.value, target.value)}
+        self.values["status"] = target.value
+        if before is Status.RESOLVED:
+            fields["resolvedAt"] = (self.current("resolved_at"), None)
+            fields["resolutionNote"] = (self.current("resolution_note"), None)
+            self.values["resolved_at"] = None
+            self.values["resolution_note"] = None
+        if target is Status.RESOLVED:
+            fields["resolvedAt"] = (self.current("resolved_at"), self.now)
+            self.values["resolved_at"] = self.now
+        if target is Status.CLOSED:
+            fields["closedAt"] = (self.current("closed_at"), self.now)
+            self.values["closed_at"] = self.now
+        self.record("status_changed", **fields)
+
+    def assign(self, admin_id: str | None) -> None:
+        before = self.current("assigned_admin_id")
+        if before == admin_id:
+            return
+        self.values["assigned_admin_id"] = admin_id
+        self.record("assignment_changed", assignedAdminId=(before, admin_id))
+
+    def set_note(self, note: str) -> None:
+        before = self.current("resolution_note")
+        if before == note:
+            return
+        self.values["resolution_note"] = note
+        self.record("resolution_note_set", resolutionNote=(before, note))
+
+
+def _plain(value: Any) -> Any:
+    return iso_ms(value) if isinstance(value, datetime) else value
+
+
+def _refuse(outcome: Outcome, request_id: int) -> None:
+    if outcome.refusal is Refusal.REQUEST_CLOSED:
+        raise RequestClosed(f"Support request {request_id} is closed and takes no more replies.")
+    if outcome.refusal is not None:
+        raise InvalidTransition(
+            f"Support request {request_id} is closed; its status, assignee and note are final."
+        )
+
+
+def _not_found(request_id: int) -> NotFound:
+    return NotFound(f"Support request {request_id} was not found.")
+
+
+class SupportDesk:
+    """Every operation on support requests, for customers and admins alike."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._admins_seen: dict[str, tuple[str | None, str | None]] = {}
+
+    # -- customers -------------------------------------------------------------
+
+    async def create_request(
+        self, customer: Principal, *, category: str, subject: str, message: str
+    ) -> RequestRecord:
+        """Open a request and its first message in one transaction."""
+        now = now_ms()
+        async with self.database.writing() as connection:
+            request_id = (
+                await connection.execute(
+                    insert(requests_table)
+                    .values(
+                        customer_id=customer.sub,
+                        customer_name=customer.name,
+                        customer_image=customer.picture,
+                        category=category,
+                        subject=subject,
+                        status=Status.OPEN.value,
+                        last_customer_message_at=now,
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                    )
+                    .returning(requests_table.c.id)
+                )
+            ).scalar_one()
+            await self._add_message(connection, request_id, customer, message, now)
+            await self._write_events(
+                connection,
+                request_id,
+                [
+                    {
+                        "type": "created",
+                        "actor_type": customer.role.value,
+                        "actor_id": customer.sub,
+                        "at": now,
+                        "changes": {
+                            "status": {"from": None, "to": Status.OPEN.value},
+                            "category": {"from": None, "to": category},
+                            "subject": {"from": None, "to": subject},
+                        },
+                    }
+                ],
+            )
+            return await self._read_detail(connection, request_id)
+
+    async def list_for_customer(
+        self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
+    ) -> Page:
+        """The customer's own requests, newest first."""
+        scope = pagination.scope_of(listing="mobile", status=status)
+        conditions: list[ColumnElement[bool]] = [requests_table.c.customer_id == customer.sub]
+        if status is not None:
+            conditions.append(requests_table.c.status == status)
+        return await self._page(conditions, "-createdAt", limit, cursor, scope)
+
+    async def get_for_customer(self, customer: Principal, request_id: int) -> RequestRecord:
+        """One of the customer's requests with its thread."""
+        async with self.database.reading() as connection:
+            return await self._read_detail(connection, request_id, customer_id=customer.sub)
+
+    async def reply_as_customer(
+        self, customer: Principal, request_id: int, body: str
+    ) -> RequestRecord:
+        """Append the customer's reply; a resolved request reopens, a closed one refuses."""
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id, customer_id=customer.sub)
+            outcome = decide(Actor.CUSTOMER, Event.CUSTOMER_REPLY, Status(row.status))
+            _refuse(outcome, request_id)
+            changes = _Changes(row, customer, max(now_ms(), row.updated_at))
+            message_id = await self._add_message(
+                connection, request_id, customer, body, changes.now
+            )
+            changes.record(
+                "customer_replied",
+                messageId=(None, message_id),
+                lastCustomerMessageAt=(row.last_customer_message_at, changes.now),
+            )
+            assert outcome.to is not None
+            changes.set_status(outcome.to)
+            changes.values.update(
+                last_customer_message_at=changes.now,
+                customer_name=customer.name,
+                customer_image=customer.picture,
+            )
+            await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    # -- admins ----------------------------------------------------------------
+
+    async def list_queue(
+        self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
+    ) -> Page:
+        """The queue, filtered and sorted."""
+        await self._remember_admin(admin)
+        scope = pagination.scope_of(
+            listing="admin",
+            status=filters.status,
+            category=filters.category,
+            assigned=filters.assigned,
+            assignee=filters.assignee_id,
+            sort=filters.sort,
+        )
+        conditions: list[ColumnElement[bool]] = []
+        if filters.status is not None:
+            conditions.append(requests_table.c.status == filters.status)
+        if filters.category is not None:
+            conditions.append(requests_table.c.category == filters.category)
+        if filters.assigned is True:
+            conditions.append(requests_table.c.assigned_admin_id.is_not(None))
+        elif filters.assigned is False:
+            conditions.append(requests_table.c.assigned_admin_id.is_(None))
+        if filters.assignee_id is not None:
+            conditions.append(requests_table.c.assigned_admin_id == filters.assignee_id.lower())
+        return await self._page(conditions, filters.sort, limit, cursor, scope)
+
+    async def get_for_admin(self, admin: Principal, request_id: int) -> RequestRecord:
+        """Any request with its thread."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            return await self._read_detail(connection, request_id)
+
+    async def reply_as_admin(self, admin: Principal, request_id: int, body: str) -> RequestRecord:
+        """Append a staff reply; on ``open`` it starts work and takes the request if unowned."""
+        await self._remember_admin(admin)
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id)
+            outcome = decide(Actor.ADMIN, Event.ADMIN_REPLY, Status(row.status))
+            _refuse(outcome, request_id)
+            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
+            message_id = await self._add_message(connection, request_id, admin, body, changes.now)
+            changes.record(
+                "admin_replied",
+                messageId=(None, message_id),
+                lastAdminMessageAt=(row.last_admin_message_at, changes.now),
+            )
+            assert outcome.to is not None
+            changes.set_status(outcome.to)
+            if outcome.assigns_replier and row.assigned_admin_id is None:
+                changes.assign(admin.sub)
+            changes.values["last_admin_message_at"] = changes.now
+            await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    async def update(
+        self, admin: Principal, request_id: int, requested: dict[str, Any]
+    ) -> RequestRecord:
+        """Change status, assignee and note together, or refuse the whole change."""
+        await self._remember_admin(admin)
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id)
+            current = Status(row.status)
+            target = Status(requested.get("status", current))
+            events = [SET_STATUS_EVENTS[target]] if "status" in requested else []
+            if "assignedAdminId" in requested:
+                events.append(Event.ASSIGN)
+            if "resolutionNote" in requested:
+                events.append(Event.SET_NOTE)
+            for event in events:
+                _refuse(decide(Actor.ADMIN, event, current), request_id)
+
+            problems: list[FieldProblem] = []
+            assignee = requested.get("assignedAdminId")
+            if assignee is not None:
+                assignee = assignee.lower()
+                known = await connection.scalar(
+                    select(admins_table.c.id).where(admins_table.c.id == assignee)
+                )
+                if known is None:
+                    problems.append(
+                        FieldProblem("assignedAdminId", "is not an admin this service has seen")
+                    )
+            note = requested.get("resolutionNote")
+            if note is not None and target is not Status.RESOLVED:
+                problems.append(
+                    FieldProblem(
+                        "resolutionNote", "can only be set on a request that is or becomes resolved"
+                    )
+                )
+            if (
+                target is Status.RESOLVED
+                and note is None
+                and not (current is Status.RESOLVED and row.resolution_note)
+            ):
+                problems.append(FieldProblem("resolutionNote", "is required to resolve a request"))
+            if problems:
+                raise RuleViolation(problems)
+
+            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
+            changes.set_status(target)
+            if note is not None:
+                changes.set_note(note)
+            if "assignedAdminId" in requested:
+                changes.assign(assignee)
+            await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    async def list_admins(self, admin: Principal) -> list[Row[Any]]:
+        """Every admin seen so far, by name."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            result = await connection.execute(
+                select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
+                    admins_table.c.name, admins_table.c.id
+                )
+            )
+            return list(result.all())
+
+    async def list_events(self, admin: Principal, request_id: int) -> list[Row[Any]]:
+        """The request's history, oldest first."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            exists = await connection.scalar(
+                select(requests_table.c.id).where(requests_table.c.id == request_id)
+            )
+            if exists is None:
+                raise _not_found(request_id)
+            result = await connection.execute(
+                select(events_table)
+                .where(events_table.c.request_id == request_id)
+                .order_by(events_table.c.id)
+            )
+            return list(result)
+
+    # -- internals -------------------------------------------------------------
+
+    async def _page(
+        self,
+        conditions: list[ColumnElement[bool]],
+        sort: str,
+        limit: int,
+        cursor: str | None,
+        scope: str,
+    ) -> Page:
+        key_column = (
+            requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
+        )
+        key = tuple_(key_column, requests_table.c.id)
+        descending = sort.startswith("-")
+        if cursor is not None:
+            after = pagination.decode(cursor, scope)
+            conditions = [*conditions, key < after if descending else key > after]
+        order = (
+            (key_column.desc(), requests_table.c.id.desc())
+            if descending
+            else (key_column.asc(), requests_table.c.id.asc())
+        )
+        statement = select(*REQUEST_COLUMNS).where(*conditions).order_by(*order).limit(limit + 1)
+        async with self.database.reading() as connection:
+            rows = list(await connection.execute(statement))
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            moment = last.updated_at if sort == "-updatedAt" else last.created_at
+            next_cursor = pagination.encode(moment, last.id, scope)
+        return Page([RequestRecord(row) for row in rows], next_cursor)
+
+    async def _lock(
+        self, connection: AsyncConnection, request_id: int, *, customer_id: str | None = None
+    ) -> Row[Any]:
+        statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
+        if customer_id is not None:
+            statement = statement.where(requests_table.c.customer_id == customer_id)
+        row = (await connection.execute(statement.with_for_update())).first()
+        if row is None:
+            raise _not_found(request_id)
+        return row
+
+    async def _read_detail(
+        self, connection: AsyncConnection, request_id: int, *, customer_id: str | None = None
+    ) -> RequestRecord:
+        statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
+        if customer_id is not None:
+            statement = statement.where(requests_table.c.customer_id == customer_id)
+        row = (await connection.execute(statement)).first()
+        if row is None:
+            raise _not_found(request_id)
+        messages = await connection.execute(
+            select(*MESSAGE_COLUMNS)
+            .where(messages_table.c.request_id == request_id)
+            .order_by(messages_table.c.id)
+        )
+        return RequestRecord(row, list(messages))
+
+    async def _add_message(
+        self,
+        connection: AsyncConnection,
+        request_id: int,
+        author: Principal,
+        body: str,
+        now: datetime,
+    ) -> int:
+        result = await connection.execute(
+            insert(messages_table)
+            .values(
+                request_id=request_id,
+                author_type=author.role.value,
+                author_id=author.sub,
+                author_name=author.name,
+                author_image=author.picture,
+                body=body,
+                created_at=now,
+            )
+            .returning(messages_table.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def _apply(self, connection: AsyncConnection, changes: _Changes) -> None:
+        values = {**changes.values, "updated_at": changes.now}
+        await connection.execute(
+            update(requests_table)
+            .where(requests_table.c.id == changes.row.id)
+            .values(**values, version=requests_table.c.version + 1)
+        )
+        await self._write_events(connection, changes.row.id, changes.events)
+
+    async def _write_events(
+        self, connection: AsyncConnection, request_id: int, events: list[dict[str, Any]]
+    ) -> None:
+        if events:
+            await connection.execute(
+                insert(events_table), [{"request_id": request_id, **event} for event in events]
+            )
+
+    async def _remember_admin(self, admin: Principal) -> None:
+        """Record an admin seen in a token, once per process unless name or picture change."""
+        seen = (admin.name, admin.picture)
+        if self._admins_seen.get(admin.sub) == seen:
+            return
+        dialect = postgresql if not self.database.is_sqlite else sqlite
+        statement = dialect.insert(admins_table).values(
+            id=admin.sub, name=admin.name, image=admin.picture, first_seen_at=now_ms()
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[admins_table.c.id],
+            set_={"name": statement.excluded.name, "image": statement.excluded.image},
+        )
+        async with self.database.writing() as connection:
+            await connection.execute(statement)
+        self._admins_seen[admin.sub] = seen

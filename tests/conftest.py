@@ -1,0 +1,115 @@
+"""Fixtures: a fresh app per test on SQLite and, when configured, on PostgreSQL.
+
+Set ``SUPPORT_TEST_PG_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/support_test``)
+to run every database test on PostgreSQL as well; the database is created if
+missing. With ``SUPPORT_REQUIRE_PG=1`` (CI) the run fails unless PostgreSQL
+tests ran.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from storage.database import sync_url
+from storage.models import Base
+from tests.helpers import SECRET
+
+PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")
+REQUIRE_PG = os.environ.get("SUPPORT_REQUIRE_PG") == "1"
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+_pg_ready = False
+_pg_passed = 0
+
+
+def _ensure_pg_database(url: str) -> None:
+    global _pg_ready
+    if _pg_ready:
+        return
+    target = make_url(url)
+    admin_url = sync_url(url).set(database="postgres")
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        exists = connection.scalar(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+        )
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    engine.dispose()
+    _pg_ready = True
+
+
+def reset_pg(url: str) -> None:
+    """An empty schema: every table dropped and created again."""
+    _ensure_pg_database(url)
+    engine = sa.create_engine(sync_url(url))
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend."""
+    if request.param == "postgresql":
+        assert PG_URL is not None
+        request.node.add_marker(pytest.mark.postgres)
+        reset_pg(PG_URL)
+        return PG_URL
+    return f"sqlite:///{tmp_path / 'support.db'}"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        jwt_secret=SECRET.encode(),
+        data_dir=tmp_path,
+        validate_responses=True,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Any]:
+    """An HTTP client of a fresh app (lifespan run, response validation on)."""
+    app = create_app(settings)
+    with app.test_client() as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sa.Engine]:
+    """A blocking engine on the test's database, for asserting stored state."""
+    engine = sa.create_engine(sync_url(database_url))
+    yield engine
+    engine.dispose()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_PG and not PG_URL:
+        pytest.exit("SUPPORT_REQUIRE_PG=1 but SUPPORT_TEST_PG_URL is not set", returncode=3)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _pg_passed
+    if report.when == "call" and report.passed and "[postgresql" in report.nodeid:
+        _pg_passed += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REQUIRE_PG and exitstatus == 0 and _pg_passed == 0:
+        session.exitstatus = 3
+        print("\nSUPPORT_REQUIRE_PG=1 but no PostgreSQL test passed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if PG_URL:
+        terminalreporter.write_line(f"PostgreSQL tests passed: {_pg_passed}")
