@@ -342,7 +342,7 @@ class SupportDesk:
             await self._apply(connection, changes)
             return await self._read_detail(connection, request_id)
 
-    async def list_admins(self, admin: Principal) -> list[Row[Any]]:
+    async def list_admins(self, admin: Principal) -> list[Any]:
         """Every admin seen so far, by name."""
         await self._remember_admin(admin)
         async with self.database.reading() as connection:
@@ -353,7 +353,7 @@ class SupportDesk:
             )
             return list(result.all())
 
-    async def list_events(self, admin: Principal, request_id: int) -> list[Row[Any]]:
+    async def list_events(self, admin: Principal, request_id: int) -> list[Any]:
         """The request's history, oldest first."""
         await self._remember_admin(admin)
         async with self.database.reading() as connection:
