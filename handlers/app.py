@@ -7,6 +7,7 @@ uvicorn factory that reads ``SUPPORT_*`` once, at start.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from handlers.auth import TokenVerifier, bearer_security_handler
 from handlers.settings import Settings
 from handlers.validation import VALIDATOR_MAP
 from openapi import SPEC_PATH
+from storage import schema
 from storage.database import Database
 from storage.support_desk import SupportDesk
 
@@ -159,6 +161,10 @@ def create_app(settings: Settings) -> AsyncApp:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         if settings.create_schema:
             await database.create_schema()
+        else:
+            await asyncio.to_thread(
+                schema.ensure_current, settings.database_url, initialise_empty=database.is_sqlite
+            )
         yield
         await database.dispose()
 

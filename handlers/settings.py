@@ -28,6 +28,8 @@ class Settings:
     jwt_audience: str | None = None
     dev_secret_path: Path | None = None
     validate_responses: bool = False
+    # True: create missing tables directly (tests). False: the schema must be at the
+    # newest Alembic revision; an empty SQLite database is migrated on start.
     create_schema: bool = True
     pool_size: int = 10
 
@@ -58,6 +60,7 @@ class Settings:
             jwt_issuer=env.get("SUPPORT_JWT_ISSUER") or None,
             jwt_audience=env.get("SUPPORT_JWT_AUDIENCE") or None,
             dev_secret_path=dev_secret_path,
+            create_schema=False,
         )
 
 

@@ -1,0 +1,70 @@
+"""Alembic migrations: the migrated schema is the models', and the server checks it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from storage import schema
+from storage.models import Base
+
+
+def _empty(db: sa.Engine) -> None:
+    Base.metadata.drop_all(db)
+    with db.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def test_migrated_schema_equals_the_models(database_url: str, db: sa.Engine) -> None:
+    _empty(db)
+    schema.upgrade(database_url)
+    assert schema.current(database_url) == schema.head()
+    with db.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_downgrade_to_base_removes_every_table(database_url: str, db: sa.Engine) -> None:
+    _empty(db)
+    schema.upgrade(database_url)
+    schema.downgrade(database_url, "base")
+    assert schema.current(database_url) is None
+    assert schema.is_empty(database_url)
+    schema.upgrade(database_url)
+    assert schema.current(database_url) == schema.head()
+
+
+def test_server_refuses_to_start_on_an_out_of_date_schema(
+    settings: Settings, database_url: str, db: sa.Engine
+) -> None:
+    _empty(db)
+    schema.upgrade(database_url)
+    schema.downgrade(database_url, "base")
+    with db.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE leftover (id INTEGER)"))
+    app = create_app(dataclasses.replace(settings, create_schema=False))
+    with pytest.raises(schema.SchemaOutOfDate, match="supportctl db upgrade"), app.test_client():
+        pass
+    with db.begin() as connection:
+        connection.execute(sa.text("DROP TABLE leftover"))
+
+
+def test_server_starts_on_a_current_schema(settings: Settings, database_url: str, db: sa.Engine):
+    _empty(db)
+    schema.upgrade(database_url)
+    app = create_app(dataclasses.replace(settings, create_schema=False))
+    with app.test_client() as client:
+        assert client.get("/api/mobile/support-requests").status_code == 401
+
+
+def test_empty_sqlite_database_is_migrated_on_start(settings: Settings, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    app = create_app(dataclasses.replace(settings, database_url=url, create_schema=False))
+    with app.test_client():
+        pass
+    assert schema.current(url) == schema.head()
