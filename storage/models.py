@@ -15,6 +15,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
 )
@@ -106,3 +108,35 @@ class RequestEvent(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_request_events_request", "request_id", "id"),)
+
+
+class RateLimitCounter(Base):
+    """Requests a caller made in one window (PostgreSQL; SQLite counts in the process)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(300))
+    window_start: Mapped[datetime] = mapped_column(DateTime)
+    count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (PrimaryKeyConstraint("key", "window_start"),)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a caller's ``Idempotency-Key``, replayed to its retries."""
+
+    __tablename__ = "idempotency_records"
+
+    owner: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    location: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("owner", "key"),
+        Index("ix_idempotency_records_created", "created_at"),
+    )

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 
 from storage.database import sync_url
 
@@ -35,9 +35,16 @@ def head() -> str:
     return revision
 
 
+def _engine(url: str) -> Engine:
+    target = sync_url(url)
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:"):
+        Path(str(target.database)).parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(target)
+
+
 def current(url: str) -> str | None:
     """The revision the database is at (None when it was never migrated)."""
-    engine = create_engine(sync_url(url))
+    engine = _engine(url)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -57,7 +64,7 @@ def downgrade(url: str, revision: str) -> None:
 
 def is_empty(url: str) -> bool:
     """Whether the database has none of the service's tables (Alembic's own aside)."""
-    engine = create_engine(sync_url(url))
+    engine = _engine(url)
     try:
         return not set(inspect(engine).get_table_names()) - {"alembic_version"}
     finally:

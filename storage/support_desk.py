@@ -13,14 +13,13 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Row, Table, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.clock import iso_ms, now_ms
 from domain.errors import FieldProblem, InvalidTransition, NotFound, RequestClosed, RuleViolation
 from domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Outcome, Refusal, Status, decide
 from domain.principal import Principal
 from storage import pagination
-from storage.database import Database
+from storage.database import Database, DbConnection
 from storage.models import Admin, Message, RequestEvent, SupportRequest
 
 requests_table = cast(Table, SupportRequest.__table__)
@@ -195,7 +194,8 @@ class SupportDesk:
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
     ) -> Page:
         """The customer's own requests, newest first."""
-        scope = pagination.scope_of(listing="mobile", status=status)
+        # Bound to the customer too: another customer's cursor is not one issued for this list.
+        scope = pagination.scope_of(listing="mobile", customer=customer.sub, status=status)
         conditions: list[ColumnElement[bool]] = [requests_table.c.customer_id == customer.sub]
         if status is not None:
             conditions.append(requests_table.c.status == status)
@@ -339,7 +339,8 @@ class SupportDesk:
                 changes.set_note(note)
             if "assignedAdminId" in requested:
                 changes.assign(assignee)
-            await self._apply(connection, changes)
+            if changes.events:  # a PATCH that changes nothing leaves updatedAt alone
+                await self._apply(connection, changes)
             return await self._read_detail(connection, request_id)
 
     async def list_admins(self, admin: Principal) -> list[Any]:
@@ -404,7 +405,7 @@ class SupportDesk:
         return Page([RequestRecord(row) for row in rows], next_cursor)
 
     async def _lock(
-        self, connection: AsyncConnection, request_id: int, *, customer_id: str | None = None
+        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> Row[Any]:
         statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
         if customer_id is not None:
@@ -415,7 +416,7 @@ class SupportDesk:
         return row
 
     async def _read_detail(
-        self, connection: AsyncConnection, request_id: int, *, customer_id: str | None = None
+        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
         statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
         if customer_id is not None:
@@ -432,7 +433,7 @@ class SupportDesk:
 
     async def _add_message(
         self,
-        connection: AsyncConnection,
+        connection: DbConnection,
         request_id: int,
         author: Principal,
         body: str,
@@ -453,7 +454,7 @@ class SupportDesk:
         )
         return int(result.scalar_one())
 
-    async def _apply(self, connection: AsyncConnection, changes: _Changes) -> None:
+    async def _apply(self, connection: DbConnection, changes: _Changes) -> None:
         values = {**changes.values, "updated_at": changes.now}
         await connection.execute(
             update(requests_table)
@@ -463,7 +464,7 @@ class SupportDesk:
         await self._write_events(connection, changes.row.id, changes.events)
 
     async def _write_events(
-        self, connection: AsyncConnection, request_id: int, events: list[dict[str, Any]]
+        self, connection: DbConnection, request_id: int, events: list[dict[str, Any]]
     ) -> None:
         if events:
             await connection.execute(

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-11-28 12:29:26.990964
+Revises: (none)
+Create Date: 2026-11-28 12:32:23.550342
 
 """
 
@@ -28,6 +28,28 @@ def upgrade() -> None:
         sa.Column("image", sa.String(length=2048), nullable=True),
         sa.Column("first_seen_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "idempotency_records",
+        sa.Column("owner", sa.String(length=255), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("location", sa.String(length=255), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("owner", "key"),
+    )
+    with op.batch_alter_table("idempotency_records", schema=None) as batch_op:
+        batch_op.create_index("ix_idempotency_records_created", ["created_at"], unique=False)
+
+    op.create_table(
+        "rate_limit_counters",
+        sa.Column("key", sa.String(length=300), nullable=False),
+        sa.Column("window_start", sa.DateTime(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "window_start"),
     )
     op.create_table(
         "support_requests",
@@ -142,5 +164,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_support_requests_assignee_created")
 
     op.drop_table("support_requests")
+    op.drop_table("rate_limit_counters")
+    with op.batch_alter_table("idempotency_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_idempotency_records_created")
+
+    op.drop_table("idempotency_records")
     op.drop_table("admins")
     # ### end Alembic commands ###
