@@ -8,7 +8,9 @@ from starlette.responses import Response
 
 from domain.clock import iso_ms
 from handlers.auth import caller
+from handlers.idempotency import once
 from handlers.render import admin_detail, admin_summary, envelope
+from storage.idempotency import IdempotencyStore
 from storage.support_desk import QueueFilters, SupportDesk
 
 _TEXT_FIELDS = ("resolutionNote",)
@@ -44,11 +46,20 @@ async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -
 
 
 async def reply(
-    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+    desk: SupportDesk,
+    idempotency: IdempotencyStore,
+    id_: int,
+    body: dict[str, Any],
+    token_info: dict[str, Any],
 ) -> Response:
-    """Append a staff reply."""
-    record = await desk.reply_as_admin(caller(token_info), id_, body["body"].strip())
-    return envelope("Reply added successfully", admin_detail(record), status=201)
+    """Append a staff reply (once per Idempotency-Key)."""
+    admin = caller(token_info)
+
+    async def run() -> Response:
+        record = await desk.reply_as_admin(admin, id_, body["body"].strip())
+        return envelope("Reply added successfully", admin_detail(record), status=201)
+
+    return await once(idempotency, admin, body, run)
 
 
 async def update_request(

@@ -8,7 +8,9 @@ uvicorn factory that reads ``SUPPORT_*`` once, at start.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,20 +20,28 @@ import starlette.convertors
 import yaml
 from connexion import AsyncApp
 from connexion.middleware import ConnexionMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handlers import problems
 from handlers.auth import TokenVerifier, bearer_security_handler
+from handlers.limits import RateLimit
+from handlers.observability import RequestContext, configure_logging
 from handlers.settings import Settings
 from handlers.validation import VALIDATOR_MAP
 from openapi import SPEC_PATH
 from storage import schema
 from storage.database import Database
+from storage.idempotency import IdempotencyStore
+from storage.rate_limits import Limit, RateLimiter
 from storage.support_desk import SupportDesk
 
 MAX_BODY_BYTES = 64 * 1024
@@ -80,7 +90,37 @@ class BodyLimit:
                 raise _too_large()
             return message
 
+        if declared is None and "transfer-encoding" in Headers(scope=scope):
+            # Connexion reads no body without Content-Length: buffer a chunked one, declare it.
+            scope, buffered_receive = await _buffered(scope, counting_receive)
+            await self.app(scope, buffered_receive, send)
+            return
         await self.app(scope, counting_receive, send)
+
+
+async def _buffered(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+    """The whole (already size-limited) body read up front, replayed with its length."""
+    chunks: list[bytes] = []
+    more_body = True
+    while more_body:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more_body = message.get("more_body", False)
+    body = b"".join(chunks)
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"transfer-encoding"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return {**scope, "headers": headers}, replay
 
 
 def _too_large() -> problems.HttpProblem:
@@ -111,16 +151,66 @@ class ResponseHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _middlewares() -> list[Any]:
+def _bound(middleware: type, **options: Any) -> type:
+    """``middleware`` with ``options`` bound, for Connexion's ``middleware(app)`` calls."""
+
+    class Bound(middleware):  # type: ignore[misc]
+        def __init__(self, app: ASGIApp) -> None:
+            super().__init__(app, **options)
+
+    Bound.__name__ = middleware.__name__
+    return Bound
+
+
+class _SpecAsWrittenAPI(SwaggerUIAPI):  # type: ignore[misc]
+    """``/openapi.json`` as the file says, ``$ref``s and all (Connexion serves an inlined copy)."""
+
+    def _spec_for_prefix(self, request: Request) -> dict[str, Any]:
+        base_path = self._base_path_for_prefix(request)
+        specification = self.specification.with_base_path(base_path) if base_path else None
+        raw: dict[str, Any] = (specification or self.specification).raw
+        return raw
+
+
+class SpecAsWritten(SwaggerUIMiddleware):  # type: ignore[misc]
+    """Connexion's spec and Swagger UI routes, serving the spec as written."""
+
+    def add_api(self, specification: Any, base_path: str | None = None, **kwargs: Any) -> None:
+        api = _SpecAsWrittenAPI(
+            specification, base_path=base_path, default=self.default_fn, **kwargs
+        )
+        self.router.mount(api.base_path, app=api.router)
+
+
+def _middlewares(request_context: type, rate_limit: type) -> list[Any]:
+    """Connexion's stack, with ours: request context and headers outermost (they see every
+    response, problems included), loose id routing, the body cap, and rate limits right
+    after authentication."""
     stack: list[Any] = []
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is RoutingMiddleware:
             stack += [ContractRoutingMiddleware, BodyLimit]
-        else:
-            if middleware.__name__ == "ExceptionMiddleware":
-                stack.append(ResponseHeaders)
-            stack.append(middleware)
+            continue
+        if middleware is SwaggerUIMiddleware:
+            stack.append(SpecAsWritten)
+            continue
+        if middleware is ExceptionMiddleware:
+            stack += [request_context, ResponseHeaders]
+        stack.append(middleware)
+        if middleware is SecurityMiddleware:
+            stack.append(rate_limit)
     return stack
+
+
+def _routes_by_operation(spec: dict[str, Any]) -> Callable[[str | None], str | None]:
+    """The path template an operationId serves, for the access log."""
+    routes = {
+        operation["operationId"]: template
+        for template, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    return lambda operation_id: routes.get(operation_id or "")
 
 
 def _allowed_methods(spec: dict[str, Any]) -> Callable[[str], str]:
@@ -142,20 +232,52 @@ def _allowed_methods(spec: dict[str, Any]) -> Callable[[str], str]:
     return allow
 
 
-def _injecting_resolver(desk: SupportDesk) -> Resolver:
-    """Resolve each operationId to its handler with the service bound as first argument."""
+def _injecting_resolver(dependencies: dict[str, Any]) -> Resolver:
+    """Resolve each operationId to its handler with the services it names bound."""
 
     def resolve(operation_id: str) -> Callable[..., Any]:
-        return functools.partial(get_function_from_name(operation_id), desk)
+        handler = get_function_from_name(operation_id)
+        wanted = inspect.signature(handler).parameters
+        return functools.partial(
+            handler, **{name: dep for name, dep in dependencies.items() if name in wanted}
+        )
 
     return Resolver(function_resolver=resolve)
 
 
+@functools.cache
+def _parsed_spec() -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    spec: dict[str, Any] = yaml.load(SPEC_PATH.read_text(), Loader=loader)
+    return spec
+
+
+def load_spec() -> dict[str, Any]:
+    """The contract as a fresh dict (parsed once per process)."""
+    return copy.deepcopy(_parsed_spec())
+
+
 def create_app(settings: Settings) -> AsyncApp:
     """The ASGI app for ``settings``."""
-    spec = yaml.safe_load(SPEC_PATH.read_text())
-    database = Database(settings.database_url, pool_size=settings.pool_size)
-    desk = SupportDesk(database)
+    spec = load_spec()
+    database = Database(
+        settings.database_url,
+        pool_size=settings.pool_size,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+    dependencies = {
+        "desk": SupportDesk(database),
+        "idempotency": IdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds),
+        "database": database,
+        "expected_revision": None if settings.create_schema else schema.head(),
+    }
+    rate_limit = _bound(
+        RateLimit,
+        limiter=RateLimiter(database),
+        reads=Limit.parse(settings.rate_limit_reads),
+        writes=Limit.parse(settings.rate_limit_writes),
+    )
+    request_context = _bound(RequestContext, route_of=_routes_by_operation(spec))
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -171,12 +293,12 @@ def create_app(settings: Settings) -> AsyncApp:
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(),
+        middlewares=_middlewares(request_context, rate_limit),
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.add_api(
         spec,
-        resolver=_injecting_resolver(desk),
+        resolver=_injecting_resolver(dependencies),
         validator_map=VALIDATOR_MAP,
         security_map={"bearer": bearer_security_handler(TokenVerifier(settings))},
         strict_validation=True,
@@ -188,5 +310,6 @@ def create_app(settings: Settings) -> AsyncApp:
 
 
 def app_from_environment() -> AsyncApp:
-    """The uvicorn factory: settings from ``SUPPORT_*``, read once at start."""
+    """The uvicorn factory: settings from ``SUPPORT_*``, read once at start; JSON logs."""
+    configure_logging()
     return create_app(Settings.from_env())

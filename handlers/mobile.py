@@ -7,28 +7,38 @@ from typing import Any
 from starlette.responses import Response
 
 from handlers.auth import caller
+from handlers.idempotency import once
 from handlers.render import envelope, mobile_detail, mobile_summary
+from storage.idempotency import IdempotencyStore
 from storage.support_desk import SupportDesk
 
 PATH = "/api/mobile/support-requests"
 
 
 async def create_request(
-    desk: SupportDesk, body: dict[str, Any], token_info: dict[str, Any]
+    desk: SupportDesk,
+    idempotency: IdempotencyStore,
+    body: dict[str, Any],
+    token_info: dict[str, Any],
 ) -> Response:
-    """Open a support request with its first message."""
-    record = await desk.create_request(
-        caller(token_info),
-        category=body["category"],
-        subject=body["subject"].strip(),
-        message=body["message"].strip(),
-    )
-    return envelope(
-        "Support request created successfully",
-        mobile_detail(record),
-        status=201,
-        headers={"Location": f"{PATH}/{record.row.id}"},
-    )
+    """Open a support request with its first message (once per Idempotency-Key)."""
+    customer = caller(token_info)
+
+    async def run() -> Response:
+        record = await desk.create_request(
+            customer,
+            category=body["category"],
+            subject=body["subject"].strip(),
+            message=body["message"].strip(),
+        )
+        return envelope(
+            "Support request created successfully",
+            mobile_detail(record),
+            status=201,
+            headers={"Location": f"{PATH}/{record.row.id}"},
+        )
+
+    return await once(idempotency, customer, body, run)
 
 
 async def list_requests(
@@ -56,8 +66,17 @@ async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -
 
 
 async def reply(
-    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+    desk: SupportDesk,
+    idempotency: IdempotencyStore,
+    id_: int,
+    body: dict[str, Any],
+    token_info: dict[str, Any],
 ) -> Response:
-    """Append the caller's reply."""
-    record = await desk.reply_as_customer(caller(token_info), id_, body["body"].strip())
-    return envelope("Reply added successfully", mobile_detail(record), status=201)
+    """Append the caller's reply (once per Idempotency-Key)."""
+    customer = caller(token_info)
+
+    async def run() -> Response:
+        record = await desk.reply_as_customer(customer, id_, body["body"].strip())
+        return envelope("Reply added successfully", mobile_detail(record), status=201)
+
+    return await once(idempotency, customer, body, run)

@@ -130,12 +130,28 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
             schema = param.get("schema", {})
             value = _coerce(schema, values[0])
             if value is _UNPARSED:
-                problems.append(FieldProblem(name, f"must be a {schema.get('type')}"))
+                kind = schema.get("type")
+                article = "an" if kind == "integer" else "a"
+                problems.append(FieldProblem(name, f"must be {article} {kind}"))
                 continue
             errors = list(Draft4RequestValidator(schema).iter_errors(value))
             problems.extend(FieldProblem(name, p.message) for p in _field_problems(errors, name))
+        problems.extend(self._header_problems(request))
         if problems:
             raise validation_problem(problems)
+
+    def _header_problems(self, request: Request) -> list[FieldProblem]:
+        problems: list[FieldProblem] = []
+        for param in self.parameters.get("header", []):
+            name = param["name"]
+            value = request.headers.get(name)
+            if value is None:
+                if param.get("required"):
+                    problems.append(FieldProblem(name, "is required"))
+                continue
+            errors = list(Draft4RequestValidator(param.get("schema", {})).iter_errors(value))
+            problems.extend(FieldProblem(name, p.message) for p in _field_problems(errors, name))
+        return problems
 
 
 class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
@@ -150,9 +166,14 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
         if not text.strip():
             raise HttpProblem(400, "malformed_body", "The body must be a JSON object.")
         try:
-            return json.loads(text)
+            body = json.loads(text)
+            # A "\\ud800" escape parses to a lone surrogate: no database can store that text.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpProblem(400, "malformed_body", "The body is not valid Unicode.") from None
         except (ValueError, RecursionError):
             raise HttpProblem(400, "malformed_body", "The body is not valid JSON.") from None
+        return body
 
     def _validate(self, body: Any) -> dict[str, Any] | None:
         errors = list(self._validator.iter_errors(body))

@@ -1,0 +1,81 @@
+"""Database faults: 503 with Retry-After, no internals, and recovery without a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from tests.conftest import PG_URL, reset_pg
+from tests.helpers import MOBILE, SECRET, create, customer
+from tests.live import TcpProxy
+
+pg_only = pytest.mark.skipif(not PG_URL, reason="needs SUPPORT_TEST_PG_URL")
+
+
+def _assert_unavailable(response) -> None:
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) > 0
+    body = response.json()
+    assert body["code"] == "service_unavailable"
+    for leak in ("Traceback", "psycopg", "sqlalchemy", "OperationalError", "SELECT", "5432"):
+        assert leak not in response.text
+
+
+@pg_only
+@pytest.mark.postgres
+def test_unreachable_postgresql_is_503_and_the_service_recovers(tmp_path):
+    assert PG_URL is not None
+    reset_pg(PG_URL)
+    upstream = make_url(PG_URL)
+    proxy = TcpProxy(upstream.port or 5432)
+    proxy.start()
+    via_proxy = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False
+    )
+    alice = customer()
+    app = create_app(Settings(database_url=via_proxy, jwt_secret=SECRET.encode(), pool_size=2))
+    try:
+        with app.test_client() as client:
+            created = create(client, alice)
+            proxy.stop()
+            _assert_unavailable(client.get(f"{MOBILE}/{created['id']}", headers=alice))
+            _assert_unavailable(
+                client.post(
+                    f"{MOBILE}/{created['id']}/messages", json={"body": "hi"}, headers=alice
+                )
+            )
+            proxy.start()
+            recovered = client.get(f"{MOBILE}/{created['id']}", headers=alice)
+            assert recovered.status_code == 200
+            assert recovered.json()["data"]["id"] == created["id"]
+    finally:
+        proxy.stop()
+
+
+def test_a_locked_sqlite_database_is_503_and_nothing_is_written(tmp_path):
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    alice = customer()
+    app = create_app(
+        Settings(database_url=url, jwt_secret=SECRET.encode(), sqlite_busy_timeout_ms=200)
+    )
+    with app.test_client() as client:
+        created = create(client, alice)
+        blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            _assert_unavailable(
+                client.post(
+                    f"{MOBILE}/{created['id']}/messages", json={"body": "hi"}, headers=alice
+                )
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        after = client.get(f"{MOBILE}/{created['id']}", headers=alice)
+    assert after.status_code == 200
+    assert len(after.json()["data"]["messages"]) == 1

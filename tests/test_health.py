@@ -1,0 +1,41 @@
+"""Liveness and readiness probes, outside authentication."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+
+from handlers.app import create_app
+from storage import schema
+from storage.models import Base
+
+
+def test_liveness_answers_without_a_token(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"message": "Alive", "data": {"status": "ok"}}
+
+
+def test_readiness_checks_the_database(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"message": "Ready", "data": {"status": "ok"}}
+
+
+def test_readiness_is_503_when_the_schema_falls_behind(settings, database_url, db):
+    Base.metadata.drop_all(db)
+    with db.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    schema.upgrade(database_url)
+    app = create_app(dataclasses.replace(settings, create_schema=False))
+    with app.test_client() as client:
+        assert client.get("/readyz").status_code == 200
+        with db.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = 'older'"))
+        response = client.get("/readyz")
+        assert client.get("/healthz").status_code == 200
+    assert response.status_code == 503
+    assert response.json()["code"] == "service_unavailable"
+    assert "supportctl db upgrade" in response.json()["detail"]
+    assert int(response.headers["retry-after"]) > 0

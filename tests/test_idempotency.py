@@ -1,0 +1,199 @@
+"""Safe retries with Idempotency-Key on create and reply."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from handlers.app import create_app
+from handlers.idempotency import fingerprint
+from handlers.settings import Settings
+from tests.helpers import ADMIN, MOBILE, admin, create, customer
+from tests.live import serving
+
+BODY = {"category": "payment", "subject": "Charged twice", "message": "Two charges on 1 May."}
+
+
+def _key() -> str:
+    return f"key-{uuid.uuid4()}"
+
+
+def _count(db: sa.Engine, table: str) -> int:
+    with db.connect() as connection:
+        return int(connection.scalar(sa.text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+def test_create_replay_returns_the_first_response_and_writes_nothing(client, db):
+    alice, key = customer(), _key()
+    first = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+    again = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+    assert first.status_code == again.status_code == 201
+    assert again.content == first.content
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert _count(db, "support_requests") == 1
+    assert _count(db, "messages") == 1
+
+
+def test_reply_replay_stores_one_message(client, db):
+    alice, key = customer(), _key()
+    request_id = create(client, alice)["id"]
+    url = f"{MOBILE}/{request_id}/messages"
+    first = client.post(
+        url, json={"body": "More detail"}, headers={**alice, "Idempotency-Key": key}
+    )
+    again = client.post(
+        url, json={"body": "More detail"}, headers={**alice, "Idempotency-Key": key}
+    )
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert _count(db, "messages") == 2
+
+
+def test_admin_reply_replay_stores_one_message(client, db):
+    agent, key = admin(), _key()
+    request_id = create(client, customer())["id"]
+    url = f"{ADMIN}/{request_id}/messages"
+    for _ in range(3):
+        response = client.post(
+            url, json={"body": "On it"}, headers={**agent, "Idempotency-Key": key}
+        )
+        assert response.status_code == 201
+    assert _count(db, "messages") == 2
+
+
+def test_same_key_with_a_different_body_is_422(client, db):
+    alice, key = customer(), _key()
+    assert (
+        client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key}).status_code == 201
+    )
+    other = {**BODY, "subject": "Charged three times"}
+    response = client.post(MOBILE, json=other, headers={**alice, "Idempotency-Key": key})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert _count(db, "support_requests") == 1
+
+
+def test_same_key_on_another_operation_is_422(client, db):
+    alice, key = customer(), _key()
+    request_id = create(client, alice)["id"]
+    assert (
+        client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key}).status_code == 201
+    )
+    response = client.post(
+        f"{MOBILE}/{request_id}/messages",
+        json={"body": "x"},
+        headers={**alice, "Idempotency-Key": key},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert _count(db, "messages") == 2
+
+
+def test_same_key_while_the_first_still_runs_is_409(client, db):
+    alice, key = customer(sub=f"c-{uuid.uuid4().hex[:8]}"), _key()
+    sub = _sub_of(alice)
+    with db.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO idempotency_records (owner, key, fingerprint, state, created_at) "
+                "VALUES (:owner, :key, :fingerprint, 'in_progress', :now)"
+            ),
+            {
+                "owner": sub,
+                "key": key,
+                "fingerprint": fingerprint("POST", MOBILE, BODY),
+                "now": _utcnow(),
+            },
+        )
+    response = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "idempotency_key_in_use"
+    assert response.headers["retry-after"]
+    assert _count(db, "support_requests") == 0
+
+
+def test_keys_are_scoped_to_the_caller(client, db):
+    key = _key()
+    for headers in (customer(), customer()):
+        response = client.post(MOBILE, json=BODY, headers={**headers, "Idempotency-Key": key})
+        assert response.status_code == 201
+        assert "idempotent-replayed" not in response.headers
+    assert _count(db, "support_requests") == 2
+
+
+def test_an_expired_key_runs_again(client, db):
+    alice, key = customer(), _key()
+    assert (
+        client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key}).status_code == 201
+    )
+    with db.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE idempotency_records SET created_at = :old"),
+            {"old": _utcnow() - timedelta(hours=25)},
+        )
+    again = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert _count(db, "support_requests") == 2
+
+
+def test_a_failed_request_releases_its_key(client, db):
+    alice, key = customer(), _key()
+    response = client.post(
+        f"{MOBILE}/987654/messages",
+        json={"body": "hello"},
+        headers={**alice, "Idempotency-Key": key},
+    )
+    assert response.status_code == 404
+    assert _count(db, "idempotency_records") == 0
+
+
+def test_a_malformed_key_is_422(client, db):
+    alice = customer()
+    for bad in ("has space", "x" * 256):
+        response = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": bad})
+        assert response.status_code == 422, bad
+        assert [e["field"] for e in response.json()["errors"]] == ["Idempotency-Key"]
+    assert _count(db, "support_requests") == 0
+
+
+def test_twenty_concurrent_retries_with_one_key_create_one_request(settings: Settings, db):
+    app = create_app(dataclasses.replace(settings, validate_responses=False))
+    alice, key = customer(), _key()
+
+    async def fire(base: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+                    for _ in range(20)
+                )
+            )
+        return [r.status_code for r in responses]
+
+    with serving(app) as base:
+        statuses = asyncio.run(fire(base))
+        final = httpx.post(base + MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
+    assert set(statuses) <= {201, 409}
+    assert statuses.count(201) >= 1
+    assert final.status_code == 201
+    assert _count(db, "support_requests") == 1
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _sub_of(headers: dict[str, str]) -> str:
+    import jwt
+
+    token = headers["Authorization"].split()[1]
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])

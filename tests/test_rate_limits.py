@@ -1,0 +1,113 @@
+"""Per-caller rate limits: 429 with Retry-After and RateLimit-* headers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from handlers.app import create_app
+from handlers.settings import ConfigurationError, Settings
+from storage.rate_limits import Limit
+from tests.helpers import MOBILE, create, customer
+
+
+def _client(settings: Settings, **limits: str):
+    return create_app(dataclasses.replace(settings, **limits)).test_client()
+
+
+def test_reads_over_the_budget_get_429_with_retry_after(settings):
+    alice = customer()
+    with _client(settings, rate_limit_reads="3/minute") as client:
+        remaining = []
+        for _ in range(3):
+            response = client.get(MOBILE, headers=alice)
+            assert response.status_code == 200
+            assert response.headers["ratelimit-limit"] == "3"
+            remaining.append(response.headers["ratelimit-remaining"])
+        refused = client.get(MOBILE, headers=alice)
+    assert remaining == ["2", "1", "0"]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+def test_a_refused_write_stores_nothing(settings, db):
+    alice = customer()
+    with _client(settings, rate_limit_writes="1/minute") as client:
+        create(client, alice)
+        body = {"category": "other", "subject": "Again", "message": "Again"}
+        refused = client.post(MOBILE, json=body, headers=alice)
+    assert refused.status_code == 429
+    with db.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM support_requests").scalar() == 1
+
+
+def test_reads_and_writes_have_separate_budgets(settings):
+    alice = customer()
+    with _client(settings, rate_limit_reads="1/minute", rate_limit_writes="5/minute") as client:
+        assert client.get(MOBILE, headers=alice).status_code == 200
+        assert client.get(MOBILE, headers=alice).status_code == 429
+        created = client.post(
+            MOBILE, json={"category": "other", "subject": "s", "message": "m"}, headers=alice
+        )
+    assert created.status_code == 201
+    assert created.headers["ratelimit-limit"] == "5"
+
+
+def test_budgets_are_per_caller(settings):
+    with _client(settings, rate_limit_reads="1/minute") as client:
+        for _ in range(3):
+            assert client.get(MOBILE, headers=customer()).status_code == 200
+
+
+def test_off_disables_the_limit(settings):
+    alice = customer()
+    with _client(settings, rate_limit_reads="off") as client:
+        for _ in range(20):
+            response = client.get(MOBILE, headers=alice)
+            assert response.status_code == 200
+            assert "ratelimit-limit" not in response.headers
+
+
+def test_unauthenticated_requests_are_not_counted(settings):
+    alice = customer()
+    with _client(settings, rate_limit_reads="1/minute") as client:
+        for _ in range(3):
+            assert client.get(MOBILE).status_code == 401
+        assert client.get(MOBILE, headers=alice).status_code == 200
+
+
+@pytest.mark.postgres
+def test_the_budget_is_shared_by_every_process_on_postgresql(settings, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite counts per process (one box); the shared budget is PostgreSQL's")
+    alice = customer()
+    first = _client(settings, rate_limit_reads="4/minute")
+    second = _client(settings, rate_limit_reads="4/minute")
+    with first as one, second as two:
+        statuses = [
+            (one if i % 2 else two).get(MOBILE, headers=alice).status_code for i in range(6)
+        ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("text", ["60/fortnight", "ten/minute", "0/minute", "-1/second", ""])
+def test_a_malformed_limit_is_refused_at_start(settings, text):
+    with pytest.raises(ConfigurationError, match="SUPPORT_RATE_LIMIT_READS"):
+        dataclasses.replace(settings, rate_limit_reads=text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("60/minute", Limit(60, 60)),
+        (" 5 / second ", Limit(5, 1)),
+        ("OFF", None),
+        ("2/hour", Limit(2, 3600)),
+    ],
+)
+def test_limits_parse_from_their_documented_form(text, expected):
+    assert Limit.parse(text) == expected
