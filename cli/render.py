@@ -1,0 +1,305 @@
+"""Output for people (rich tables, panels, a conversation) and for scripts (the API's JSON).
+
+Nothing here fetches: commands fetch through ``cli.client`` and hand the JSON
+to these functions. User text is always wrapped in ``Text``, never parsed as
+markup. Colour is off when the stream is not a terminal or ``NO_COLOR`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, NoReturn
+
+import typer
+from rich import box
+from rich.align import Align
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+Viewer = Literal["customer", "admin"]
+
+STATUS_STYLES = {
+    "open": "bold yellow",
+    "in_progress": "bold cyan",
+    "resolved": "bold green",
+    "closed": "dim",
+}
+CUSTOMER_STYLE = "blue"
+STAFF_STYLE = "green"
+NOTHING = "-"
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr) that honours ``NO_COLOR`` and non-terminals."""
+    no_color = bool(os.environ.get("NO_COLOR"))
+    return Console(
+        stderr=stderr,
+        color_system=None if no_color else "auto",
+        no_color=no_color,
+        highlight=False,
+        emoji=False,
+    )
+
+
+def fail(message: str, *details: str) -> NoReturn:
+    """Print an error and its detail lines as one block on stderr, and exit 1."""
+    lines: list[RenderableType] = [Text(message, style="bold")]
+    lines += [Padding(Text(line), (0, 0, 0, 2)) for line in details]
+    block = Panel(Group(*lines), title="Error", title_align="left", border_style="red")
+    make_console(stderr=True).print(block)
+    raise typer.Exit(1)
+
+
+def print_json_text(text: str) -> None:
+    """The API's JSON body exactly as received, newline-terminated."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# -- small pieces --------------------------------------------------------------
+
+
+def local_time(value: str | None, style: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """An API timestamp (UTC) in this machine's time zone, e.g. ``2026-03-17 15:34 IST``."""
+    if value is None:
+        return NOTHING
+    moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).astimezone()
+    return moment.strftime(style).strip()
+
+
+def short_time(value: str | None, *, seconds: bool = False) -> str:
+    """A compact local time for table cells, e.g. ``Mar 17 15:34``."""
+    return local_time(value, "%b %d %H:%M:%S" if seconds else "%b %d %H:%M")
+
+
+def status_text(status: str) -> Text:
+    """The status, coloured, with ``in_progress`` written as people say it."""
+    return Text(status.replace("_", " "), style=STATUS_STYLES.get(status, ""))
+
+
+def admin_label(admin_id: str | None, admin_names: Mapping[str, str | None]) -> str:
+    """An admin's name and UUID, or ``-``."""
+    if admin_id is None:
+        return NOTHING
+    name = admin_names.get(admin_id)
+    return f"{name} ({admin_id})" if name else admin_id
+
+
+def _person(name: str | None, fallback: str) -> str:
+    return name or fallback
+
+
+def _with_id(name: str | None, identifier: str) -> str:
+    return f"{name} ({identifier})" if name and name != identifier else identifier
+
+
+# -- lists ---------------------------------------------------------------------
+
+
+def request_table(
+    items: list[dict[str, Any]],
+    *,
+    viewer: Viewer,
+    admin_names: Mapping[str, str | None] | None = None,
+    next_cursor: str | None = None,
+) -> RenderableType:
+    """Requests as a table, one row each, with a hint when more pages exist."""
+    if not items:
+        return Text("No support requests.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Category", no_wrap=True)
+    table.add_column("Subject", ratio=2)
+    if viewer == "admin":
+        table.add_column("Customer", ratio=1)
+        table.add_column("Assignee", ratio=1)
+    else:
+        table.add_column("Staff", no_wrap=True)
+    table.add_column("Updated", no_wrap=True, min_width=12, max_width=12)
+    for item in items:
+        row: list[RenderableType] = [
+            str(item["id"]),
+            status_text(item["status"]),
+            item["category"],
+            Text(item["subject"]),
+        ]
+        if viewer == "admin":
+            customer = item["customer"]
+            row.append(Text(_person(customer["name"], customer["id"])))
+            assignee = item["assignedAdminId"]
+            row.append(Text((admin_names or {}).get(assignee) or assignee or NOTHING))
+        else:
+            row.append("assigned" if item["isAssigned"] else "waiting")
+        row.append(short_time(item["updatedAt"]))
+        table.add_row(*row)
+    parts: list[RenderableType] = [table]
+    count = f"{len(items)} request{'s' if len(items) != 1 else ''}"
+    if next_cursor:
+        parts.append(Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim"))
+    else:
+        parts.append(Text(count, style="dim"))
+    return Group(*parts)
+
+
+def admins_table(admins: list[dict[str, Any]]) -> RenderableType:
+    """The admins the service has seen, for ``admin assign --to``."""
+    if not admins:
+        return Text("No admins yet.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Name")
+    table.add_column("Id (use with admin assign --to)", no_wrap=True)
+    for admin in admins:
+        table.add_row(Text(admin["name"] or NOTHING), admin["id"])
+    return table
+
+
+# -- one request ---------------------------------------------------------------
+
+
+def request_card(
+    detail: dict[str, Any],
+    *,
+    viewer: Viewer,
+    admin_names: Mapping[str, str | None] | None = None,
+) -> RenderableType:
+    """The request's metadata: status, people, times and what may be done next."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("Status", status_text(detail["status"]))
+    grid.add_row("Category", detail["category"])
+    if viewer == "admin":
+        customer = detail["customer"]
+        grid.add_row("Customer", Text(_with_id(customer["name"], customer["id"])))
+        grid.add_row("Assignee", Text(admin_label(detail["assignedAdminId"], admin_names or {})))
+    else:
+        grid.add_row("Staff", "assigned" if detail["isAssigned"] else "not assigned yet")
+    grid.add_row("Created", local_time(detail["createdAt"]))
+    grid.add_row("Updated", local_time(detail["updatedAt"]))
+    grid.add_row("Last customer message", local_time(detail["lastCustomerMessageAt"]))
+    grid.add_row("Last staff message", local_time(detail["lastAdminMessageAt"]))
+    if detail["resolvedAt"] is not None:
+        grid.add_row("Resolved", local_time(detail["resolvedAt"]))
+    if detail["resolutionNote"] is not None:
+        grid.add_row("Resolution note", Text(detail["resolutionNote"]))
+    if detail["closedAt"] is not None:
+        grid.add_row("Closed", local_time(detail["closedAt"]))
+    actions = detail["allowedActions"]
+    grid.add_row(
+        "Allowed actions",
+        Text(", ".join(actions)) if actions else Text("none: the request is closed", style="dim"),
+    )
+    title = Text.assemble((f"#{detail['id']} ", "bold"), (detail["subject"], "bold"))
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+def conversation(
+    messages: list[dict[str, Any]], *, viewer: Viewer, me: str | None, width: int
+) -> RenderableType:
+    """The thread as a chat: customer messages on the left, staff on the right.
+
+    Besides colour, the two sides differ in alignment, border and label, so
+    they stay distinct without colour.
+    """
+    bubbles: list[RenderableType] = []
+    bubble_max = max(24, width * 3 // 4)
+    for message in messages:
+        staff = message["authorType"] == "admin"
+        name = message["authorName"]
+        if staff:
+            label = f"{_person(name, 'Support')} (staff)"
+            if viewer == "admin" and me is not None and message.get("authorId") == me:
+                label += ", you"
+        elif viewer == "customer":
+            label = f"You ({name})" if name else "You"
+        else:
+            label = f"{_person(name, message.get('authorId') or 'Customer')} (customer)"
+        body = Text(message["body"])
+        when = local_time(message["createdAt"])
+        content = max((cell_len(line) for line in message["body"].splitlines()), default=0)
+        size = min(bubble_max, max(content, cell_len(label) + 6, cell_len(when) + 6) + 4)
+        panel = Panel(
+            body,
+            title=Text(label, style=f"bold {STAFF_STYLE if staff else CUSTOMER_STYLE}"),
+            title_align="right" if staff else "left",
+            subtitle=Text(when, style="dim"),
+            subtitle_align="right" if staff else "left",
+            border_style=STAFF_STYLE if staff else CUSTOMER_STYLE,
+            box=box.HEAVY if staff else box.ROUNDED,
+            width=size,
+        )
+        bubbles.append(Align.right(panel) if staff else panel)
+    return Group(*bubbles)
+
+
+def request_view(
+    detail: dict[str, Any],
+    *,
+    viewer: Viewer,
+    me: str | None,
+    width: int,
+    admin_names: Mapping[str, str | None] | None = None,
+) -> RenderableType:
+    """The card and the conversation under it."""
+    return Group(
+        request_card(detail, viewer=viewer, admin_names=admin_names),
+        conversation(detail["messages"], viewer=viewer, me=me, width=width),
+    )
+
+
+# -- history -------------------------------------------------------------------
+
+
+def _change_value(field: str, value: Any, admin_names: Mapping[str, str | None]) -> str:
+    if value is None:
+        return NOTHING
+    if field == "assignedAdminId":
+        return admin_names.get(value) or str(value)
+    if field.endswith("At") and isinstance(value, str):
+        return short_time(value, seconds=True)
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def events_table(
+    events: list[dict[str, Any]], admin_names: Mapping[str, str | None]
+) -> RenderableType:
+    """The request's history, oldest first, each change as ``field: before → after``."""
+    zone = datetime.now().astimezone().strftime("%Z")
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, title=f"History ({zone})", title_justify="left"
+    )
+    table.add_column("When", no_wrap=True)
+    table.add_column("Event", no_wrap=True)
+    table.add_column("By", ratio=1)
+    table.add_column("Changes", ratio=3)
+    for event in events:
+        actor = event["actor"]
+        by = (
+            admin_names.get(actor["id"]) or actor["id"] if actor["type"] == "admin" else actor["id"]
+        )
+        changes = _changes(event["changes"].items(), admin_names)
+        table.add_row(
+            short_time(event["at"], seconds=True),
+            event["type"].replace("_", " "),
+            Text(by, style=STAFF_STYLE if actor["type"] == "admin" else CUSTOMER_STYLE),
+            Text(changes),
+        )
+    return table
+
+
+def _changes(items: Iterable[tuple[str, Any]], admin_names: Mapping[str, str | None]) -> str:
+    return "\n".join(
+        f"{field}: {_change_value(field, change['from'], admin_names)}"
+        f" → {_change_value(field, change['to'], admin_names)}"
+        for field, change in items
+        if field != "messageId" and not field.startswith("last")
+    )
