@@ -49,3 +49,102 @@ def create(client: Any, headers: dict[str, str], **fields: Any) -> dict[str, Any
     response = client.post(MOBILE, json=body, headers=headers)
     assert response.status_code == 201, response.text
     return dict(response.json()["data"])
+
+
+# -- admin API shortcuts and stored-state readers (issue 2/6) -------------------
+
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def known_admin(client: Any, name: str | None = "Support Agent", **claims: Any) -> dict[str, str]:
+    """Headers for a fresh admin the service has seen (it called ``GET /api/admin/admins``)."""
+    headers = admin(name=name, **claims)
+    response = client.get("/api/admin/admins", headers=headers)
+    assert response.status_code == 200, response.text
+    return headers
+
+
+def move_to(client: Any, headers: dict[str, str], request_id: int, status: str) -> dict[str, Any]:
+    """PATCH a request to ``status`` as the admin ``headers`` (with a note for resolved)."""
+    body: dict[str, Any] = {"status": status}
+    if status == "resolved":
+        body["resolutionNote"] = "Fixed in version 4.2.1."
+    response = client.patch(f"{ADMIN}/{request_id}", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["status"] == status
+    return dict(response.json()["data"])
+
+
+def stored_request(db: Any, request_id: int) -> dict[str, Any]:
+    """The request's row as stored, as a dict."""
+    from storage.models import Base
+
+    table = Base.metadata.tables["support_requests"]
+    with db.connect() as connection:
+        row = connection.execute(table.select().where(table.c.id == request_id)).one()
+    return dict(row._mapping)
+
+
+def stored_rows(db: Any, table_name: str, request_id: int) -> list[dict[str, Any]]:
+    """Rows of ``messages`` or ``request_events`` for a request, in id order."""
+    from storage.models import Base
+
+    assert table_name in ("messages", "request_events")
+    table = Base.metadata.tables[table_name]
+    with db.connect() as connection:
+        rows = connection.execute(
+            table.select().where(table.c.request_id == request_id).order_by(table.c.id)
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+# -- problem and timestamp assertions (issue 1/6) --------------------------------
+
+PROBLEM_FIELDS = ("type", "title", "status", "detail", "message", "code")
+TIMESTAMP_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z"
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert an RFC 9457 problem response with ``status`` and ``code``; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = dict(response.json())
+    assert set(PROBLEM_FIELDS) <= set(body) <= problem_properties(), body
+    assert body["status"] == status
+    assert body["code"] == code
+    assert isinstance(body["type"], str) and body["type"]
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["message"] == body["detail"]
+    assert ("errors" in body) == (status == 422), body
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> list[str]:
+    """The ``field`` of each entry of a 422 problem's ``errors``, in order."""
+    return [entry["field"] for entry in body["errors"]]
+
+
+_problem_properties: frozenset[str] = frozenset()
+
+
+def problem_properties() -> frozenset[str]:
+    """Every member the spec's ``Problem`` schema allows (the spec is read once)."""
+    global _problem_properties
+    if not _problem_properties:
+        import yaml
+
+        from openapi import SPEC_PATH
+
+        spec = yaml.load(
+            SPEC_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+        _problem_properties = frozenset(spec["components"]["schemas"]["Problem"]["properties"])
+    return _problem_properties
+
+
+def without_id(content: bytes, request_id: int) -> bytes:
+    """A response body with the request id, as a whole number, replaced by ``{id}``."""
+    import re
+
+    return re.sub(rb"(?<![0-9A-Za-z])%d(?![0-9A-Za-z])" % request_id, b"{id}", content)
