@@ -1,0 +1,246 @@
+"""Clients generated from the served spec work: Python (driven through the mobile lifecycle
+against a live server), Kotlin and Swift (generated without a warning about the spec).
+
+``openapi-python-client`` is a test dependency. ``openapi-generator-cli`` (PyPI) bundles the
+generator's jar and needs only Java: without Java those tests skip, except under CI, where a
+missing Java is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from tests.helpers import mint
+from tests.live import serving
+
+BIN = Path(sys.executable).parent
+PACKAGE = "support_requests_client"
+# The generator's own notices about itself, not about the spec.
+GENERATOR_NOTICES = (
+    "Generator 'swift5' is considered deprecated",
+    "IMPORTANT: This generator has been deprecated. Please use `swift6` instead",
+)
+
+
+@pytest.fixture
+def live_url(settings: Settings) -> Iterator[str]:
+    with serving(create_app(settings)) as base_url:
+        yield base_url
+
+
+def _run(*command: str | Path, cwd: Path) -> str:
+    environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+# -- Python -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def python_client(live_url: str, tmp_path: Path) -> Iterator[ModuleType]:
+    """A client package generated from the live server's ``/openapi.json``, imported."""
+    output = _run(
+        BIN / "openapi-python-client",
+        "generate",
+        "--url",
+        f"{live_url}/openapi.json",
+        "--meta",
+        "none",
+        "--output-path",
+        tmp_path / PACKAGE,
+        cwd=tmp_path,
+    )
+    assert "warning" not in output.lower(), output
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield importlib.import_module(PACKAGE)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+            del sys.modules[name]
+
+
+def test_the_generated_python_client_drives_the_mobile_lifecycle(
+    python_client: ModuleType, live_url: str
+) -> None:
+    def api(name: str) -> Any:
+        module, operation = name.split(".")
+        return importlib.import_module(f"{PACKAGE}.api.{module}.handlers_{module}_{operation}")
+
+    models = importlib.import_module(f"{PACKAGE}.models")
+    admin_id = str(uuid.uuid4())
+    customer_token = mint(name="Alex Customer")
+    admin_token = mint(admin_id, role="admin", name="Support Agent")
+    Client = python_client.AuthenticatedClient
+    with (
+        Client(base_url=live_url, token=customer_token, raise_on_unexpected_status=True) as me,
+        Client(base_url=live_url, token=admin_token, raise_on_unexpected_status=True) as staff,
+    ):
+        _lifecycle(api, models, me, staff, uuid.UUID(admin_id))
+
+
+def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.UUID) -> None:
+    created = api("mobile.create_request").sync_detailed(
+        client=customer,
+        body=models.CreateSupportRequest(
+            category=models.Category.TECHNICAL,
+            subject="App crashes on checkout",
+            message="App crashes on checkout.",
+        ),
+    )
+    assert created.status_code == 201
+    request = created.parsed.data
+    assert created.headers["Location"] == f"/api/mobile/support-requests/{request.id}"
+    assert (request.status, request.is_assigned) == (models.Status.OPEN, False)
+    assert [m.body for m in request.messages] == ["App crashes on checkout."]
+
+    listed = api("mobile.list_requests").sync(client=customer, limit=10)
+    assert [item.id for item in listed.data] == [request.id]
+    assert listed.meta.next_cursor is None
+
+    answered = api("admin.reply").sync(
+        request.id, client=staff, body=models.Reply(body="Thanks, we are looking into it.")
+    )
+    assert (answered.data.status, answered.data.assigned_admin_id) == (
+        models.Status.IN_PROGRESS,
+        admin_id,
+    )
+
+    fetched = api("mobile.get_request").sync(request.id, client=customer).data
+    assert (fetched.status, fetched.is_assigned) == (models.Status.IN_PROGRESS, True)
+    assert [(m.author_type.value, m.author_name) for m in fetched.messages] == [
+        ("customer", "Alex Customer"),
+        ("admin", "Support Agent"),
+    ]
+    assert not hasattr(fetched, "assigned_admin_id")
+
+    resolved = (
+        api("admin.update_request")
+        .sync(
+            request.id,
+            client=staff,
+            body=models.AdminUpdate(
+                status=models.Status.RESOLVED, resolution_note="Fixed in app version 4.2.1."
+            ),
+        )
+        .data
+    )
+    assert resolved.status == models.Status.RESOLVED
+    assert resolved.resolved_at is not None
+
+    reopened = (
+        api("mobile.reply")
+        .sync(request.id, client=customer, body=models.Reply(body="It crashes again."))
+        .data
+    )
+    assert (reopened.status, reopened.resolved_at, reopened.resolution_note) == (
+        models.Status.OPEN,
+        None,
+        None,
+    )
+    assert reopened.allowed_actions == [models.MobileAction.REPLY]
+
+    api("admin.update_request").sync(
+        request.id, client=staff, body=models.AdminUpdate(status=models.Status.CLOSED)
+    )
+    refused = api("mobile.reply").sync_detailed(
+        request.id, client=customer, body=models.Reply(body="Hello?")
+    )
+    assert refused.status_code == 400
+    assert refused.parsed.code == models.ProblemCode.REQUEST_CLOSED
+    closed = api("mobile.get_request").sync(request.id, client=customer).data
+    assert (closed.status, closed.allowed_actions, len(closed.messages)) == (
+        models.Status.CLOSED,
+        [],
+        3,
+    )
+
+    missing = api("mobile.get_request").sync_detailed(request.id + 1000, client=customer)
+    assert missing.status_code == 404
+    assert missing.parsed.code == models.ProblemCode.NOT_FOUND
+
+
+# -- Kotlin and Swift, through openapi-generator -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The live server's ``/openapi.json``, saved for the generator."""
+    if shutil.which("java") is None:
+        if os.environ.get("CI"):
+            pytest.fail("java is not installed: CI needs a JRE for openapi-generator-cli")
+        pytest.skip("java is not installed (openapi-generator-cli needs a JRE)")
+    directory = tmp_path_factory.mktemp("openapi-generator")
+    settings = Settings(
+        database_url=f"sqlite:///{directory / 'support.db'}",
+        jwt_secret=b"k" * 32,
+        data_dir=directory,
+    )
+    with serving(create_app(settings)) as base_url:
+        spec = httpx.get(f"{base_url}/openapi.json", timeout=30).text
+    path = directory / "openapi.json"
+    path.write_text(spec)
+    return path
+
+
+def _generator(*arguments: str | Path, cwd: Path) -> str:
+    return _run(BIN / "openapi-generator-cli", *arguments, cwd=cwd)
+
+
+def _complaints(output: str) -> list[str]:
+    return [
+        line
+        for line in output.splitlines()
+        if (" WARN " in line or " ERROR " in line)
+        and not any(notice in line for notice in GENERATOR_NOTICES)
+    ]
+
+
+def test_openapi_generator_finds_no_issue(served_spec: Path) -> None:
+    output = _generator("validate", "-i", served_spec, cwd=served_spec.parent)
+    assert "No validation issues detected." in output, output
+    assert _complaints(output) == []
+
+
+@pytest.mark.parametrize(
+    ("generator", "api_file"),
+    [
+        ("kotlin", "src/main/kotlin/org/openapitools/client/apis/MobileApi.kt"),
+        ("swift5", "OpenAPIClient/Classes/OpenAPIs/APIs/MobileAPI.swift"),
+    ],
+)
+def test_mobile_clients_generate_without_warnings(
+    served_spec: Path, tmp_path: Path, generator: str, api_file: str
+) -> None:
+    output = _generator(
+        "generate", "-g", generator, "-i", served_spec, "-o", tmp_path / generator, cwd=tmp_path
+    )
+    assert _complaints(output) == []
+    source = (tmp_path / generator / api_file).read_text()
+    for path in ("/api/mobile/support-requests", "/api/mobile/support-requests/{id}/messages"):
+        assert path in source

@@ -1,0 +1,215 @@
+"""The running app against its own contract, with Schemathesis, in-process, on each database.
+
+This is the command-line run of ``docs/contract.md`` (``schemathesis run …/openapi.json
+--checks all --phases examples,coverage,fuzzing,stateful`` with the project's
+``schemathesis.toml``), driven through Schemathesis' engine against the ASGI app: every check
+(``negative_data_rejection`` held to the document's codes), the examples, coverage and fuzzing
+phases for each operation and the stateful phase through the spec's ``links``. The mobile
+operations get a customer's token and the admin operations an admin's, chosen by each
+operation's security scheme (``[auth.openapi.*]`` in ``schemathesis.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from schemathesis import Case, CheckContext
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.transport import Response
+from schemathesis.engine import events
+from schemathesis.engine.recorder import ScenarioRecorder
+from schemathesis.python import asgi
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from tests.helpers import SECRET, mint
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "schemathesis.toml"
+SEED = 20260317
+PHASES = ["examples", "coverage", "fuzzing", "stateful"]
+METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+MIN_CASES_PER_OPERATION = 100
+# What `--checks all` must have run at least once (the stateful ones need the links).
+EXPECTED_CHECKS = {
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "positive_data_acceptance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "ignored_auth",
+    "unsupported_method",
+    "use_after_free",
+    "ensure_resource_availability",
+}
+
+# Problem codes a well-formed request may still earn from a business rule, per operation:
+# ``schemathesis.toml`` admits their statuses, this check pins the codes (and, for a 422, the
+# fields) behind them. Generated Idempotency-Keys repeat, and a key reused for another request
+# is 422 ``idempotency_key_reused``.
+_KEY_REUSED = {"idempotency_key_reused": set[str]()}
+RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
+    "handlers.mobile.create_request": {422: _KEY_REUSED},
+    "handlers.mobile.list_requests": {422: {"validation_failed": {"cursor"}}},
+    "handlers.admin.list_queue": {422: {"validation_failed": {"cursor"}}},
+    "handlers.mobile.reply": {400: {"request_closed": set()}, 422: _KEY_REUSED},
+    "handlers.admin.reply": {400: {"request_closed": set()}, 422: _KEY_REUSED},
+    "handlers.admin.update_request": {
+        409: {"invalid_transition": set()},
+        422: {"validation_failed": {"assignedAdminId", "resolutionNote"}},
+    },
+}
+
+
+@schemathesis.check
+def positive_refusals_are_business_rules(
+    ctx: CheckContext, response: Response, case: Case
+) -> bool | None:
+    """Valid data refused with 400/409/422 must be a lifecycle rule, not a validation slip."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    operation_id = case.operation.definition.raw.get("operationId", "")
+    expected = RULE_REFUSALS.get(operation_id, {}).get(response.status_code)
+    if expected is None:
+        return None
+    problem = response.json()
+    assert problem["code"] in expected, f"valid data refused: {problem}"
+    if problem["code"] == "validation_failed":
+        named = {error["field"] for error in problem["errors"]}
+        assert named <= expected["validation_failed"], f"valid data failed validation: {problem}"
+    return True
+
+
+def _config() -> SchemathesisConfig:
+    """``schemathesis.toml`` with a customer's and an admin's token, as QA would pass them."""
+    tokens = {
+        "SUPPORT_CUSTOMER_TOKEN": mint(name="Schemathesis Customer"),
+        "SUPPORT_ADMIN_TOKEN": mint(str(uuid.uuid4()), role="admin", name="Schemathesis Admin"),
+    }
+    saved = {name: os.environ.get(name) for name in tokens}
+    os.environ.update(tokens)
+    try:
+        config = SchemathesisConfig.from_path(CONFIG)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    # The command line's `--checks all --phases … --seed …`.
+    config.update(seed=SEED, max_failures=None)
+    config.projects.override.checks.update(included_check_names=["all"])
+    config.projects.override.phases.update(phases=PHASES)
+    # Nothing carried between runs: no failure replay cache, no example database.
+    config.cache.enabled = False
+    config.projects.override.generation.update(database="none")
+    return config
+
+
+@pytest.fixture
+def contract_app(database_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A fresh app on each backend; Schemathesis runs its lifespan, stopped afterwards."""
+    settings = Settings(
+        database_url=database_url,
+        jwt_secret=SECRET.encode(),
+        data_dir=tmp_path,
+        validate_responses=False,
+    )
+    yield create_app(settings)
+    asgi.shutdown_lifespans()
+
+
+def _failures(recorder: ScenarioRecorder) -> list[str]:
+    """Each failed check with its reproduction and the response it saw."""
+    found = []
+    for case_id, checks in recorder.checks.items():
+        for check in checks:
+            if check.failure_info is None:
+                continue
+            failure = check.failure_info.failure
+            interaction = recorder.interactions.get(case_id)
+            response = interaction.response if interaction is not None else None
+            seen = (
+                f"{response.status_code} {response.content[:300]!r}" if response else "no response"
+            )
+            found.append(
+                f"{recorder.label}: {check.name}: {failure.title}\n  {failure.message}\n"
+                f"  reproduce: {check.failure_info.code_sample}\n  response: {seen}"
+            )
+    return found
+
+
+def _operations(spec: dict[str, Any]) -> dict[str, bool]:
+    """Each operation's label, and whether it takes any input (parameters, body or token)."""
+    found = {}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            security = operation.get("security", spec.get("security", []))
+            found[f"{method.upper()} {path}"] = bool(
+                item.get("parameters")
+                or operation.get("parameters")
+                or operation.get("requestBody")
+                or any(security)
+            )
+    return found
+
+
+def test_schemathesis_finds_nothing_in_any_phase(contract_app: Any) -> None:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    problems: list[str] = []
+    cases: Counter[str] = Counter()
+    answered: dict[str, Counter[int]] = {}
+    checks_run: Counter[str] = Counter()
+    phases_run: set[str] = set()
+    finished = None
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            phases_run.add(event.phase.value)
+            for case_id, node in event.recorder.cases.items():
+                label = node.value.operation.label
+                cases[label] += 1
+                interaction = event.recorder.interactions.get(case_id)
+                if interaction is not None and interaction.response is not None:
+                    answered.setdefault(label, Counter())[interaction.response.status_code] += 1
+            for checks in event.recorder.checks.values():
+                checks_run.update(check.name for check in checks)
+            problems.extend(_failures(event.recorder))
+        elif isinstance(event, events.NonFatalError):
+            problems.append(f"{event.label}: error: {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            problems.append(f"fatal error: {event.exception!r}")
+        elif isinstance(event, events.EngineFinished):
+            finished = event
+    assert finished is not None
+    assert not problems, "\n".join(problems)
+    assert not finished.failures
+    assert set(PHASES) <= phases_run, phases_run
+    assert {"positive_refusals_are_business_rules", *EXPECTED_CHECKS} <= set(checks_run), checks_run
+
+    operations = _operations(schema.raw_schema)
+    # An operation that takes no input has one distinct request; every other gets 100 or more.
+    thin = {
+        label: cases[label]
+        for label, takes_input in operations.items()
+        if cases[label] < (MIN_CASES_PER_OPERATION if takes_input else 1)
+    }
+    assert not thin, f"too few cases: {thin} (all: {dict(cases)})"
+    # The tokens work: every operation was really served, not only refused.
+    unserved = [o for o in operations if not any(200 <= s < 300 for s in answered.get(o, {}))]
+    assert not unserved, f"no 2xx for {unserved}: {answered}"
+    print(f"\nSchemathesis cases per operation: {dict(cases)}")
+    print(f"statuses: { {o: dict(c) for o, c in answered.items()} }")
+    print(f"checks run: {dict(checks_run)}")
