@@ -15,4 +15,4 @@ def iso_ms(moment: datetime | None) -> str | None:
     """``YYYY-MM-DDTHH:MM:SS.sssZ`` for a naive UTC time, or None."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds") + "Z"

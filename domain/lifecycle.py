@@ -132,6 +132,10 @@ ADMIN_ACTIONS: dict[Event, str] = {
 
 def allowed_actions(actor: Actor, status: Status) -> list[str]:
     """What ``actor`` may do now, derived from the table (a no-op status change is left out)."""
+    return list(_ALLOWED_ACTIONS[actor, status])
+
+
+def _allowed_actions(actor: Actor, status: Status) -> tuple[str, ...]:
     names = MOBILE_ACTIONS if actor is Actor.CUSTOMER else ADMIN_ACTIONS
     actions = []
     for event, name in names.items():
@@ -141,4 +145,9 @@ def allowed_actions(actor: Actor, status: Status) -> list[str]:
         if _target_of(event) is status:
             continue
         actions.append(name)
-    return actions
+    return tuple(actions)
+
+
+_ALLOWED_ACTIONS = {
+    (actor, status): _allowed_actions(actor, status) for actor in Actor for status in Status
+}

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_SUB_LENGTH = 255
 MAX_NAME_LENGTH = 255
 MAX_PICTURE_LENGTH = 2048
+VERIFIED_TOKENS_KEPT = 10_000
 JWKS_USER_AGENT = "support-requests (JWKS client)"
 
 
@@ -191,6 +192,7 @@ class TokenVerifier:
         self._algorithms = list(settings.jwt_algorithms)
         self._key: Any = None
         self._jwks: JwksKeys | None = None
+        self._verified: dict[str, tuple[float, Principal]] = {}
         if settings.jwks_url is not None:
             self._jwks = JwksKeys(
                 settings.jwks_url,
@@ -204,11 +206,28 @@ class TokenVerifier:
             self._key = settings.jwt_secret
 
     async def verify(self, token: str) -> Principal:
-        """The token's principal; raises a 401 (or, keys unreachable, 503) ``HttpProblem``."""
+        """The token's principal; raises a 401 (or, keys unreachable, 503) ``HttpProblem``.
+
+        With a fixed key (secret or PEM), a token verified once is remembered until its
+        ``exp``: a phone polls with the same token for minutes, and neither the token nor
+        the key can change. With a JWKS every token is checked against the current key set,
+        so a key the provider withdraws stops working at once.
+        """
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if remembered[0] > time.time():
+                return remembered[1]
+            del self._verified[token]
         if self._jwks is None:
-            return self._verify_with(token, self._key, self._algorithms)
-        jwk = await self._jwks.key(self._kid(token))
-        return self._verify_with(token, jwk, [jwk.algorithm_name])
+            principal, expires = self._verify_with(token, self._key, self._algorithms)
+        else:
+            jwk = await self._jwks.key(self._kid(token))
+            principal, expires = self._verify_with(token, jwk, [jwk.algorithm_name])
+            return principal
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (expires, principal)
+        return principal
 
     def _kid(self, token: str) -> str:
         """The token's ``kid``, once its header names an accepted algorithm."""
@@ -223,7 +242,7 @@ class TokenVerifier:
             raise _unauthenticated("The bearer token has no 'kid' naming its signing key.")
         return kid
 
-    def _verify_with(self, token: str, key: Any, algorithms: list[str]) -> Principal:
+    def _verify_with(self, token: str, key: Any, algorithms: list[str]) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -248,7 +267,7 @@ class TokenVerifier:
             raise _wrong_algorithm() from None
         except jwt.PyJWTError:
             raise _unauthenticated("The bearer token is not a valid JWT.") from None
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
 
 def _wrong_algorithm() -> HttpProblem:
@@ -318,6 +337,16 @@ def bearer_security_handler(verifier: TokenVerifier) -> type[BearerSecurityHandl
                 return {"sub": principal.sub, "principal": principal}
 
             return check
+
+        def _generic_check(
+            self, func: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], _message: str
+        ) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
+            # Connexion's version inspects ``func``'s signature on every request; ours
+            # takes the token alone.
+            async def wrapper(_request: Any, token: str, **_scopes: Any) -> dict[str, Any]:
+                return await func(token)
+
+            return wrapper
 
     return RoleBearerHandler
 

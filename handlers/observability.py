@@ -9,7 +9,6 @@ a message body.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -41,7 +40,7 @@ class JsonLogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))
-        return json.dumps(line, separators=(",", ":"))
+        return orjson.dumps(line, default=str).decode()
 
 
 def configure_logging(level: int = logging.INFO) -> None:

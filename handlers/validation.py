@@ -23,6 +23,24 @@ from starlette.types import Scope
 from domain.errors import FieldProblem
 from handlers.problems import HttpProblem, validation_problem
 
+_COMPILED: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
+def compiled(schema: dict[str, Any]) -> Any:
+    """The spec's schema as a validator, built once per schema object.
+
+    Connexion hands the same schema objects to every request of an operation; the
+    entry keeps its schema alive, so its ``id`` cannot be reused by another.
+    """
+    entry = _COMPILED.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _COMPILED[id(schema)] = (
+            schema,
+            Draft4RequestValidator(schema, format_checker=Draft4Validator.FORMAT_CHECKER),
+        )
+    return entry[1]
+
+
 _INTEGER = re.compile(r"-?[0-9]+")
 _BOOLEANS = {"true": True, "false": False}
 _UNPARSED = object()
@@ -103,7 +121,7 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
             raw = raw_params.get(name.replace("-", "_"))
             schema = param.get("schema", {})
             value = _coerce(schema, str(raw)) if raw is not None else _UNPARSED
-            if value is _UNPARSED or not Draft4Validator(schema).is_valid(value):
+            if value is _UNPARSED or not compiled(schema).is_valid(value):
                 raise HttpProblem(
                     400,
                     "invalid_path_param",
@@ -134,7 +152,7 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
                 article = "an" if kind == "integer" else "a"
                 problems.append(FieldProblem(name, f"must be {article} {kind}"))
                 continue
-            errors = list(Draft4RequestValidator(schema).iter_errors(value))
+            errors = list(compiled(schema).iter_errors(value))
             problems.extend(FieldProblem(name, p.message) for p in _field_problems(errors, name))
         problems.extend(self._header_problems(request))
         if problems:
@@ -149,7 +167,7 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
                 if param.get("required"):
                     problems.append(FieldProblem(name, "is required"))
                 continue
-            errors = list(Draft4RequestValidator(param.get("schema", {})).iter_errors(value))
+            errors = list(compiled(param.get("schema", {})).iter_errors(value))
             problems.extend(FieldProblem(name, p.message) for p in _field_problems(errors, name))
         return problems
 
@@ -176,7 +194,7 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
         return body
 
     def _validate(self, body: Any) -> dict[str, Any] | None:
-        errors = list(self._validator.iter_errors(body))
+        errors = list(compiled(self._schema).iter_errors(body))
         if errors:
             raise validation_problem(_field_problems(errors))
         return None

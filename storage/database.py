@@ -124,9 +124,8 @@ class Database:
             target = sync_url(url)
             if target.database and target.database != ":memory:":
                 Path(target.database).parent.mkdir(parents=True, exist_ok=True)
-            self.sync_engine = create_engine(
-                target, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            # A local file does not drop connections: no pre-ping round trip per checkout.
+            self.sync_engine = create_engine(target, pool_size=pool_size, max_overflow=pool_size)
             _prepare_sqlite(self.sync_engine, sqlite_busy_timeout_ms)
             self._async_engine = None
         else:
@@ -139,10 +138,15 @@ class Database:
                 connect_args={"connect_timeout": 5},
             )
             self.sync_engine = self._async_engine.sync_engine
+            # One snapshot per read (READ COMMITTED would let a reply commit between reading
+            # a request and reading its thread, and show a thread newer than the request).
+            self._snapshot_engine = self._async_engine.execution_options(
+                isolation_level="REPEATABLE READ"
+            )
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[DbConnection]:
-        """A read-only transaction, rolled back at the end."""
+        """A read-only transaction on one snapshot, rolled back at the end."""
         if self._async_engine is None:
             with self.sync_engine.connect() as connection:
                 yield _InlineConnection(connection)

@@ -75,8 +75,8 @@ def server_environment(database_url: str, data_dir: Path, **overrides: str) -> d
         SUPPORT_RATE_LIMIT_READS="off",
         SUPPORT_RATE_LIMIT_WRITES="off",
         PYTHONUNBUFFERED="1",
-        **overrides,
     )
+    env.update(overrides)  # may replace the defaults above (e.g. turn rate limits on)
     return env
 
 

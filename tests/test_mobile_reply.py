@@ -1,0 +1,476 @@
+"""Customer replies: ``POST /api/mobile/support-requests/{id}/messages``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from storage.models import Base
+from tests.helpers import (
+    ADMIN,
+    MOBILE,
+    SECRET,
+    assert_problem,
+    bearer,
+    create,
+    customer,
+    error_fields,
+    known_admin,
+    mint,
+    move_to,
+    stored_request,
+    stored_rows,
+    without_id,
+)
+
+REQUESTS = Base.metadata.tables["support_requests"]
+PAST = datetime(2020, 1, 2, 3, 4, 5, 678000)
+CONCURRENT_REPLIES = 30
+
+
+def _reply(client: Any, headers: dict[str, str], request_id: int, body: Any) -> Any:
+    return client.post(f"{MOBILE}/{request_id}/messages", json={"body": body}, headers=headers)
+
+
+def _backdate(db: sa.Engine, request_id: int) -> None:
+    """Move every stored time of the request into the past, so any write shows."""
+    with db.begin() as connection:
+        connection.execute(
+            sa.update(REQUESTS)
+            .where(REQUESTS.c.id == request_id)
+            .values(created_at=PAST, updated_at=PAST, last_customer_message_at=PAST)
+        )
+
+
+def _snapshot(db: sa.Engine, request_id: int) -> tuple[Any, ...]:
+    """Everything a refused reply must leave untouched."""
+    return (
+        stored_request(db, request_id),
+        stored_rows(db, "messages", request_id),
+        stored_rows(db, "request_events", request_id),
+    )
+
+
+def test_reply_returns_201_with_the_updated_detail(client, db):
+    sub = f"customer-{uuid.uuid4().hex}"
+    alice = bearer(mint(sub, name="Alex Customer", picture="https://cdn.example.com/a.png"))
+    created = create(client, alice)
+
+    response = _reply(client, alice, created["id"], "Here is more detail about the issue.")
+
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["message"] == "Reply added successfully"
+    data = body["data"]
+    first, added = data["messages"]
+    assert first == created["messages"][0]
+    assert added == {
+        "id": added["id"],
+        "authorType": "customer",
+        "authorName": "Alex Customer",
+        "authorImage": "https://cdn.example.com/a.png",
+        "body": "Here is more detail about the issue.",
+        "createdAt": added["createdAt"],
+    }
+    assert added["id"] > first["id"]
+    assert data == {
+        **created,
+        "messages": [first, added],
+        "lastCustomerMessageAt": added["createdAt"],
+        "updatedAt": added["createdAt"],
+    }
+    assert client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"] == data
+    stored = stored_rows(db, "messages", created["id"])
+    assert [(m["id"], m["author_type"], m["author_id"], m["body"]) for m in stored] == [
+        (first["id"], "customer", sub, created["messages"][0]["body"]),
+        (added["id"], "customer", sub, "Here is more detail about the issue."),
+    ]
+    events = stored_rows(db, "request_events", created["id"])
+    assert [event["type"] for event in events] == ["created", "customer_replied"]
+
+
+def test_reply_moves_last_customer_message_at_and_updated_at(client, db):
+    alice = customer()
+    created = create(client, alice)
+    _backdate(db, created["id"])
+
+    data = _reply(client, alice, created["id"], "Still broken.").json()["data"]
+
+    added = data["messages"][-1]
+    assert data["lastCustomerMessageAt"] == added["createdAt"]
+    assert data["updatedAt"] == added["createdAt"]
+    assert data["createdAt"] == "2020-01-02T03:04:05.678Z"
+    assert data["lastAdminMessageAt"] is None
+    row = stored_request(db, created["id"])
+    assert row["last_customer_message_at"] > PAST
+    assert row["updated_at"] == row["last_customer_message_at"]
+    assert row["created_at"] == PAST
+
+
+def test_reply_is_trimmed_and_keeps_the_authors_claims_as_they_were_when_written(client, db):
+    sub = f"customer-{uuid.uuid4().hex}"
+    before = bearer(mint(sub, name="Alex"))
+    after = bearer(mint(sub, name="Alexandra", picture="https://cdn.example.com/new.png"))
+    created = create(client, before)
+
+    data = _reply(client, after, created["id"], "  \n Thanks!\t ").json()["data"]
+
+    assert [(m["authorName"], m["authorImage"], m["body"]) for m in data["messages"]] == [
+        ("Alex", None, "It crashes."),
+        ("Alexandra", "https://cdn.example.com/new.png", "Thanks!"),
+    ]
+    assert stored_rows(db, "messages", created["id"])[1]["body"] == "Thanks!"
+
+
+def test_reply_on_open_or_in_progress_keeps_the_status(client, db):
+    alice = customer()
+    agent = known_admin(client)
+    waiting = create(client, alice)
+    working = create(client, alice)
+    answered = client.post(
+        f"{ADMIN}/{working['id']}/messages", json={"body": "On it."}, headers=agent
+    )
+    assert answered.json()["data"]["status"] == "in_progress"
+
+    still_open = _reply(client, alice, waiting["id"], "Any news?").json()["data"]
+    still_working = _reply(client, alice, working["id"], "Thanks.").json()["data"]
+
+    assert (still_open["status"], still_open["isAssigned"]) == ("open", False)
+    assert (still_working["status"], still_working["isAssigned"]) == ("in_progress", True)
+    assert stored_request(db, waiting["id"])["status"] == "open"
+    assert stored_request(db, working["id"])["status"] == "in_progress"
+
+
+def test_reply_on_resolved_reopens_it(client, db):
+    alice = customer()
+    agent = known_admin(client)
+    created = create(client, alice)
+    client.post(f"{ADMIN}/{created['id']}/messages", json={"body": "Fixed?"}, headers=agent)
+    resolved = move_to(client, agent, created["id"], "resolved")
+    assert resolved["resolvedAt"] is not None and resolved["resolutionNote"]
+
+    response = _reply(client, alice, created["id"], "No, it still crashes.")
+
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    assert data["status"] == "open"
+    assert data["resolvedAt"] is None
+    assert data["resolutionNote"] is None
+    assert data["isAssigned"] is True
+    assert data["allowedActions"] == ["reply"]
+    assert data["messages"][-1]["body"] == "No, it still crashes."
+    row = stored_request(db, created["id"])
+    assert (row["status"], row["resolved_at"], row["resolution_note"]) == ("open", None, None)
+    assert row["assigned_admin_id"] is not None
+    events = stored_rows(db, "request_events", created["id"])
+    assert events[-1]["type"] == "status_changed"
+    assert events[-1]["changes"]["status"] == {"from": "resolved", "to": "open"}
+
+
+def test_reply_on_closed_is_400_and_stores_nothing(client, db):
+    alice = customer()
+    agent = known_admin(client)
+    created = create(client, alice)
+    move_to(client, agent, created["id"], "closed")
+    before = _snapshot(db, created["id"])
+
+    response = _reply(client, alice, created["id"], "Hello?")
+
+    body = assert_problem(response, 400, "request_closed")
+    assert str(created["id"]) in body["detail"]
+    assert _snapshot(db, created["id"]) == before
+    detail = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
+    assert detail["status"] == "closed"
+    assert detail["allowedActions"] == []
+    assert len(detail["messages"]) == 1
+
+
+def test_reply_to_another_customers_request_is_the_same_404_as_a_missing_one(client, db):
+    owner, stranger = customer(), customer()
+    theirs = create(client, owner)
+    missing_id = theirs["id"] + 1000
+    before = _snapshot(db, theirs["id"])
+    trace = {"X-Request-ID": "reply-trace"}
+
+    foreign = _reply(client, {**stranger, **trace}, theirs["id"], "Let me in.")
+    missing = _reply(client, {**stranger, **trace}, missing_id, "Let me in.")
+
+    assert_problem(foreign, 404, "not_found")
+    assert_problem(missing, 404, "not_found")
+    normalized = without_id(foreign.content, theirs["id"])
+    assert b"{id}" in normalized
+    assert normalized == without_id(missing.content, missing_id)
+    assert {k: v for k, v in foreign.headers.items() if k != "content-length"} == {
+        k: v for k, v in missing.headers.items() if k != "content-length"
+    }
+    assert _snapshot(db, theirs["id"]) == before
+
+
+def test_reply_to_the_largest_id_is_404(client, db):
+    response = _reply(client, customer(), 9223372036854775807, "Anyone?")
+
+    assert_problem(response, 404, "not_found")
+    with db.connect() as connection:
+        assert connection.scalar(sa.select(sa.func.count()).select_from(REQUESTS)) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        pytest.param({}, ["body"], id="missing"),
+        pytest.param({"body": ""}, ["body"], id="empty"),
+        pytest.param({"body": " \n\t\u00a0 "}, ["body"], id="whitespace"),
+        pytest.param({"body": "b" * 5001}, ["body"], id="too-long"),
+        pytest.param({"body": "   " + "b" * 5001 + "   "}, ["body"], id="too-long-trimmed"),
+        pytest.param({"body": "a\u0000b"}, ["body"], id="nul"),
+        pytest.param({"body": 5}, ["body"], id="number"),
+        pytest.param({"body": None}, ["body"], id="null"),
+        pytest.param({"body": {"text": "hi"}}, ["body"], id="object"),
+        pytest.param({"body": "hi", "status": "closed"}, ["status"], id="unknown-field"),
+        pytest.param({"message": "hi"}, ["message", "body"], id="wrong-name"),
+    ],
+)
+def test_invalid_reply_is_422_and_stores_nothing(client, db, body, fields):
+    alice = customer()
+    created = create(client, alice)
+    before = _snapshot(db, created["id"])
+
+    response = client.post(f"{MOBILE}/{created['id']}/messages", json=body, headers=alice)
+
+    problem = assert_problem(response, 422, "validation_failed")
+    assert sorted(error_fields(problem)) == sorted(fields)
+    assert all(entry["message"] for entry in problem["errors"])
+    assert _snapshot(db, created["id"]) == before
+
+
+def test_reply_of_5000_characters_with_surrounding_spaces_is_stored_trimmed(client, db):
+    alice = customer()
+    created = create(client, alice)
+
+    response = _reply(client, alice, created["id"], "\n " + "é" * 5000 + "  ")
+
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["messages"][-1]["body"] == "é" * 5000
+    assert stored_rows(db, "messages", created["id"])[-1]["body"] == "é" * 5000
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"body": "unterminated', b'{"body": "\xc3\x28"}', b'{"body": "\\udfff"}', b"null x"],
+    ids=["truncated", "invalid-utf8", "lone-surrogate", "garbage"],
+)
+def test_malformed_reply_body_is_400_and_stores_nothing(client, db, content):
+    alice = customer()
+    created = create(client, alice)
+    before = _snapshot(db, created["id"])
+
+    response = client.post(
+        f"{MOBILE}/{created['id']}/messages",
+        content=content,
+        headers={**alice, "Content-Type": "application/json"},
+    )
+
+    assert_problem(response, 400, "malformed_body")
+    assert _snapshot(db, created["id"]) == before
+
+
+def test_unicode_reply_round_trips(client, db):
+    alice = customer(name="דנה 🌸")
+    created = create(client, alice)
+    # Right-to-left scripts on purpose.
+    text = "مرحبا، التطبيق لا يعمل 😢\nשלום 👋🏽 — ok"  # noqa: RUF001
+
+    data = _reply(client, alice, created["id"], text).json()["data"]
+
+    assert data["messages"][-1]["body"] == text
+    assert data["messages"][-1]["authorName"] == "דנה 🌸"
+    fetched = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
+    assert fetched["messages"][-1]["body"] == text
+    assert stored_rows(db, "messages", created["id"])[-1]["body"] == text
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def _assert_all_replies_stored(
+    db: sa.Engine, request_id: int, responses: list[Any], bodies: list[str]
+) -> None:
+    assert [r.status_code for r in responses] == [201] * len(bodies), [
+        r.text for r in responses if r.status_code != 201
+    ]
+    reply_ids = []
+    thread_lengths = []
+    for response, body in zip(responses, bodies, strict=True):
+        thread = response.json()["data"]["messages"]
+        thread_lengths.append(len(thread))
+        reply_ids += [m["id"] for m in thread if m["body"] == body]
+    assert len(set(reply_ids)) == len(bodies)
+    # Each reply saw the thread as committed before it: every length from 2 to n+1 once.
+    assert sorted(thread_lengths) == list(range(2, len(bodies) + 2))
+    stored = stored_rows(db, "messages", request_id)
+    assert len(stored) == len(bodies) + 1
+    assert {m["id"] for m in stored[1:]} == set(reply_ids)
+    assert sorted(m["body"] for m in stored[1:]) == sorted(bodies)
+    row = stored_request(db, request_id)
+    assert row["version"] == len(bodies) + 1
+    assert row["last_customer_message_at"] == max(m["created_at"] for m in stored)
+    events = stored_rows(db, "request_events", request_id)
+    assert [e["type"] for e in events].count("customer_replied") == len(bodies)
+
+
+@asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """Run the ASGI app's startup and shutdown around the block."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    assert (await outbox.get())["type"] == "lifespan.startup.complete"
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await task
+
+
+@pytest.mark.slow
+def test_concurrent_replies_in_one_process_are_all_stored(client, db, settings):
+    alice = customer()
+    created = create(client, alice)
+    bodies = [f"concurrent reply {i}" for i in range(CONCURRENT_REPLIES)]
+    in_flight = 0
+    most_in_flight = 0
+
+    all_issued = asyncio.Event()
+
+    async def send(http: httpx.AsyncClient, body: str) -> httpx.Response:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        if in_flight == CONCURRENT_REPLIES:
+            all_issued.set()
+        # Every reply is handed to the app before any is answered. (On SQLite the
+        # service runs each statement inline and serialises writers with one lock.)
+        await all_issued.wait()
+        try:
+            return await http.post(
+                f"{MOBILE}/{created['id']}/messages", json={"body": body}, headers=alice
+            )
+        finally:
+            in_flight -= 1
+
+    async def run() -> list[httpx.Response]:
+        app = create_app(settings)
+        async with _lifespan(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+                return list(await asyncio.gather(*(send(http, body) for body in bodies)))
+
+    responses = asyncio.run(run())
+
+    assert most_in_flight == CONCURRENT_REPLIES
+    _assert_all_replies_stored(db, created["id"], responses, bodies)
+
+
+def serve_for_test() -> Any:
+    """Uvicorn factory for the multi-process test: settings from its environment."""
+    return create_app(
+        Settings(
+            database_url=os.environ["SUPPORT_TEST_SERVER_DATABASE_URL"],
+            jwt_secret=SECRET.encode(),
+            data_dir=Path(os.environ["SUPPORT_TEST_SERVER_DATA_DIR"]),
+        )
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_serving(base_url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=2) as http:
+        while time.monotonic() < deadline:
+            assert server.poll() is None, "the server exited"
+            try:
+                if http.get("/openapi.json").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError("the server did not start in 30 s")
+
+
+@pytest.mark.slow
+def test_concurrent_replies_through_two_server_processes_are_all_stored(
+    client, db, database_url, tmp_path
+):
+    alice = customer()
+    created = create(client, alice)
+    bodies = [f"parallel reply {i}" for i in range(CONCURRENT_REPLIES)]
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "SUPPORT_TEST_SERVER_DATABASE_URL": database_url,
+        "SUPPORT_TEST_SERVER_DATA_DIR": str(tmp_path),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "tests.test_mobile_reply:serve_for_test",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+    ]
+    project = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(command, cwd=project, env=env)
+    try:
+        _wait_until_serving(base_url, server)
+        start = threading.Barrier(CONCURRENT_REPLIES)
+
+        def send(body: str) -> httpx.Response:
+            with httpx.Client(base_url=base_url, trust_env=False, timeout=60) as http:
+                start.wait()
+                return http.post(
+                    f"{MOBILE}/{created['id']}/messages", json={"body": body}, headers=alice
+                )
+
+        with ThreadPoolExecutor(CONCURRENT_REPLIES) as pool:
+            responses = list(pool.map(send, bodies))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    _assert_all_replies_stored(db, created["id"], responses, bodies)
