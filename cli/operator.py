@@ -111,6 +111,22 @@ def db_upgrade(
     _describe(target, json_output, "Upgraded:")
 
 
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Target revision: an id, -1 for one step, base for none.")
+    ],
+    url: DatabaseUrl = None,
+    json_output: DbJson = False,
+) -> None:
+    """Migrate the schema down to a revision (base drops every table: data is lost)."""
+    from storage import schema
+
+    target = database_url(url)
+    run_on_database(target, lambda u: schema.downgrade(u, revision))
+    _describe(target, json_output, "Downgraded:")
+
+
 @db_app.command("current")
 def db_current(url: DatabaseUrl = None, json_output: DbJson = False) -> None:
     """Show the schema revision the database is at, and the newest one."""

@@ -191,6 +191,33 @@ def test_db_init_creates_the_schema_at_the_newest_revision_and_is_safe_to_repeat
     assert (current["revision"], current["head"]) == (schema.head(), schema.head())
 
 
+def test_db_downgrade_to_base_then_upgrade_round_trips(run: Any, database: str) -> None:
+    assert run("db", "init", SUPPORT_DATABASE_URL=database).exit_code == 0
+    down = run("db", "downgrade", "base", "--json", SUPPORT_DATABASE_URL=database)
+    assert down.exit_code == 0, down.output
+    assert json.loads(down.stdout)["revision"] is None
+    assert schema.is_empty(database)
+    up = run("db", "upgrade", "--json", SUPPORT_DATABASE_URL=database)
+    assert up.exit_code == 0, up.output
+    assert json.loads(up.stdout)["current"] is True
+
+
+def test_serve_refuses_an_out_of_date_schema_and_names_the_command(run: Any, database: str) -> None:
+    assert run("db", "init", SUPPORT_DATABASE_URL=database).exit_code == 0
+    assert run("db", "downgrade", "base", SUPPORT_DATABASE_URL=database).exit_code == 0
+    engine = sa.create_engine(sync_url(database))
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE leftover (id INTEGER)"))
+    try:
+        served = run("serve", SUPPORT_DATABASE_URL=database, SUPPORT_JWT_SECRET="s" * 40)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE leftover"))
+        engine.dispose()
+    assert served.exit_code == 1
+    assert "supportctl db upgrade" in flat(served.stderr)
+
+
 def test_db_init_refuses_tables_it_did_not_create(run: Any, database: str) -> None:
     engine = sa.create_engine(sync_url(database))
     Base.metadata.create_all(engine)
