@@ -40,6 +40,8 @@ class JsonLogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 

@@ -178,14 +178,12 @@ class Settings:
             jwt_audience=env.get("SUPPORT_JWT_AUDIENCE") or None,
             dev_secret_path=dev_secret_path,
             create_schema=False,
-            pool_size=int(env.get("SUPPORT_DB_POOL_SIZE") or 10),
+            pool_size=_whole(env, "SUPPORT_DB_POOL_SIZE", 10),
             jwt_public_key=public_key,
             jwks_url=jwks_url,
             rate_limit_reads=env.get("SUPPORT_RATE_LIMIT_READS") or DEFAULT_RATE_LIMIT_READS,
             rate_limit_writes=env.get("SUPPORT_RATE_LIMIT_WRITES") or DEFAULT_RATE_LIMIT_WRITES,
-            idempotency_ttl_seconds=int(
-                env.get("SUPPORT_IDEMPOTENCY_TTL") or DEFAULT_IDEMPOTENCY_TTL
-            ),
+            idempotency_ttl_seconds=_whole(env, "SUPPORT_IDEMPOTENCY_TTL", DEFAULT_IDEMPOTENCY_TTL),
             jwks_timeout=_seconds(env, "SUPPORT_JWKS_TIMEOUT", DEFAULT_JWKS_TIMEOUT),
             jwks_cache_seconds=_seconds(
                 env, "SUPPORT_JWKS_CACHE_SECONDS", DEFAULT_JWKS_CACHE_SECONDS
@@ -276,6 +274,19 @@ def _check_seconds(name: str, value: float, *, allow_zero: bool) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(f"{name} must be a number of seconds, {bound} (got {value})")
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number (got {raw!r})") from None
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1 (got {value})")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -151,7 +151,7 @@ class Database:
             with self.sync_engine.connect() as connection:
                 yield _InlineConnection(connection)
         else:
-            async with self._async_engine.connect() as connection:
+            async with self._snapshot_engine.connect() as connection:
                 yield connection
 
     @asynccontextmanager

@@ -21,6 +21,7 @@ from storage.models import IdempotencyRecord
 
 records = cast(Table, IdempotencyRecord.__table__)
 
+SWEEP_EVERY = timedelta(minutes=1)
 IN_PROGRESS = "in_progress"
 DONE = "done"
 
@@ -51,11 +52,18 @@ class IdempotencyStore:
         self.database = database
         self.ttl = timedelta(seconds=ttl_seconds)
         self.stale_after = timedelta(seconds=stale_after)
+        self._next_sweep = datetime.min
 
     async def claim(self, owner: str, key: str, fingerprint: str) -> StoredResponse | None:
         """None when the caller now holds the key; the stored response for a finished one."""
         now = now_ms()
         async with self.database.writing() as connection:
+            if now >= self._next_sweep:
+                # Expired keys are dead weight: drop them, at most once a minute a process.
+                self._next_sweep = now + SWEEP_EVERY
+                await connection.execute(
+                    delete(records).where(records.c.created_at < now - self.ttl)
+                )
             row = (
                 await connection.execute(
                     select(records)

@@ -197,3 +197,21 @@ def _sub_of(headers: dict[str, str]) -> str:
 
     token = headers["Authorization"].split()[1]
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+def test_expired_keys_are_swept_away(settings: Settings, db):
+    alice = customer()
+    with create_app(settings).test_client() as client:
+        for _ in range(2):
+            response = client.post(MOBILE, json=BODY, headers={**alice, "Idempotency-Key": _key()})
+            assert response.status_code == 201
+    with db.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE idempotency_records SET created_at = :old"),
+            {"old": _utcnow() - timedelta(hours=25)},
+        )
+    # A process sweeps at most once a minute: a fresh one sweeps on its first claim.
+    with create_app(settings).test_client() as client:
+        headers = {**alice, "Idempotency-Key": _key()}
+        assert client.post(MOBILE, json=BODY, headers=headers).status_code == 201
+    assert _count(db, "idempotency_records") == 1
