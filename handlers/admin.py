@@ -7,11 +7,12 @@ from typing import Any
 from starlette.responses import Response
 
 from domain.clock import iso_ms
+from handlers import conditional
 from handlers.auth import caller
 from handlers.idempotency import once
 from handlers.render import admin_detail, admin_summary, envelope
 from storage.idempotency import IdempotencyStore
-from storage.support_desk import QueueFilters, SupportDesk
+from storage.support_desk import PageVersions, QueueFilters, SupportDesk
 
 _TEXT_FIELDS = ("resolutionNote",)
 
@@ -27,22 +28,42 @@ async def list_queue(
     assigned: bool | None = None,
     assignee_id: str | None = None,
 ) -> Response:
-    """One page of the queue."""
+    """One page of the queue (304 while it is unchanged)."""
+    admin = caller(token_info)
     filters = QueueFilters(
         status=status, category=category, assigned=assigned, assignee_id=assignee_id, sort=sort
     )
-    page = await desk.list_queue(caller(token_info), filters, limit=limit, cursor=cursor)
+    # The queue looks the same to every admin: the tag does not depend on the caller.
+    query = {"limit": limit, "cursor": cursor, **vars(filters)}
+    condition = conditional.if_none_match()
+    if condition is not None:
+        versions = await desk.queue_page_versions(admin, filters, limit=limit, cursor=cursor)
+        etag = conditional.list_tag(conditional.View.ADMIN, query, versions)
+        if condition.matches(etag):
+            return conditional.not_modified(etag)
+    page = await desk.list_queue(admin, filters, limit=limit, cursor=cursor)
+    etag = conditional.list_tag(conditional.View.ADMIN, query, PageVersions.of(page))
     return envelope(
         "Support requests fetched successfully",
         [admin_summary(record) for record in page.records],
         meta={"nextCursor": page.next_cursor},
+        headers=conditional.validators(etag),
     )
 
 
 async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
-    """Any request with its thread, customer and assignee."""
+    """Any request with its thread, customer and assignee.
+
+    A poll whose ``If-None-Match`` is current never gets here: ``conditional.Revalidation``
+    answers it with a ``304``.
+    """
     record = await desk.get_for_admin(caller(token_info), id_)
-    return envelope("Support request fetched successfully", admin_detail(record))
+    etag = conditional.detail_tag(conditional.View.ADMIN, id_, record.row.version)
+    return envelope(
+        "Support request fetched successfully",
+        admin_detail(record),
+        headers=conditional.validators(etag),
+    )
 
 
 async def reply(

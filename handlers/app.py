@@ -31,7 +31,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers import problems
+from handlers import conditional, problems
 from handlers.auth import TokenVerifier, bearer_security_handler
 from handlers.limits import RateLimit
 from handlers.observability import RequestContext, configure_logging
@@ -182,10 +182,10 @@ class SpecAsWritten(SwaggerUIMiddleware):  # type: ignore[misc]
         self.router.mount(api.base_path, app=api.router)
 
 
-def _middlewares(request_context: type, rate_limit: type) -> list[Any]:
+def _middlewares(request_context: type, rate_limit: type, revalidation: type) -> list[Any]:
     """Connexion's stack, with ours: request context and headers outermost (they see every
-    response, problems included), loose id routing, the body cap, and rate limits right
-    after authentication."""
+    response, problems included), the detail polls' 304 right inside the problem mapping,
+    loose id routing, the body cap, and rate limits right after authentication."""
     stack: list[Any] = []
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is RoutingMiddleware:
@@ -195,7 +195,8 @@ def _middlewares(request_context: type, rate_limit: type) -> list[Any]:
             stack.append(SpecAsWritten)
             continue
         if middleware is ExceptionMiddleware:
-            stack += [request_context, ResponseHeaders]
+            stack += [request_context, ResponseHeaders, middleware, revalidation]
+            continue
         stack.append(middleware)
         if middleware is SecurityMiddleware:
             stack.append(rate_limit)
@@ -238,9 +239,13 @@ def _injecting_resolver(dependencies: dict[str, Any]) -> Resolver:
     def resolve(operation_id: str) -> Callable[..., Any]:
         handler = get_function_from_name(operation_id)
         wanted = inspect.signature(handler).parameters
-        return functools.partial(
+        bound = functools.partial(
             handler, **{name: dep for name, dep in dependencies.items() if name in wanted}
         )
+        # Connexion inspects the handler's signature on every request; a partial's is
+        # slow to compute, so it is computed here once.
+        bound.__signature__ = inspect.signature(bound)  # type: ignore[attr-defined]
+        return bound
 
     return Resolver(function_resolver=resolve)
 
@@ -265,8 +270,10 @@ def create_app(settings: Settings) -> AsyncApp:
         pool_size=settings.pool_size,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
+    desk = SupportDesk(database)
+    verifier = TokenVerifier(settings)
     dependencies = {
-        "desk": SupportDesk(database),
+        "desk": desk,
         "idempotency": IdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds),
         "database": database,
         "expected_revision": None if settings.create_schema else schema.head(),
@@ -278,6 +285,9 @@ def create_app(settings: Settings) -> AsyncApp:
         writes=Limit.parse(settings.rate_limit_writes),
     )
     request_context = _bound(RequestContext, route_of=_routes_by_operation(spec))
+    revalidation = _bound(
+        conditional.Revalidation, spec=spec, desk=desk, verifier=verifier, rate_limit=rate_limit
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -293,14 +303,14 @@ def create_app(settings: Settings) -> AsyncApp:
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
-        middlewares=_middlewares(request_context, rate_limit),
+        middlewares=_middlewares(request_context, rate_limit, revalidation),
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     app.add_api(
         spec,
         resolver=_injecting_resolver(dependencies),
         validator_map=VALIDATOR_MAP,
-        security_map={"bearer": bearer_security_handler(TokenVerifier(settings))},
+        security_map={"bearer": bearer_security_handler(verifier)},
         strict_validation=True,
         validate_responses=settings.validate_responses,
         pythonic_params=True,

@@ -6,11 +6,12 @@ from typing import Any
 
 from starlette.responses import Response
 
+from handlers import conditional
 from handlers.auth import caller
 from handlers.idempotency import once
 from handlers.render import envelope, mobile_detail, mobile_summary
 from storage.idempotency import IdempotencyStore
-from storage.support_desk import SupportDesk
+from storage.support_desk import PageVersions, SupportDesk
 
 PATH = "/api/mobile/support-requests"
 
@@ -48,21 +49,40 @@ async def list_requests(
     cursor: str | None = None,
     status: str | None = None,
 ) -> Response:
-    """The caller's requests, newest first, one page."""
-    page = await desk.list_for_customer(
-        caller(token_info), limit=limit, cursor=cursor, status=status
-    )
+    """The caller's requests, newest first, one page (304 while it is unchanged)."""
+    customer = caller(token_info)
+    query = {"customer": customer.sub, "limit": limit, "cursor": cursor, "status": status}
+    condition = conditional.if_none_match()
+    if condition is not None:
+        versions = await desk.page_versions_for_customer(
+            customer, limit=limit, cursor=cursor, status=status
+        )
+        etag = conditional.list_tag(conditional.View.MOBILE, query, versions)
+        if condition.matches(etag):
+            return conditional.not_modified(etag)
+    page = await desk.list_for_customer(customer, limit=limit, cursor=cursor, status=status)
+    etag = conditional.list_tag(conditional.View.MOBILE, query, PageVersions.of(page))
     return envelope(
         "Support requests fetched successfully",
         [mobile_summary(record) for record in page.records],
         meta={"nextCursor": page.next_cursor},
+        headers=conditional.validators(etag),
     )
 
 
 async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
-    """One of the caller's requests with its thread."""
+    """One of the caller's requests with its thread.
+
+    A poll whose ``If-None-Match`` is current never gets here: ``conditional.Revalidation``
+    answers it with a ``304``.
+    """
     record = await desk.get_for_customer(caller(token_info), id_)
-    return envelope("Support request fetched successfully", mobile_detail(record))
+    etag = conditional.detail_tag(conditional.View.MOBILE, id_, record.row.version)
+    return envelope(
+        "Support request fetched successfully",
+        mobile_detail(record),
+        headers=conditional.validators(etag),
+    )
 
 
 async def reply(

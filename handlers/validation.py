@@ -50,7 +50,10 @@ def _coerce(schema: dict[str, Any], raw: str) -> Any:
     """The typed value of a raw path or query string, strictly: ASCII digits, true/false."""
     kind = schema.get("type")
     if kind == "integer":
-        return int(raw) if raw.isascii() and _INTEGER.fullmatch(raw) else _UNPARSED
+        # Past 20 digits no value fits in 64 bits; int() refuses past 4300 digits anyway.
+        if len(raw) > 20 or not raw.isascii() or not _INTEGER.fullmatch(raw):
+            return _UNPARSED
+        return int(raw)
     if kind == "boolean":
         return _BOOLEANS.get(raw, _UNPARSED)
     return raw

@@ -2,17 +2,31 @@
 
 Each write runs in one transaction: lock the request row, ask the lifecycle
 table, write the change, its messages and its events, and read back the
-detail. Reads are at most two statements (the request, then its thread).
+detail. Reads are at most two statements (the request, then its thread);
+the version lookups behind conditional GETs are one indexed statement each.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Table, insert, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from domain.clock import iso_ms, now_ms
 from domain.errors import FieldProblem, InvalidTransition, NotFound, RequestClosed, RuleViolation
@@ -30,6 +44,68 @@ admins_table = cast(Table, Admin.__table__)
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
 
+# Hot statements, built once: SQLAlchemy then finds them in its compiled cache by a
+# memoised key instead of rebuilding and hashing an expression per request.
+_REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("request_id"))
+_OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
+_LOCK_REQUEST = _REQUEST.with_for_update()
+_LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+_INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
+_INSERT_EVENT = insert(events_table)
+# The columns to set come with each call's parameters; the version always moves.
+_UPDATE_REQUEST = (
+    update(requests_table)
+    .where(requests_table.c.id == bindparam("changed_id"))
+    .values(version=requests_table.c.version + 1)
+)
+_THREAD = (
+    select(*MESSAGE_COLUMNS)
+    .where(messages_table.c.request_id == bindparam("request_id"))
+    .order_by(messages_table.c.id)
+)
+# A conditional GET's lookup (every poll runs one): a probe of the primary key.
+_VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
+_OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
+
+
+def _autocommit(connection: Connection) -> None:
+    """This checkout of ``connection`` runs each statement on its own (reset at check-in)."""
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+class _SqliteProbe:
+    """One read statement on a pooled SQLite connection, outside any transaction.
+
+    A poll's version lookup is a single SELECT, and a single statement reads one snapshot
+    by itself. Through a SQLAlchemy connection it would also pay for a BEGIN, a ROLLBACK and
+    the execution machinery around each, which is most of what a 304 costs; here it is
+    compiled once from its Core statement and run by the driver. Driver errors come out as
+    SQLAlchemy's, so a database that cannot be read is still a 503.
+    """
+
+    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self._engine = engine
+        self._sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+
+    def scalar(self, parameters: dict[str, Any]) -> Any:
+        """The first column of the first row, or None."""
+        values = [parameters[name] for name in self._names]
+        driver_error = self._engine.dialect.loaded_dbapi.Error
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            row = cursor.execute(self._sql, values).fetchone()
+            cursor.close()
+        except driver_error as error:
+            raise DBAPIError.instance(
+                self._sql, values, error, driver_error, dialect=self._engine.dialect
+            ) from error
+        finally:
+            connection.close()
+        return None if row is None else row[0]
+
 
 @dataclass
 class RequestRecord:
@@ -45,6 +121,25 @@ class Page:
 
     records: list[RequestRecord]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PageVersions:
+    """A page by reference: each row's (id, version) in page order, and whether more follow.
+
+    A listing's items are a function of each row's version, and its next cursor of the last
+    row's key and whether more follow: two reads of a page with equal ``PageVersions`` show
+    the same page.
+    """
+
+    rows: tuple[tuple[int, int], ...]
+    has_more: bool
+
+    @classmethod
+    def of(cls, page: Page) -> PageVersions:
+        """The reference of a page read in full."""
+        rows = tuple((record.row.id, record.row.version) for record in page.records)
+        return cls(rows, page.next_cursor is not None)
 
 
 @dataclass(frozen=True)
@@ -137,6 +232,67 @@ def _not_found(request_id: int) -> NotFound:
     return NotFound(f"Support request {request_id} was not found.")
 
 
+def _customer_listing(
+    customer: Principal, status: str | None
+) -> tuple[list[ColumnElement[bool]], str]:
+    """The conditions and cursor scope of a customer's own list."""
+    # Bound to the customer too: another customer's cursor is not one issued for this list.
+    scope = pagination.scope_of(listing="mobile", customer=customer.sub, status=status)
+    conditions: list[ColumnElement[bool]] = [requests_table.c.customer_id == customer.sub]
+    if status is not None:
+        conditions.append(requests_table.c.status == status)
+    return conditions, scope
+
+
+def _queue_listing(filters: QueueFilters) -> tuple[list[ColumnElement[bool]], str]:
+    """The conditions and cursor scope of the admin queue."""
+    scope = pagination.scope_of(
+        listing="admin",
+        status=filters.status,
+        category=filters.category,
+        assigned=filters.assigned,
+        assignee=filters.assignee_id,
+        sort=filters.sort,
+    )
+    conditions: list[ColumnElement[bool]] = []
+    if filters.status is not None:
+        conditions.append(requests_table.c.status == filters.status)
+    if filters.category is not None:
+        conditions.append(requests_table.c.category == filters.category)
+    if filters.assigned is True:
+        conditions.append(requests_table.c.assigned_admin_id.is_not(None))
+    elif filters.assigned is False:
+        conditions.append(requests_table.c.assigned_admin_id.is_(None))
+    if filters.assignee_id is not None:
+        conditions.append(requests_table.c.assigned_admin_id == filters.assignee_id.lower())
+    return conditions, scope
+
+
+def _page_statement(
+    columns: tuple[Any, ...],
+    conditions: list[ColumnElement[bool]],
+    sort: str,
+    limit: int,
+    cursor: str | None,
+    scope: str,
+) -> Select[Any]:
+    """One page of a listing (and one row more, to know whether another page follows)."""
+    key_column = (
+        requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
+    )
+    key = tuple_(key_column, requests_table.c.id)
+    descending = sort.startswith("-")
+    if cursor is not None:
+        after = pagination.decode(cursor, scope)
+        conditions = [*conditions, key < after if descending else key > after]
+    order = (
+        (key_column.desc(), requests_table.c.id.desc())
+        if descending
+        else (key_column.asc(), requests_table.c.id.asc())
+    )
+    return select(*columns).where(*conditions).order_by(*order).limit(limit + 1)
+
+
 class SupportDesk:
     """Every operation on support requests, for customers and admins alike."""
 
@@ -194,17 +350,25 @@ class SupportDesk:
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
     ) -> Page:
         """The customer's own requests, newest first."""
-        # Bound to the customer too: another customer's cursor is not one issued for this list.
-        scope = pagination.scope_of(listing="mobile", customer=customer.sub, status=status)
-        conditions: list[ColumnElement[bool]] = [requests_table.c.customer_id == customer.sub]
-        if status is not None:
-            conditions.append(requests_table.c.status == status)
+        conditions, scope = _customer_listing(customer, status)
         return await self._page(conditions, "-createdAt", limit, cursor, scope)
+
+    async def page_versions_for_customer(
+        self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
+    ) -> PageVersions:
+        """What ``list_for_customer`` would show, by reference: one statement, same index."""
+        conditions, scope = _customer_listing(customer, status)
+        return await self._page_versions(conditions, "-createdAt", limit, cursor, scope)
 
     async def get_for_customer(self, customer: Principal, request_id: int) -> RequestRecord:
         """One of the customer's requests with its thread."""
         async with self.database.reading() as connection:
             return await self._read_detail(connection, request_id, customer_id=customer.sub)
+
+    async def version_for_customer(self, customer: Principal, request_id: int) -> int:
+        """The version of one of the customer's requests: one lookup by primary key; the same
+        404 as ``get_for_customer`` for a request that is not theirs."""
+        return await self._version(request_id, customer_id=customer.sub)
 
     async def reply_as_customer(
         self, customer: Principal, request_id: int, body: str
@@ -240,32 +404,27 @@ class SupportDesk:
     ) -> Page:
         """The queue, filtered and sorted."""
         await self._remember_admin(admin)
-        scope = pagination.scope_of(
-            listing="admin",
-            status=filters.status,
-            category=filters.category,
-            assigned=filters.assigned,
-            assignee=filters.assignee_id,
-            sort=filters.sort,
-        )
-        conditions: list[ColumnElement[bool]] = []
-        if filters.status is not None:
-            conditions.append(requests_table.c.status == filters.status)
-        if filters.category is not None:
-            conditions.append(requests_table.c.category == filters.category)
-        if filters.assigned is True:
-            conditions.append(requests_table.c.assigned_admin_id.is_not(None))
-        elif filters.assigned is False:
-            conditions.append(requests_table.c.assigned_admin_id.is_(None))
-        if filters.assignee_id is not None:
-            conditions.append(requests_table.c.assigned_admin_id == filters.assignee_id.lower())
+        conditions, scope = _queue_listing(filters)
         return await self._page(conditions, filters.sort, limit, cursor, scope)
+
+    async def queue_page_versions(
+        self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
+    ) -> PageVersions:
+        """What ``list_queue`` would show, by reference: one statement, same index."""
+        await self._remember_admin(admin)
+        conditions, scope = _queue_listing(filters)
+        return await self._page_versions(conditions, filters.sort, limit, cursor, scope)
 
     async def get_for_admin(self, admin: Principal, request_id: int) -> RequestRecord:
         """Any request with its thread."""
         await self._remember_admin(admin)
         async with self.database.reading() as connection:
             return await self._read_detail(connection, request_id)
+
+    async def version_for_admin(self, admin: Principal, request_id: int) -> int:
+        """The version of any request: one lookup by primary key; 404 when there is none."""
+        await self._remember_admin(admin)
+        return await self._version(request_id)
 
     async def reply_as_admin(self, admin: Principal, request_id: int, body: str) -> RequestRecord:
         """Append a staff reply; on ``open`` it starts work and takes the request if unowned."""
@@ -380,20 +539,7 @@ class SupportDesk:
         cursor: str | None,
         scope: str,
     ) -> Page:
-        key_column = (
-            requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
-        )
-        key = tuple_(key_column, requests_table.c.id)
-        descending = sort.startswith("-")
-        if cursor is not None:
-            after = pagination.decode(cursor, scope)
-            conditions = [*conditions, key < after if descending else key > after]
-        order = (
-            (key_column.desc(), requests_table.c.id.desc())
-            if descending
-            else (key_column.asc(), requests_table.c.id.asc())
-        )
-        statement = select(*REQUEST_COLUMNS).where(*conditions).order_by(*order).limit(limit + 1)
+        statement = _page_statement(REQUEST_COLUMNS, conditions, sort, limit, cursor, scope)
         async with self.database.reading() as connection:
             rows = list(await connection.execute(statement))
         next_cursor = None
@@ -404,13 +550,52 @@ class SupportDesk:
             next_cursor = pagination.encode(moment, last.id, scope)
         return Page([RequestRecord(row) for row in rows], next_cursor)
 
+    async def _page_versions(
+        self,
+        conditions: list[ColumnElement[bool]],
+        sort: str,
+        limit: int,
+        cursor: str | None,
+        scope: str,
+    ) -> PageVersions:
+        columns = (requests_table.c.id, requests_table.c.version)
+        statement = _page_statement(columns, conditions, sort, limit, cursor, scope)
+        async with self.database.reading() as connection:
+            rows = list(await connection.execute(statement))
+        return PageVersions(tuple((row.id, row.version) for row in rows[:limit]), len(rows) > limit)
+
+    @functools.cached_property
+    def _sqlite_version_probes(self) -> dict[bool, _SqliteProbe]:
+        """The version lookups on SQLite, by whether they are scoped to a customer."""
+        engine = self.database.sync_engine
+        return {False: _SqliteProbe(engine, _VERSION), True: _SqliteProbe(engine, _OWNED_VERSION)}
+
+    async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
+        parameters: dict[str, Any] = {"request_id": request_id}
+        if customer_id is not None:
+            parameters["customer_id"] = customer_id
+        if self.database.is_sqlite:
+            version = self._sqlite_version_probes[customer_id is not None].scalar(parameters)
+        else:
+            statement = _VERSION if customer_id is None else _OWNED_VERSION
+            async with self.database.reading() as connection:
+                # One statement reads one snapshot: no BEGIN and ROLLBACK round trips.
+                await connection.run_sync(_autocommit)
+                version = (await connection.execute(statement, parameters)).scalar()
+        if version is None:
+            raise _not_found(request_id)
+        return int(version)
+
     async def _lock(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> Row[Any]:
-        statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
-        if customer_id is not None:
-            statement = statement.where(requests_table.c.customer_id == customer_id)
-        row = (await connection.execute(statement.with_for_update())).first()
+        if customer_id is None:
+            result = await connection.execute(_LOCK_REQUEST, {"request_id": request_id})
+        else:
+            result = await connection.execute(
+                _LOCK_OWNED_REQUEST, {"request_id": request_id, "customer_id": customer_id}
+            )
+        row = result.first()
         if row is None:
             raise _not_found(request_id)
         return row
@@ -418,17 +603,16 @@ class SupportDesk:
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
-        statement = select(*REQUEST_COLUMNS).where(requests_table.c.id == request_id)
-        if customer_id is not None:
-            statement = statement.where(requests_table.c.customer_id == customer_id)
-        row = (await connection.execute(statement)).first()
+        if customer_id is None:
+            result = await connection.execute(_REQUEST, {"request_id": request_id})
+        else:
+            result = await connection.execute(
+                _OWNED_REQUEST, {"request_id": request_id, "customer_id": customer_id}
+            )
+        row = result.first()
         if row is None:
             raise _not_found(request_id)
-        messages = await connection.execute(
-            select(*MESSAGE_COLUMNS)
-            .where(messages_table.c.request_id == request_id)
-            .order_by(messages_table.c.id)
-        )
+        messages = await connection.execute(_THREAD, {"request_id": request_id})
         return RequestRecord(row, list(messages))
 
     async def _add_message(
@@ -440,26 +624,23 @@ class SupportDesk:
         now: datetime,
     ) -> int:
         result = await connection.execute(
-            insert(messages_table)
-            .values(
-                request_id=request_id,
-                author_type=author.role.value,
-                author_id=author.sub,
-                author_name=author.name,
-                author_image=author.picture,
-                body=body,
-                created_at=now,
-            )
-            .returning(messages_table.c.id)
+            _INSERT_MESSAGE,
+            {
+                "request_id": request_id,
+                "author_type": author.role.value,
+                "author_id": author.sub,
+                "author_name": author.name,
+                "author_image": author.picture,
+                "body": body,
+                "created_at": now,
+            },
         )
         return int(result.scalar_one())
 
     async def _apply(self, connection: DbConnection, changes: _Changes) -> None:
-        values = {**changes.values, "updated_at": changes.now}
         await connection.execute(
-            update(requests_table)
-            .where(requests_table.c.id == changes.row.id)
-            .values(**values, version=requests_table.c.version + 1)
+            _UPDATE_REQUEST,
+            {**changes.values, "updated_at": changes.now, "changed_id": changes.row.id},
         )
         await self._write_events(connection, changes.row.id, changes.events)
 
@@ -468,7 +649,7 @@ class SupportDesk:
     ) -> None:
         if events:
             await connection.execute(
-                insert(events_table), [{"request_id": request_id, **event} for event in events]
+                _INSERT_EVENT, [{"request_id": request_id, **event} for event in events]
             )
 
     async def _remember_admin(self, admin: Principal) -> None:

@@ -359,3 +359,9 @@ def test_error_responses_do_not_echo_the_offending_value(client):
     for response in responses:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert marker[3:35] not in response.text
+
+
+def test_an_id_of_thousands_of_digits_is_400_not_500(client):
+    response = client.get(f"{MOBILE}/{'9' * 5000}", headers=customer())
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_path_param"

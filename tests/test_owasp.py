@@ -192,12 +192,17 @@ def test_api8_misconfiguration_authenticated_responses_are_not_cached(client):
     alice = customer()
     rid = create(client, alice)["id"]
     for response in (
-        client.get(MOBILE, headers=alice),
-        client.get(f"{MOBILE}/{rid}", headers=alice),
         client.post(f"{MOBILE}/{rid}/messages", json={"body": "x"}, headers=alice),
         client.get(f"{MOBILE}/999999", headers=alice),
     ):
         assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    # The polled list and detail: never in a shared cache, revalidated before each use.
+    for response in (
+        client.get(MOBILE, headers=alice),
+        client.get(f"{MOBILE}/{rid}", headers=alice),
+    ):
+        assert response.headers["cache-control"] == "private, no-cache"
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
