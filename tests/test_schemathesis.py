@@ -1,8 +1,9 @@
 """The running app against its own contract, with Schemathesis, in-process, on each database.
 
-This is the command-line run of ``docs/contract.md`` (``schemathesis run …/openapi.json
---checks all --phases examples,coverage,fuzzing,stateful`` with the project's
-``schemathesis.toml``), driven through Schemathesis' engine against the ASGI app: every check
+This is the command-line run in the README's "Checking the contract (QA)" section
+(``schemathesis run …/openapi.json --checks all --phases
+examples,coverage,fuzzing,stateful`` with the project's ``schemathesis.toml``), driven
+through Schemathesis' engine against the ASGI app: every check
 (``negative_data_rejection`` held to the document's codes), the examples, coverage and fuzzing
 phases for each operation and the stateful phase through the spec's ``links``. The mobile
 operations get a customer's token and the admin operations an admin's, chosen by each
