@@ -67,7 +67,7 @@ class Settings:
     # True: create missing tables directly (tests). False: the schema must be at the
     # newest Alembic revision; an empty SQLite database is migrated on start.
     create_schema: bool = True
-    pool_size: int = 10
+    pool_size: int = 20
     sqlite_busy_timeout_ms: int = 30_000
     # Per-caller budgets (``N/second|minute|hour`` or ``off``); generous: no honest app or
     # QA run meets them, a runaway client or a token in the wrong hands does.
@@ -178,7 +178,7 @@ class Settings:
             jwt_audience=env.get("SUPPORT_JWT_AUDIENCE") or None,
             dev_secret_path=dev_secret_path,
             create_schema=False,
-            pool_size=_whole(env, "SUPPORT_DB_POOL_SIZE", 10),
+            pool_size=_whole(env, "SUPPORT_DB_POOL_SIZE", 20),
             jwt_public_key=public_key,
             jwks_url=jwks_url,
             rate_limit_reads=env.get("SUPPORT_RATE_LIMIT_READS") or DEFAULT_RATE_LIMIT_READS,

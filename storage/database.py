@@ -132,8 +132,11 @@ class Database:
             self._async_engine = create_async_engine(
                 async_url(url),
                 pool_pre_ping=True,
+                # A fixed pool: overflow connections are opened and closed per burst, and a
+                # PostgreSQL connection costs milliseconds to open (the benchmark saw 40 a
+                # second); requests beyond the pool wait for a connection instead.
                 pool_size=pool_size,
-                max_overflow=pool_size,
+                max_overflow=0,
                 pool_timeout=10,
                 connect_args={"connect_timeout": 5},
             )
