@@ -12,7 +12,10 @@ from rich.text import Text
 
 from cli.client import ADMIN, ADMINS, ApiClient, ApiReply, fetch_pages, joined_text
 from cli.context import (
+    AllPagesOption,
+    CursorOption,
     JsonOption,
+    LimitOption,
     api,
     caller_id,
     complete_category,
@@ -118,18 +121,9 @@ def queue(
     ] = False,
     mine: Annotated[bool, typer.Option("--mine", help="Only requests assigned to you.")] = False,
     sort: Annotated[str | None, typer.Option(metavar="ORDER", help=f"Order: {SORTS}.")] = None,
-    all_pages: Annotated[
-        bool, typer.Option("--all", help="Follow the cursors to the last page.")
-    ] = False,
-    limit: Annotated[
-        int | None, typer.Option(metavar="N", help="Requests per page (1 to 100).")
-    ] = None,
-    cursor: Annotated[
-        str | None,
-        typer.Option(
-            "--cursor", metavar="CURSOR", help="Start at this page (a previous nextCursor)."
-        ),
-    ] = None,
+    all_pages: AllPagesOption = False,
+    limit: LimitOption = None,
+    cursor: CursorOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The support queue, filtered and sorted."""

@@ -34,6 +34,12 @@ AS_TTL_SECONDS = 3600
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print exactly the API's JSON, for scripts.")
 ]
+AllPagesOption = Annotated[bool, typer.Option("--all", help="Follow the cursors to the last page.")]
+LimitOption = Annotated[int | None, typer.Option(metavar="N", help="Requests per page (1 to 100).")]
+CursorOption = Annotated[
+    str | None,
+    typer.Option("--cursor", metavar="CURSOR", help="Start at this page (a previous nextCursor)."),
+]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,16 @@ import typer
 from rich.text import Text
 
 from cli.client import MOBILE, ApiReply, fetch_pages, joined_text
-from cli.context import JsonOption, api, complete_category, complete_status, text_input
+from cli.context import (
+    AllPagesOption,
+    CursorOption,
+    JsonOption,
+    LimitOption,
+    api,
+    complete_category,
+    complete_status,
+    text_input,
+)
 from cli.render import make_console, print_json_text, request_table, request_view
 
 app = typer.Typer(help="The customer's side: your own support requests.", no_args_is_help=True)
@@ -81,18 +90,9 @@ def list_requests(
             autocompletion=complete_status,
         ),
     ] = None,
-    all_pages: Annotated[
-        bool, typer.Option("--all", help="Follow the cursors to the last page.")
-    ] = False,
-    limit: Annotated[
-        int | None, typer.Option(metavar="N", help="Requests per page (1 to 100).")
-    ] = None,
-    cursor: Annotated[
-        str | None,
-        typer.Option(
-            "--cursor", metavar="CURSOR", help="Start at this page (a previous nextCursor)."
-        ),
-    ] = None,
+    all_pages: AllPagesOption = False,
+    limit: LimitOption = None,
+    cursor: CursorOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """List your support requests, newest first."""
