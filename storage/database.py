@@ -141,20 +141,18 @@ class Database:
                 connect_args={"connect_timeout": 5},
             )
             self.sync_engine = self._async_engine.sync_engine
-            # One snapshot per read (READ COMMITTED would let a reply commit between reading
-            # a request and reading its thread, and show a thread newer than the request).
-            self._snapshot_engine = self._async_engine.execution_options(
-                isolation_level="REPEATABLE READ"
-            )
+            # Reads are single statements (the detail joins its thread), and one statement
+            # sees one snapshot: no BEGIN and ROLLBACK round trips around them.
+            self._read_engine = self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[DbConnection]:
-        """A read-only transaction on one snapshot, rolled back at the end."""
+        """A connection for reads: each statement sees one consistent snapshot."""
         if self._async_engine is None:
             with self.sync_engine.connect() as connection:
                 yield _InlineConnection(connection)
         else:
-            async with self._snapshot_engine.connect() as connection:
+            async with self._read_engine.connect() as connection:
                 yield connection
 
     @asynccontextmanager

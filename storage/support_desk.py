@@ -9,6 +9,7 @@ the version lookups behind conditional GETs are one indexed statement each.
 from __future__ import annotations
 
 import functools
+from collections import namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -58,11 +59,18 @@ _UPDATE_REQUEST = (
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
-_THREAD = (
-    select(*MESSAGE_COLUMNS)
-    .where(messages_table.c.request_id == bindparam("request_id"))
+# The detail in one statement: the request on every row, its thread alongside. One
+# statement sees one snapshot on any isolation level, so no thread is newer than its request.
+_DETAIL = (
+    select(*REQUEST_COLUMNS, *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS))
+    .select_from(
+        requests_table.outerjoin(messages_table, messages_table.c.request_id == requests_table.c.id)
+    )
+    .where(requests_table.c.id == bindparam("request_id"))
     .order_by(messages_table.c.id)
 )
+_OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
+StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
 # A conditional GET's lookup (every poll runs one): a probe of the primary key.
 _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
 _OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
@@ -112,7 +120,7 @@ class RequestRecord:
     """A support request as stored, with its thread when one was read."""
 
     row: Row[Any]
-    messages: list[Row[Any]] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -604,16 +612,21 @@ class SupportDesk:
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
         if customer_id is None:
-            result = await connection.execute(_REQUEST, {"request_id": request_id})
+            result = await connection.execute(_DETAIL, {"request_id": request_id})
         else:
             result = await connection.execute(
-                _OWNED_REQUEST, {"request_id": request_id, "customer_id": customer_id}
+                _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
             )
-        row = result.first()
-        if row is None:
+        rows = result.all()
+        if not rows:
             raise _not_found(request_id)
-        messages = await connection.execute(_THREAD, {"request_id": request_id})
-        return RequestRecord(row, list(messages))
+        first_message = len(REQUEST_COLUMNS)
+        messages = [
+            StoredMessage._make(row[first_message:])
+            for row in rows
+            if row[first_message] is not None
+        ]
+        return RequestRecord(rows[0], messages)
 
     async def _add_message(
         self,

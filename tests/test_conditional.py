@@ -826,7 +826,7 @@ def test_a_version_lookup_leaves_its_pooled_connection_as_it_found_it(database_u
 
     with db.connect() as connection:
         assert connection.scalar(sa.select(REQUESTS.c.subject)) == "s"  # rolled back
-    assert isolation == ([] if database_url.startswith("sqlite") else ["repeatable read"])
+    assert isolation == ([] if database_url.startswith("sqlite") else ["read committed"])
 
 
 def test_version_lookup_of_another_customers_request_is_not_found(database_url):
