@@ -2,8 +2,9 @@
 
 Each write runs in one transaction: lock the request row, ask the lifecycle
 table, write the change, its messages and its events, and read back the
-detail. Reads are at most two statements (the request, then its thread);
-the version lookups behind conditional GETs are one indexed statement each.
+detail. A detail read is one statement (the request joined with its thread), a
+page one indexed statement, and the version lookups behind conditional GETs one
+indexed statement each.
 """
 
 from __future__ import annotations
