@@ -31,19 +31,12 @@ from storage.models import Base
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def async_url(url: str) -> URL:
-    """The async driver's URL for a SQLite or PostgreSQL URL as operators write it."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
-    raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
-
-
 def sync_url(url: str) -> URL:
-    """The blocking driver's URL, for SQLite serving, operator commands and migrations."""
+    """The driver URL for a SQLite or PostgreSQL URL as operators write it.
+
+    ``postgresql+psycopg`` serves the async engine as well: SQLAlchemy takes psycopg's
+    async side when the engine is created with ``create_async_engine``.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -130,7 +123,7 @@ class Database:
             self._async_engine = None
         else:
             self._async_engine = create_async_engine(
-                async_url(url),
+                sync_url(url),
                 pool_pre_ping=True,
                 # A fixed pool: overflow connections are opened and closed per burst, and a
                 # PostgreSQL connection costs milliseconds to open (the benchmark saw 40 a
