@@ -17,7 +17,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Select,
     Table,
     bindparam,
@@ -27,8 +26,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from domain.clock import iso_ms, now_ms
 from domain.errors import FieldProblem, InvalidTransition, NotFound, RequestClosed, RuleViolation
@@ -45,6 +42,7 @@ admins_table = cast(Table, Admin.__table__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
+VERSION_COLUMNS = (requests_table.c.id, requests_table.c.version)
 
 # Hot statements, built once: SQLAlchemy then finds them in its compiled cache by a
 # memoised key instead of rebuilding and hashing an expression per request.
@@ -52,6 +50,7 @@ _REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("requ
 _OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
 _LOCK_REQUEST = _REQUEST.with_for_update()
 _LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+_INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
 _INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_EVENT = insert(events_table)
 # The columns to set come with each call's parameters; the version always moves.
@@ -77,50 +76,11 @@ _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindpar
 _OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
 
 
-def _autocommit(connection: Connection) -> None:
-    """This checkout of ``connection`` runs each statement on its own (reset at check-in)."""
-    connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
-class _SqliteProbe:
-    """One read statement on a pooled SQLite connection, outside any transaction.
-
-    A poll's version lookup is a single SELECT, and a single statement reads one snapshot
-    by itself. Through a SQLAlchemy connection it would also pay for a BEGIN, a ROLLBACK and
-    the execution machinery around each, which is most of what a 304 costs; here it is
-    compiled once from its Core statement and run by the driver. Driver errors come out as
-    SQLAlchemy's, so a database that cannot be read is still a 503.
-    """
-
-    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
-        compiled = statement.compile(dialect=engine.dialect)
-        self._engine = engine
-        self._sql = compiled.string
-        self._names = tuple(compiled.positiontup or ())
-
-    def scalar(self, parameters: dict[str, Any]) -> Any:
-        """The first column of the first row, or None."""
-        values = [parameters[name] for name in self._names]
-        driver_error = self._engine.dialect.loaded_dbapi.Error
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            row = cursor.execute(self._sql, values).fetchone()
-            cursor.close()
-        except driver_error as error:
-            raise DBAPIError.instance(
-                self._sql, values, error, driver_error, dialect=self._engine.dialect
-            ) from error
-        finally:
-            connection.close()
-        return None if row is None else row[0]
-
-
 @dataclass
 class RequestRecord:
     """A support request as stored, with its thread when one was read."""
 
-    row: Row[Any]
+    row: Any
     messages: list[Any] = field(default_factory=list)
 
 
@@ -165,7 +125,7 @@ class QueueFilters:
 class _Changes:
     """The column values and events one write accumulates."""
 
-    def __init__(self, row: Row[Any], actor: Principal, now: datetime) -> None:
+    def __init__(self, row: Any, actor: Principal, now: datetime) -> None:
         self.row = row
         self.actor = actor
         self.now = now
@@ -241,20 +201,43 @@ def _not_found(request_id: int) -> NotFound:
     return NotFound(f"Support request {request_id} was not found.")
 
 
-def _customer_listing(
-    customer: Principal, status: str | None
-) -> tuple[list[ColumnElement[bool]], str]:
-    """The conditions and cursor scope of a customer's own list."""
+@dataclass(frozen=True)
+class _Listing:
+    """A listing: its equality filters (column, value), the assignment filter, the sort, and
+    the scope its cursors are bound to."""
+
+    equal: tuple[tuple[str, Any], ...]
+    assigned: bool | None
+    sort: str
+    scope: str
+
+    def statement(
+        self, columns: tuple[Any, ...], limit: int, cursor: str | None
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """The page's statement (one row more than ``limit``) and its parameters."""
+        parameters = {f"equal_{name}": value for name, value in self.equal}
+        parameters["rows"] = limit + 1
+        if cursor is not None:
+            parameters["after_moment"], parameters["after_id"] = pagination.decode(
+                cursor, self.scope
+            )
+        shape = tuple(name for name, _ in self.equal)
+        statement = _page_statement(columns, shape, self.assigned, self.sort, cursor is not None)
+        return statement, parameters
+
+
+def _customer_listing(customer: Principal, status: str | None) -> _Listing:
+    """A customer's own list, newest first."""
     # Bound to the customer too: another customer's cursor is not one issued for this list.
     scope = pagination.scope_of(listing="mobile", customer=customer.sub, status=status)
-    conditions: list[ColumnElement[bool]] = [requests_table.c.customer_id == customer.sub]
+    equal: list[tuple[str, Any]] = [("customer_id", customer.sub)]
     if status is not None:
-        conditions.append(requests_table.c.status == status)
-    return conditions, scope
+        equal.append(("status", status))
+    return _Listing(tuple(equal), None, "-createdAt", scope)
 
 
-def _queue_listing(filters: QueueFilters) -> tuple[list[ColumnElement[bool]], str]:
-    """The conditions and cursor scope of the admin queue."""
+def _queue_listing(filters: QueueFilters) -> _Listing:
+    """The admin queue, filtered and sorted."""
     scope = pagination.scope_of(
         listing="admin",
         status=filters.status,
@@ -263,43 +246,49 @@ def _queue_listing(filters: QueueFilters) -> tuple[list[ColumnElement[bool]], st
         assignee=filters.assignee_id,
         sort=filters.sort,
     )
-    conditions: list[ColumnElement[bool]] = []
+    equal: list[tuple[str, Any]] = []
     if filters.status is not None:
-        conditions.append(requests_table.c.status == filters.status)
+        equal.append(("status", filters.status))
     if filters.category is not None:
-        conditions.append(requests_table.c.category == filters.category)
-    if filters.assigned is True:
-        conditions.append(requests_table.c.assigned_admin_id.is_not(None))
-    elif filters.assigned is False:
-        conditions.append(requests_table.c.assigned_admin_id.is_(None))
+        equal.append(("category", filters.category))
     if filters.assignee_id is not None:
-        conditions.append(requests_table.c.assigned_admin_id == filters.assignee_id.lower())
-    return conditions, scope
+        equal.append(("assigned_admin_id", filters.assignee_id.lower()))
+    return _Listing(tuple(equal), filters.assigned, filters.sort, scope)
 
 
+@functools.cache
 def _page_statement(
     columns: tuple[Any, ...],
-    conditions: list[ColumnElement[bool]],
+    equal: tuple[str, ...],
+    assigned: bool | None,
     sort: str,
-    limit: int,
-    cursor: str | None,
-    scope: str,
+    after_cursor: bool,
 ) -> Select[Any]:
-    """One page of a listing (and one row more, to know whether another page follows)."""
+    """A listing's page statement, built once per shape; its values are parameters."""
+    conditions: list[ColumnElement[bool]] = [
+        requests_table.c[name] == bindparam(f"equal_{name}") for name in equal
+    ]
+    if assigned is True:
+        conditions.append(requests_table.c.assigned_admin_id.is_not(None))
+    elif assigned is False:
+        conditions.append(requests_table.c.assigned_admin_id.is_(None))
     key_column = (
         requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
     )
     key = tuple_(key_column, requests_table.c.id)
     descending = sort.startswith("-")
-    if cursor is not None:
-        after = pagination.decode(cursor, scope)
-        conditions = [*conditions, key < after if descending else key > after]
+    if after_cursor:
+        after = tuple_(
+            bindparam("after_moment", type_=key_column.type),
+            bindparam("after_id", type_=requests_table.c.id.type),
+        )
+        conditions.append(key < after if descending else key > after)
     order = (
         (key_column.desc(), requests_table.c.id.desc())
         if descending
         else (key_column.asc(), requests_table.c.id.asc())
     )
-    return select(*columns).where(*conditions).order_by(*order).limit(limit + 1)
+    return select(*columns).where(*conditions).order_by(*order).limit(bindparam("rows"))
 
 
 class SupportDesk:
@@ -319,20 +308,19 @@ class SupportDesk:
         async with self.database.writing() as connection:
             request_id = (
                 await connection.execute(
-                    insert(requests_table)
-                    .values(
-                        customer_id=customer.sub,
-                        customer_name=customer.name,
-                        customer_image=customer.picture,
-                        category=category,
-                        subject=subject,
-                        status=Status.OPEN.value,
-                        last_customer_message_at=now,
-                        created_at=now,
-                        updated_at=now,
-                        version=1,
-                    )
-                    .returning(requests_table.c.id)
+                    _INSERT_REQUEST,
+                    {
+                        "customer_id": customer.sub,
+                        "customer_name": customer.name,
+                        "customer_image": customer.picture,
+                        "category": category,
+                        "subject": subject,
+                        "status": Status.OPEN.value,
+                        "last_customer_message_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                    },
                 )
             ).scalar_one()
             await self._add_message(connection, request_id, customer, message, now)
@@ -359,15 +347,13 @@ class SupportDesk:
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
     ) -> Page:
         """The customer's own requests, newest first."""
-        conditions, scope = _customer_listing(customer, status)
-        return await self._page(conditions, "-createdAt", limit, cursor, scope)
+        return await self._page(_customer_listing(customer, status), limit, cursor)
 
     async def page_versions_for_customer(
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
     ) -> PageVersions:
         """What ``list_for_customer`` would show, by reference: one statement, same index."""
-        conditions, scope = _customer_listing(customer, status)
-        return await self._page_versions(conditions, "-createdAt", limit, cursor, scope)
+        return await self._page_versions(_customer_listing(customer, status), limit, cursor)
 
     async def get_for_customer(self, customer: Principal, request_id: int) -> RequestRecord:
         """One of the customer's requests with its thread."""
@@ -413,16 +399,14 @@ class SupportDesk:
     ) -> Page:
         """The queue, filtered and sorted."""
         await self._remember_admin(admin)
-        conditions, scope = _queue_listing(filters)
-        return await self._page(conditions, filters.sort, limit, cursor, scope)
+        return await self._page(_queue_listing(filters), limit, cursor)
 
     async def queue_page_versions(
         self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
     ) -> PageVersions:
         """What ``list_queue`` would show, by reference: one statement, same index."""
         await self._remember_admin(admin)
-        conditions, scope = _queue_listing(filters)
-        return await self._page_versions(conditions, filters.sort, limit, cursor, scope)
+        return await self._page_versions(_queue_listing(filters), limit, cursor)
 
     async def get_for_admin(self, admin: Principal, request_id: int) -> RequestRecord:
         """Any request with its thread."""
@@ -540,64 +524,40 @@ class SupportDesk:
 
     # -- internals -------------------------------------------------------------
 
-    async def _page(
-        self,
-        conditions: list[ColumnElement[bool]],
-        sort: str,
-        limit: int,
-        cursor: str | None,
-        scope: str,
-    ) -> Page:
-        statement = _page_statement(REQUEST_COLUMNS, conditions, sort, limit, cursor, scope)
+    async def _page(self, listing: _Listing, limit: int, cursor: str | None) -> Page:
+        statement, parameters = listing.statement(REQUEST_COLUMNS, limit, cursor)
         async with self.database.reading() as connection:
-            rows = list(await connection.execute(statement))
+            rows = (await connection.execute(statement, parameters)).all()
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             last = rows[-1]
-            moment = last.updated_at if sort == "-updatedAt" else last.created_at
-            next_cursor = pagination.encode(moment, last.id, scope)
+            moment = last.updated_at if listing.sort == "-updatedAt" else last.created_at
+            next_cursor = pagination.encode(moment, last.id, listing.scope)
         return Page([RequestRecord(row) for row in rows], next_cursor)
 
     async def _page_versions(
-        self,
-        conditions: list[ColumnElement[bool]],
-        sort: str,
-        limit: int,
-        cursor: str | None,
-        scope: str,
+        self, listing: _Listing, limit: int, cursor: str | None
     ) -> PageVersions:
-        columns = (requests_table.c.id, requests_table.c.version)
-        statement = _page_statement(columns, conditions, sort, limit, cursor, scope)
+        statement, parameters = listing.statement(VERSION_COLUMNS, limit, cursor)
         async with self.database.reading() as connection:
-            rows = list(await connection.execute(statement))
+            rows = (await connection.execute(statement, parameters)).all()
         return PageVersions(tuple((row.id, row.version) for row in rows[:limit]), len(rows) > limit)
-
-    @functools.cached_property
-    def _sqlite_version_probes(self) -> dict[bool, _SqliteProbe]:
-        """The version lookups on SQLite, by whether they are scoped to a customer."""
-        engine = self.database.sync_engine
-        return {False: _SqliteProbe(engine, _VERSION), True: _SqliteProbe(engine, _OWNED_VERSION)}
 
     async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
         parameters: dict[str, Any] = {"request_id": request_id}
         if customer_id is not None:
             parameters["customer_id"] = customer_id
-        if self.database.is_sqlite:
-            version = self._sqlite_version_probes[customer_id is not None].scalar(parameters)
-        else:
-            statement = _VERSION if customer_id is None else _OWNED_VERSION
-            async with self.database.reading() as connection:
-                # One statement reads one snapshot: no BEGIN and ROLLBACK round trips.
-                await connection.run_sync(_autocommit)
-                version = (await connection.execute(statement, parameters)).scalar()
+        statement = _VERSION if customer_id is None else _OWNED_VERSION
+        async with self.database.reading() as connection:
+            version = await connection.scalar(statement, parameters)
         if version is None:
             raise _not_found(request_id)
         return int(version)
 
     async def _lock(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
-    ) -> Row[Any]:
+    ) -> Any:
         if customer_id is None:
             result = await connection.execute(_LOCK_REQUEST, {"request_id": request_id})
         else:

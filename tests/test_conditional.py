@@ -27,7 +27,7 @@ from domain.principal import Principal
 from handlers.app import create_app
 from handlers.conditional import IfNoneMatch, parse
 from handlers.settings import Settings
-from storage.database import Database
+from storage.database import STATEMENT_OBSERVERS, Database
 from storage.models import Base
 from storage.support_desk import QueueFilters, SupportDesk
 from tests.helpers import (
@@ -654,53 +654,27 @@ def test_a_304_lookup_on_an_unreadable_sqlite_database_is_503(tmp_path):
 
 
 class _Statements:
-    """Every statement a database is sent while counting, transaction control included.
-
-    SQLite reports what it runs itself (its trace callback, set on each pooled connection as
-    it is checked out): the version probe runs on the driver, beside SQLAlchemy's execution
-    events. PostgreSQL statements are SQLAlchemy's ``before_cursor_execute``.
-    """
+    """Every statement the driver runs while counting, transaction control included."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any]] = []
         self.counting = False
 
-    def executed(self, conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if self.counting and conn.dialect.name != "sqlite":
-            self.seen.append((statement, parameters))
-
-    def checked_out(self, dbapi_connection: Any, *_: Any) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(self._traced)
-
-    def checked_in(self, dbapi_connection: Any, *_: Any) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(None)
-
-    def _traced(self, statement: str) -> None:
+    def __call__(self, statement: str, parameters: Any) -> None:
         if self.counting:
-            self.seen.append((statement, None))  # SQLite traces it with its values in place
+            self.seen.append((statement, parameters))
 
     @property
     def statements(self) -> list[str]:
         return [statement for statement, _ in self.seen]
 
 
-_LISTENERS = (
-    (sa.engine.Engine, "before_cursor_execute", "executed"),
-    (sa.pool.Pool, "checkout", "checked_out"),
-    (sa.pool.Pool, "checkin", "checked_in"),
-)
-
-
 @pytest.fixture
 def statements() -> Iterator[_Statements]:
     log = _Statements()
-    for target, name, method in _LISTENERS:
-        sa.event.listen(target, name, getattr(log, method))
+    STATEMENT_OBSERVERS.append(log)
     yield log
-    for target, name, method in _LISTENERS:
-        sa.event.remove(target, name, getattr(log, method))
+    STATEMENT_OBSERVERS.remove(log)
 
 
 @pytest.mark.parametrize("view", VIEWS)

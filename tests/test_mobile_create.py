@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from storage.database import STATEMENT_OBSERVERS
 from storage.models import Base
 from tests.helpers import (
     MOBILE,
@@ -381,15 +382,15 @@ def test_create_rolls_back_when_the_message_insert_fails(client, db):
     class MessageInsertRefused(Exception):
         pass
 
-    def refuse_message_insert(_conn, _cursor, statement, *_args):
+    def refuse_message_insert(statement, _parameters):
         if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
             raise MessageInsertRefused("refused by the test")
 
-    sa.event.listen(sa.Engine, "before_cursor_execute", refuse_message_insert)
+    STATEMENT_OBSERVERS.append(refuse_message_insert)
     try:
         response = client.post(MOBILE, json=VALID, headers=headers)
     finally:
-        sa.event.remove(sa.Engine, "before_cursor_execute", refuse_message_insert)
+        STATEMENT_OBSERVERS.remove(refuse_message_insert)
 
     problem = assert_problem(response, 500, "internal_error")
     assert "refused" not in response.text and "INSERT" not in response.text

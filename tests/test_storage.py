@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from domain.errors import NotFound
 from domain.lifecycle import Actor
 from domain.principal import Principal
-from storage.database import Database
+from storage.database import STATEMENT_OBSERVERS, Database
 from storage.models import Base
 from storage.support_desk import SupportDesk
 
@@ -48,22 +48,24 @@ def _with_desk(database_url: str, work: Callable[[SupportDesk], Awaitable[T]]) -
 
 
 class StatementLog:
-    """The SQL statements (not transaction control) an engine sends while listening."""
+    """The SQL statements (not transaction control) the driver runs while listening."""
 
     def __init__(self) -> None:
         self.statements: list[tuple[str, Any]] = []
         self.listening = False
 
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def __call__(self, statement: str, parameters: Any) -> None:
         if self.listening and not statement.lstrip().upper().startswith(TRANSACTION_CONTROL):
             self.statements.append((statement, parameters))
 
     async def during(self, work: Awaitable[T]) -> T:
         self.statements.clear()
         self.listening = True
+        STATEMENT_OBSERVERS.append(self)
         try:
             return await work
         finally:
+            STATEMENT_OBSERVERS.remove(self)
             self.listening = False
 
 
@@ -78,15 +80,17 @@ def test_create_is_one_transaction(database_url, db):
     class MessageInsertRefused(Exception):
         pass
 
-    def refuse(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def refuse(statement: str, _parameters: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
             raise MessageInsertRefused
 
     async def work(desk: SupportDesk) -> None:
-        sa.event.listen(desk.database.sync_engine, "before_cursor_execute", refuse)
-        with pytest.raises(MessageInsertRefused):
-            await desk.create_request(_customer(), category="other", subject="s", message="m")
-        sa.event.remove(desk.database.sync_engine, "before_cursor_execute", refuse)
+        STATEMENT_OBSERVERS.append(refuse)
+        try:
+            with pytest.raises(MessageInsertRefused):
+                await desk.create_request(_customer(), category="other", subject="s", message="m")
+        finally:
+            STATEMENT_OBSERVERS.remove(refuse)
         # Nothing was left locked or half-written: the next create succeeds.
         await desk.create_request(_customer(), category="other", subject="ok", message="m")
 
@@ -113,7 +117,6 @@ def test_list_is_one_statement_and_detail_at_most_two(database_url):
         for body in ("second", "third", "fourth"):
             await desk.reply_as_customer(alice, ids[0], body)
         await desk.create_request(_customer(), category="other", subject="x", message="y")
-        sa.event.listen(desk.database.sync_engine, "before_cursor_execute", log)
 
         first_page = await log.during(
             desk.list_for_customer(alice, limit=3, cursor=None, status=None)
@@ -210,7 +213,6 @@ def _captured_list_query(database_url: str, sub: str, *, with_cursor: bool) -> t
             page = await desk.list_for_customer(customer, limit=5, cursor=None, status=None)
             cursor = page.next_cursor
             assert cursor is not None
-        sa.event.listen(desk.database.sync_engine, "before_cursor_execute", log)
         await log.during(desk.list_for_customer(customer, limit=5, cursor=cursor, status=None))
         assert len(log.statements) == 1
         return log.statements[0]
