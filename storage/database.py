@@ -14,14 +14,19 @@ local file takes tens of microseconds, far less than a hop to a driver thread). 
 connection reads outside any transaction (WAL: one statement sees one snapshot,
 beside the writer); one writes, ``BEGIN IMMEDIATE`` behind an asyncio lock, so this
 process's writers queue without busy-wait sleeping and never fail on a lock upgrade;
-the busy timeout only arbitrates between processes.
+the busy timeout only arbitrates between processes. Checkpoints (copying the WAL into
+the database file) run in a worker thread every few hundred commits, not inside the
+commit that happens to cross SQLite's threshold on the event loop.
 
 PostgreSQL: psycopg 3 async connections in a fixed pool of this process (opening a
 connection costs milliseconds). No ping per checkout: a connection found broken is
 dropped with every idle one (they share its fate when the server restarted), and the
 request that found it gets a 503. Reads run in autocommit (each statement its own
 snapshot, no BEGIN/ROLLBACK round trips); psycopg prepares a statement on a
-connection once it has run a few times there.
+connection once it has run a few times there. In a write, statements whose results
+nobody reads (``BEGIN``, ``execute_later``) travel in one pipeline with the next
+statement, and the last read goes out with the ``COMMIT`` (``execute_and_commit``): a
+reply is four round trips instead of seven.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from storage.models import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite's own threshold is 1,000 pages; a reply writes a handful.
+CHECKPOINT_EVERY_COMMITS = 200
 
 # Every statement the driver runs, as (SQL, driver parameters): tests watch here.
 STATEMENT_OBSERVERS: list[Callable[[str, Any], None]] = []
@@ -211,6 +218,18 @@ class DbConnection(Protocol):
     ) -> Result:
         """Run a statement (once per parameter set when given a list)."""
 
+    async def execute_later(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> None:
+        """Run a statement whose result nobody reads. On PostgreSQL it travels with the next
+        statement or the commit; its errors surface there and fail the transaction."""
+
+    async def execute_and_commit(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result:
+        """A write transaction's last statement, and the commit with it (on PostgreSQL in the
+        same round trip). Nothing may run on the connection after it."""
+
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         """The first column of the first row, or None."""
 
@@ -246,6 +265,7 @@ class _SqliteConnection(_Savepoints):
     def __init__(self, connection: sqlite3.Connection, statements: Statements) -> None:
         self._connection = connection
         self._statements = statements
+        self.committed = False
 
     async def execute(
         self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
@@ -263,6 +283,19 @@ class _SqliteConnection(_Savepoints):
         except sqlite3.Error as error:
             raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
         return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
+
+    async def execute_later(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> None:
+        await self.execute(statement, parameters)
+
+    async def execute_and_commit(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result:
+        result = await self.execute(statement, parameters)
+        _control_sqlite(self._connection, "COMMIT")
+        self.committed = True
+        return result
 
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
@@ -292,10 +325,14 @@ class _Sqlite:
         self._lock = asyncio.Lock()
         self._reader: _SqliteConnection | None = None
         self._writer: _SqliteConnection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Future[None] | None = None
+        self._commits = 0
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, *, writer: bool = False) -> sqlite3.Connection:
         # isolation_level=None: the driver never begins a transaction on its own.
-        # check_same_thread=False: every use is on the event loop, one statement at a time.
+        # check_same_thread=False: every use is on the event loop, one statement at a time
+        # (the checkpointer's, in a worker thread, one checkpoint at a time).
         connection = sqlite3.connect(
             self._path, isolation_level=None, check_same_thread=False, timeout=0
         )
@@ -303,7 +340,30 @@ class _Sqlite:
         connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
+        if writer:
+            # The commit that crosses SQLite's checkpoint threshold would copy the WAL into
+            # the database file (and fsync it) on the event loop, stalling every request
+            # for tens of milliseconds; checkpoints run in a worker thread instead.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
+
+    def _committed(self) -> None:
+        self._commits += 1
+        running = self._checkpoint is not None and not self._checkpoint.done()
+        if self._commits >= CHECKPOINT_EVERY_COMMITS and not running:
+            self._commits = 0
+            self._checkpoint = asyncio.get_running_loop().run_in_executor(
+                None, self._run_checkpoint
+            )
+
+    def _run_checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, waiting for no reader or writer."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = self._open()
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # busy with another process's checkpoint, or gone: the next one catches up
 
     def _connection(self, writer: bool) -> _SqliteConnection:
         if self._path == ":memory:":  # one database per connection: share one
@@ -311,7 +371,7 @@ class _Sqlite:
         current = self._writer if writer else self._reader
         if current is None:
             try:
-                current = _SqliteConnection(self._open(), self._statements)
+                current = _SqliteConnection(self._open(writer=writer), self._statements)
             except sqlite3.Error as error:
                 raise DBAPIError.instance("connect", (), error, sqlite3.Error) from error
             if writer:
@@ -330,51 +390,97 @@ class _Sqlite:
             connection = self._connection(writer=True)
             raw = connection._connection
             _control_sqlite(raw, "BEGIN IMMEDIATE")
+            connection.committed = False
             try:
                 yield connection
-                _control_sqlite(raw, "COMMIT")
+                if not connection.committed:
+                    _control_sqlite(raw, "COMMIT")
+                self._committed()
             except BaseException:
                 if raw.in_transaction:
                     _control_sqlite(raw, "ROLLBACK")
                 raise
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
         for connection in (self._reader, self._writer):
             if connection is not None:
                 connection._connection.close()
-        self._reader = self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+        self._reader = self._writer = self._checkpointer = self._checkpoint = None
 
 
 class _PgConnection(_Savepoints):
-    """A psycopg async connection behind the ``DbConnection`` interface."""
+    """A psycopg async connection behind the ``DbConnection`` interface.
+
+    Statements whose results nobody waits for (``execute_later``, ``BEGIN``) are held and
+    sent in one pipeline with the next statement that returns something, or the commit:
+    one round trip where there would be several.
+    """
 
     def __init__(self, connection: Any, pool: _PgPool) -> None:
         self._connection = connection
         self._pool = pool
+        self._pending: list[tuple[str, list[Any] | None]] = []
+        self.committed = False
 
     async def execute(
         self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
     ) -> Result:
+        return await self._execute(statement, parameters, then_commit=False)
+
+    async def execute_and_commit(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Result:
+        result = await self._execute(statement, parameters, then_commit=True)
+        self.committed = True
+        return result
+
+    async def _execute(
+        self,
+        statement: Executable,
+        parameters: dict[str, Any] | list[dict[str, Any]] | None,
+        *,
+        then_commit: bool,
+    ) -> Result:
+        if self.committed:
+            raise RuntimeError("the transaction is already committed")
         prepared, values = self._pool.statements.prepare(statement, parameters)
-        sql = prepared.sql
+        if STATEMENT_OBSERVERS:
+            _observe(prepared.sql, values[0] if len(values) == 1 else values)
+            if then_commit:
+                _observe("COMMIT", None)
+        cursor = await self._send(prepared.sql, values, then_commit=then_commit)
         try:
-            if STATEMENT_OBSERVERS:
-                _observe(sql, values[0] if len(values) == 1 else values)
-            cursor = self._connection.cursor()
-            if len(values) == 1:
-                await cursor.execute(sql, values[0])
-            else:
-                await cursor.executemany(sql, values)
             fetched = await cursor.fetchall() if cursor.description else []
         except self._pool.driver_error as error:
-            raise self._pool.failed(self._connection, sql, values, error) from error
+            raise self._pool.failed(self._connection, prepared.sql, values, error) from error
         return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
+
+    async def execute_later(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> None:
+        prepared, values = self._pool.statements.prepare(statement, parameters)
+        if STATEMENT_OBSERVERS:
+            _observe(prepared.sql, values[0] if len(values) == 1 else values)
+        self._pending.append((prepared.sql, values))
 
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
 
+    def begin(self) -> None:
+        """Open a transaction with the first statement that goes out."""
+        if STATEMENT_OBSERVERS:
+            _observe("BEGIN", None)
+        self._pending.append(("BEGIN", None))
+
     async def roll_back(self) -> None:
         """End a failed transaction; a connection that cannot is closed at check-in."""
+        unsent, self._pending = self._pending, []
+        if unsent and unsent[0][0] == "BEGIN":
+            return  # the transaction never reached the server
         if self._connection.broken or self._connection.closed:
             return
         with suppress(DBAPIError):
@@ -383,10 +489,34 @@ class _PgConnection(_Savepoints):
     async def _control(self, sql: str) -> None:
         if STATEMENT_OBSERVERS:
             _observe(sql, None)
+        await self._send(sql, None)
+
+    async def _send(self, sql: str, values: list[Any] | None, *, then_commit: bool = False) -> Any:
+        """Send what is pending, then ``sql`` (then COMMIT); ``sql``'s cursor, results in."""
+        connection = self._connection
+        pending, self._pending = self._pending, []
         try:
-            await self._connection.execute(sql)
+            if not pending and not then_commit:
+                return await _run(connection.cursor(), sql, values)
+            async with connection.pipeline():
+                for held_sql, held_values in pending:
+                    await _run(connection.cursor(), held_sql, held_values)
+                cursor = await _run(connection.cursor(), sql, values)
+                if then_commit:
+                    await _run(connection.cursor(), "COMMIT", None)
+            return cursor
         except self._pool.driver_error as error:
-            raise self._pool.failed(self._connection, sql, None, error) from error
+            raise self._pool.failed(connection, sql, values, error) from error
+
+
+async def _run(cursor: Any, sql: str, values: list[Any] | None) -> Any:
+    if values is None:
+        await cursor.execute(sql)
+    elif len(values) == 1:
+        await cursor.execute(sql, values[0])
+    else:
+        await cursor.executemany(sql, values)
+    return cursor
 
 
 class _PgPool:
@@ -537,10 +667,11 @@ class Database:
             return
         assert self._pg is not None
         async with self._pg.connection() as connection:
-            await connection._control("BEGIN")
+            connection.begin()
             try:
                 yield connection
-                await connection._control("COMMIT")
+                if not connection.committed:
+                    await connection._control("COMMIT")
             except BaseException:
                 await connection.roll_back()
                 raise
@@ -563,7 +694,7 @@ class Database:
     async def dispose(self) -> None:
         """Close every connection."""
         if self._sqlite is not None:
-            self._sqlite.close()
+            await self._sqlite.close()
         if self._pg is not None:
             await self._pg.close()
         self.sync_engine.dispose()

@@ -249,3 +249,40 @@ def test_list_query_uses_the_customer_index(database_url, db, with_cursor):
     else:
         assert "Seq Scan" not in plan, plan
         assert "Sort" not in plan, plan
+
+
+def test_a_deferred_statement_that_fails_fails_its_whole_transaction(database_url, db):
+    """``execute_later`` (sent with the next statement on PostgreSQL) still fails the write."""
+    admins = TABLES["admins"]
+    seen = datetime(2026, 1, 1)
+
+    async def work(desk: SupportDesk) -> None:
+        with pytest.raises(sa.exc.IntegrityError):
+            async with desk.database.writing() as connection:
+                await connection.execute(
+                    sa.insert(admins),
+                    {"id": "first", "name": None, "image": None, "first_seen_at": seen},
+                )
+                message = {
+                    "request_id": 987_654,  # no such request: a foreign-key violation
+                    "author_type": "customer",
+                    "author_id": "someone",
+                    "author_name": None,
+                    "author_image": None,
+                    "body": "orphan",
+                    "created_at": seen,
+                }
+                await connection.execute_later(sa.insert(TABLES["messages"]), message)
+                await connection.execute(sa.select(sa.func.count()).select_from(admins))
+        # The connection is usable again, and the next transaction commits.
+        async with desk.database.writing() as connection:
+            await connection.execute(
+                sa.insert(admins),
+                {"id": "second", "name": None, "image": None, "first_seen_at": seen},
+            )
+
+    _with_desk(database_url, work)
+
+    with db.connect() as connection:
+        assert connection.scalars(sa.select(TABLES["admins"].c.id)).all() == ["second"]
+    assert _count(db, "messages") == 0
