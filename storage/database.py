@@ -645,7 +645,8 @@ class Database:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[DbConnection]:
-        """A connection outside any transaction: each statement reads one snapshot."""
+        """A connection outside any transaction: each statement runs (and reads one snapshot,
+        and commits) on its own."""
         if not self._dialect_ready:
             await self._prepare_dialect()
         if self._sqlite is not None:

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.dialects import postgresql
 
 from storage.database import Database
 from storage.models import RateLimitCounter
 
+_COUNTERS = cast(Table, RateLimitCounter.__table__)
+_INSERT = postgresql.insert(_COUNTERS)
+_COUNT = _INSERT.on_conflict_do_update(
+    index_elements=[_COUNTERS.c.key, _COUNTERS.c.window_start],
+    set_={"count": _COUNTERS.c.count + 1},
+).returning(_COUNTERS.c.count)
+_SWEEP = delete(_COUNTERS).where(_COUNTERS.c.window_start < bindparam("before"))
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600}
 _LIMIT = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*")
 
@@ -88,17 +95,12 @@ class RateLimiter:
         return count
 
     async def _count_in_database(self, key: str, window: int, now: float) -> int:
-        table = cast(Table, RateLimitCounter.__table__)
-        insert = postgresql.insert(table).values(key=key, window_start=_utc(window), count=1)
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c.key, table.c.window_start],
-            set_={"count": table.c.count + 1},
-        ).returning(table.c.count)
-        async with self.database.writing() as connection:
-            count = int((await connection.execute(statement)).scalar_one())
+        # One atomic upsert on its own (no BEGIN/COMMIT round trips around it).
+        async with self.database.reading() as connection:
+            count = await connection.scalar(
+                _COUNT, {"key": key, "window_start": _utc(window), "count": 1}
+            )
             if now - self._last_sweep > 60:
                 self._last_sweep = now
-                await connection.execute(
-                    delete(table).where(table.c.window_start < _utc(now - 7200))
-                )
-        return count
+                await connection.execute(_SWEEP, {"before": _utc(now - 7200)})
+        return int(count)
