@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -286,3 +287,31 @@ def test_a_deferred_statement_that_fails_fails_its_whole_transaction(database_ur
     with db.connect() as connection:
         assert connection.scalars(sa.select(TABLES["admins"].c.id)).all() == ["second"]
     assert _count(db, "messages") == 0
+
+
+def _size(path: str) -> int:
+    return Path(path).stat().st_size
+
+
+def test_the_sqlite_wal_stays_bounded_under_continuous_writes_and_reads(tmp_path):
+    """Writes interleaved with reads (a busy server): the WAL is checkpointed and restarts,
+    so its file stays near SQLite's 1,000-page threshold instead of growing with the data."""
+    path = tmp_path / "busy.db"
+    alice = _customer()
+
+    async def work(desk: SupportDesk) -> int:
+        ids = [
+            (await desk.create_request(alice, category="other", subject="s", message="m")).row.id
+            for _ in range(20)
+        ]
+        largest = 0
+        for number in range(3_000):
+            await desk.reply_as_customer(alice, ids[number % 20], "a reply of some length " * 8)
+            await desk.get_for_customer(alice, ids[0])
+            largest = max(largest, _size(f"{path}-wal"))
+        return largest
+
+    largest_wal = _with_desk(f"sqlite:///{path}", work)
+
+    assert largest_wal < 8 * 1024 * 1024, largest_wal  # 3,000 replies write ~70 MB of WAL frames
+    assert path.stat().st_size < 16 * 1024 * 1024
