@@ -518,16 +518,21 @@ def load(
     return dict(json.loads(found.group(1)))
 
 
-def measure(
-    wrk: str, api: Api, scenario: Scenario, workdir: Path, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Check one request of the scenario answers as expected, warm up, then measure."""
+def check_scenario(api: Api, scenario: Scenario) -> None:
+    """Send the scenario's first request by hand: its status must be the expected one."""
     first = scenario.calls[0]
     api.expect(
         api.call(first.method, first.path, first.token, first.body, first.headers),
         scenario.expected_status,
         f"scenario {scenario.name}",
     )
+
+
+def measure(
+    wrk: str, api: Api, scenario: Scenario, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Check one request of the scenario answers as expected, warm up, then measure."""
+    check_scenario(api, scenario)
     requests_file = workdir / f"{scenario.name}.tsv"
     requests_file.write_text("".join(call.line(api.prefix) + "\n" for call in scenario.calls))
     if args.warmup > 0:
@@ -596,7 +601,7 @@ def table(results: list[dict[str, Any]], skipped: dict[str, str]) -> str:
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
-def shown_command(argv: list[str]) -> str:
+def shown_command(argv: list[str], script: str = "bench/run.py") -> str:
     """The command line as run, without secrets, tokens or URL passwords."""
     shown: list[str] = []
     hide_next = False
@@ -611,18 +616,17 @@ def shown_command(argv: list[str]) -> str:
             hide_next = not eq
             continue
         shown.append(re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", arg))
-    return shlex.join(["python", "bench/run.py", *shown])
+    return shlex.join(["python", script, *shown])
 
 
 # -- main ------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench/run.py",
-        description=__doc__.split("\n\n")[0],
-        epilog="See the README (Benchmarking a deployment) for what each scenario sends.",
-    )
+def add_setup_arguments(
+    parser: argparse.ArgumentParser,
+) -> tuple[argparse._ArgumentGroup, argparse._ArgumentGroup, argparse._ArgumentGroup]:
+    """The options of ``deployment()``: what to load, the tokens, the data seeded (groups
+    "what to load", "tokens (with --url)" and "data", returned in that order)."""
     target = parser.add_argument_group("what to load")
     where = target.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running deployment, e.g. http://127.0.0.1:8080")
@@ -681,6 +685,54 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     data.add_argument(
         "--preload-messages", type=int, default=5, metavar="N", help="messages each (5)"
     )
+    return target, auth, data
+
+
+def add_wrk_arguments(group: argparse._ArgumentGroup) -> None:
+    """wrk's options: --threads, --connections, --timeout (what ``load()`` reads)."""
+    group.add_argument("--threads", type=int, default=2, metavar="N", help="wrk threads (2)")
+    group.add_argument(
+        "--connections", type=int, default=32, metavar="N", help="wrk connections (32)"
+    )
+    group.add_argument(
+        "--timeout", type=int, default=5, metavar="S", help="wrk's request timeout (5)"
+    )
+
+
+def check_setup_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The combinations of --start, --pg, --database-url and --preload that make sense."""
+    if args.pg and not args.start:
+        parser.error("--pg needs --start (for a running deployment, give --database-url)")
+    if args.pg and args.database_url:
+        parser.error("give --pg (a fresh database) or --database-url (an existing one), not both")
+    if args.preload and not (args.start or args.database_url):
+        parser.error("--preload with --url needs the deployment's --database-url")
+
+
+def check_counts(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    positive: tuple[str, ...],
+    non_negative: tuple[str, ...],
+) -> None:
+    """The options named must be at least 1, or not negative; --preload-messages too."""
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative")
+    if args.preload and args.preload_messages < 1:
+        parser.error("--preload-messages must be at least 1")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="See the README (Benchmarking a deployment) for what each scenario sends.",
+    )
+    add_setup_arguments(parser)
     run = parser.add_argument_group("load")
     run.add_argument(
         "--scenarios",
@@ -694,13 +746,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument(
         "--warmup", type=int, default=2, metavar="S", help="seconds of load before each (2)"
     )
-    run.add_argument("--threads", type=int, default=2, metavar="N", help="wrk threads (2)")
-    run.add_argument(
-        "--connections", type=int, default=32, metavar="N", help="wrk connections (32)"
-    )
-    run.add_argument(
-        "--timeout", type=int, default=5, metavar="S", help="wrk's request timeout (5)"
-    )
+    add_wrk_arguments(run)
     run.add_argument(
         "--out", type=Path, metavar="FILE", help="the JSON report (./bench-<time>.json)"
     )
@@ -709,20 +755,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if unknown := [s for s in args.scenarios if s not in SCENARIOS]:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    if args.pg and not args.start:
-        parser.error("--pg needs --start (for a running deployment, give --database-url)")
-    if args.pg and args.database_url:
-        parser.error("give --pg (a fresh database) or --database-url (an existing one), not both")
-    if args.preload and not (args.start or args.database_url):
-        parser.error("--preload with --url needs the deployment's --database-url")
-    for name in ("customers", "hot_messages", "duration", "threads", "connections", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("requests", "preload", "warmup"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative")
-    if args.preload and args.preload_messages < 1:
-        parser.error("--preload-messages must be at least 1")
+    check_setup_arguments(parser, args)
+    check_counts(
+        parser,
+        args,
+        ("customers", "hot_messages", "duration", "threads", "connections", "workers"),
+        ("requests", "preload", "warmup"),
+    )
     return args
 
 
@@ -742,12 +781,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    """Set up (server, database, preload, seed), run the scenarios; the report as JSON data."""
-    wrk = ensure_wrk()
-    run_id = uuid.uuid4().hex[:8]
-    load_before = os.getloadavg()
-    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+@dataclass
+class Deployment:
+    """The deployment under load, seeded through its API (what ``deployment()`` sets up)."""
+
+    workdir: Path
+    api: Api
+    who: Callers
+    seeded: Seeded
+    server: StartedServer | None
+    database_url: str | None
+    preloaded: dict[str, Any] | None
+
+
+@contextmanager
+def deployment(args: argparse.Namespace, run_id: str) -> Iterator[Deployment]:
+    """Set up what the options of ``add_setup_arguments()`` ask for: a work directory, the
+    database (fresh SQLite or PostgreSQL, with --start), the preload, the server (--start)
+    or --url, the tokens and the seeded data; all torn down on exit."""
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="support-bench-")))
         server: StartedServer | None = None
@@ -781,13 +832,24 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         )
         if seeded.rate_limited:
             log("warning: the deployment rate-limits (RateLimit-* headers): expect 429s")
+        yield Deployment(workdir, api, who, seeded, server, database_url, preloaded)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Set up (server, database, preload, seed), run the scenarios; the report as JSON data."""
+    wrk = ensure_wrk()
+    run_id = uuid.uuid4().hex[:8]
+    load_before = os.getloadavg()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with deployment(args, run_id) as target:
+        server, who, seeded = target.server, target.who, target.seeded
         available, skipped = scenarios(who, seeded)
         chosen = [s for s in available if s.name in args.scenarios]
         skipped = {k: v for k, v in skipped.items() if k in args.scenarios}
         results = []
         for scenario in sorted(chosen, key=lambda s: SCENARIOS.index(s.name)):
             log(f"{scenario.name}: {args.warmup} s warm-up, {args.duration} s measured")
-            result = measure(wrk, api, scenario, workdir, args)
+            result = measure(wrk, target.api, scenario, target.workdir, args)
             if server and server.process.poll() is not None:
                 raise BenchError(f"the server died during {scenario.name}:\n{server.log_tail()}")
             log(
@@ -807,7 +869,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 "python": platform.python_version(),
                 "wrk": wrk_version(wrk),
                 "target": "supportctl serve (started)" if server else args.url,
-                "database": _database_kind(database_url),
+                "database": _database_kind(target.database_url),
                 "workers": args.workers if server else None,
                 "duration_s": args.duration,
                 "warmup_s": args.warmup,
@@ -821,7 +883,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 "seed_seconds": round(seeded.seconds, 2),
                 "etag": seeded.etag is not None,
                 "rate_limited": seeded.rate_limited,
-                "preload": preloaded,
+                "preload": target.preloaded,
                 "skipped": skipped,
             },
             "scenarios": results,
