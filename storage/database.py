@@ -24,10 +24,9 @@ connection costs milliseconds). No ping per checkout: a connection found broken 
 dropped with every idle one (they share its fate when the server restarted), and the
 request that found it gets a 503. Reads run in autocommit (each statement its own
 snapshot, no BEGIN/ROLLBACK round trips); psycopg prepares a statement on a
-connection once it has run a few times there. In a write, statements whose results
-nobody reads (``BEGIN``, ``execute_later``) travel in one pipeline with the next
-statement, and the last read goes out with the ``COMMIT`` (``execute_and_commit``): a
-reply is four round trips instead of seven.
+connection once it has run a few times there. (psycopg's pipeline mode would save
+round trips in writes, but it polls a writable socket while it waits: a third of a
+write's CPU, measured; a round trip on a local server is cheaper than that.)
 """
 
 from __future__ import annotations
@@ -217,18 +216,6 @@ class DbConnection(Protocol):
     ) -> Result:
         """Run a statement (once per parameter set when given a list)."""
 
-    async def execute_later(
-        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
-    ) -> None:
-        """Run a statement whose result nobody reads. On PostgreSQL it travels with the next
-        statement or the commit; its errors surface there and fail the transaction."""
-
-    async def execute_and_commit(
-        self, statement: Executable, parameters: dict[str, Any] | None = None
-    ) -> Result:
-        """A write transaction's last statement, and the commit with it (on PostgreSQL in the
-        same round trip). Nothing may run on the connection after it."""
-
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         """The first column of the first row, or None."""
 
@@ -264,7 +251,6 @@ class _SqliteConnection(_Savepoints):
     def __init__(self, connection: sqlite3.Connection, statements: Statements) -> None:
         self._connection = connection
         self._statements = statements
-        self.committed = False
 
     async def execute(
         self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
@@ -282,19 +268,6 @@ class _SqliteConnection(_Savepoints):
         except sqlite3.Error as error:
             raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
         return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
-
-    async def execute_later(
-        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
-    ) -> None:
-        await self.execute(statement, parameters)
-
-    async def execute_and_commit(
-        self, statement: Executable, parameters: dict[str, Any] | None = None
-    ) -> Result:
-        result = await self.execute(statement, parameters)
-        _control_sqlite(self._connection, "COMMIT")
-        self.committed = True
-        return result
 
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
@@ -362,11 +335,9 @@ class _Sqlite:
             connection = self._connection(writer=True)
             raw = connection._connection
             _control_sqlite(raw, "BEGIN IMMEDIATE")
-            connection.committed = False
             try:
                 yield connection
-                if not connection.committed:
-                    _control_sqlite(raw, "COMMIT")
+                _control_sqlite(raw, "COMMIT")
             except BaseException:
                 if raw.in_transaction:
                     _control_sqlite(raw, "ROLLBACK")
@@ -381,74 +352,39 @@ class _Sqlite:
 
 
 class _PgConnection(_Savepoints):
-    """A psycopg async connection behind the ``DbConnection`` interface.
-
-    Statements whose results nobody waits for (``execute_later``, ``BEGIN``) are held and
-    sent in one pipeline with the next statement that returns something, or the commit:
-    one round trip where there would be several.
-    """
+    """A psycopg async connection behind the ``DbConnection`` interface."""
 
     def __init__(self, connection: Any, pool: _PgPool) -> None:
         self._connection = connection
         self._pool = pool
-        self._pending: list[tuple[str, list[Any] | None]] = []
-        self.committed = False
 
     async def execute(
         self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
     ) -> Result:
-        return await self._execute(statement, parameters, then_commit=False)
-
-    async def execute_and_commit(
-        self, statement: Executable, parameters: dict[str, Any] | None = None
-    ) -> Result:
-        result = await self._execute(statement, parameters, then_commit=True)
-        self.committed = True
-        return result
-
-    async def _execute(
-        self,
-        statement: Executable,
-        parameters: dict[str, Any] | list[dict[str, Any]] | None,
-        *,
-        then_commit: bool,
-    ) -> Result:
-        if self.committed:
-            raise RuntimeError("the transaction is already committed")
         prepared, values = self._pool.statements.prepare(statement, parameters)
+        sql = prepared.sql
         if STATEMENT_OBSERVERS:
-            _observe(prepared.sql, values[0] if len(values) == 1 else values)
-            if then_commit:
-                _observe("COMMIT", None)
-        cursor = await self._send(prepared.sql, values, then_commit=then_commit)
+            _observe(sql, values[0] if len(values) == 1 else values)
+        cursor = self._connection.cursor()
         try:
-            fetched = await cursor.fetchall() if cursor.description else []
+            if len(values) == 1:
+                await cursor.execute(sql, values[0])
+            else:
+                await cursor.executemany(sql, values)
+            # psycopg builds ``description`` anew on each access: ask the result instead.
+            result = cursor.pgresult
+            returned = result is not None and result.status == self._pool.rows_returned
+            fetched = await cursor.fetchall() if returned else []
         except self._pool.driver_error as error:
-            raise self._pool.failed(self._connection, prepared.sql, values, error) from error
-        return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
-
-    async def execute_later(
-        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
-    ) -> None:
-        prepared, values = self._pool.statements.prepare(statement, parameters)
-        if STATEMENT_OBSERVERS:
-            _observe(prepared.sql, values[0] if len(values) == 1 else values)
-        self._pending.append((prepared.sql, values))
+            raise self._pool.failed(self._connection, sql, values, error) from error
+        description = cursor.description if fetched and prepared.row is None else None
+        return Result(_rows(prepared, description, fetched), cursor.rowcount)
 
     async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
 
-    def begin(self) -> None:
-        """Open a transaction with the first statement that goes out."""
-        if STATEMENT_OBSERVERS:
-            _observe("BEGIN", None)
-        self._pending.append(("BEGIN", None))
-
     async def roll_back(self) -> None:
         """End a failed transaction; a connection that cannot is closed at check-in."""
-        unsent, self._pending = self._pending, []
-        if unsent and unsent[0][0] == "BEGIN":
-            return  # the transaction never reached the server
         if self._connection.broken or self._connection.closed:
             return
         with suppress(DBAPIError):
@@ -457,34 +393,10 @@ class _PgConnection(_Savepoints):
     async def _control(self, sql: str) -> None:
         if STATEMENT_OBSERVERS:
             _observe(sql, None)
-        await self._send(sql, None)
-
-    async def _send(self, sql: str, values: list[Any] | None, *, then_commit: bool = False) -> Any:
-        """Send what is pending, then ``sql`` (then COMMIT); ``sql``'s cursor, results in."""
-        connection = self._connection
-        pending, self._pending = self._pending, []
         try:
-            if not pending and not then_commit:
-                return await _run(connection.cursor(), sql, values)
-            async with connection.pipeline():
-                for held_sql, held_values in pending:
-                    await _run(connection.cursor(), held_sql, held_values)
-                cursor = await _run(connection.cursor(), sql, values)
-                if then_commit:
-                    await _run(connection.cursor(), "COMMIT", None)
-            return cursor
+            await self._connection.execute(sql)
         except self._pool.driver_error as error:
-            raise self._pool.failed(connection, sql, values, error) from error
-
-
-async def _run(cursor: Any, sql: str, values: list[Any] | None) -> Any:
-    if values is None:
-        await cursor.execute(sql)
-    elif len(values) == 1:
-        await cursor.execute(sql, values[0])
-    else:
-        await cursor.executemany(sql, values)
-    return cursor
+            raise self._pool.failed(self._connection, sql, None, error) from error
 
 
 class _PgPool:
@@ -497,6 +409,7 @@ class _PgPool:
         self.driver_error = psycopg.Error
         self._connect = psycopg.AsyncConnection.connect
         self._idle_status = psycopg.pq.TransactionStatus.IDLE
+        self.rows_returned = psycopg.pq.ExecStatus.TUPLES_OK
         arguments, options = statements.dialect.create_connect_args(url)
         self._arguments = arguments
         self._options = {"connect_timeout": 5, **options, "autocommit": True}
@@ -640,11 +553,10 @@ class Database:
             return
         assert self._pg is not None
         async with self._pg.connection() as connection:
-            connection.begin()
+            await connection._control("BEGIN")
             try:
                 yield connection
-                if not connection.committed:
-                    await connection._control("COMMIT")
+                await connection._control("COMMIT")
             except BaseException:
                 await connection.roll_back()
                 raise

@@ -51,8 +51,7 @@ _OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("custo
 _LOCK_REQUEST = _REQUEST.with_for_update()
 _LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
 _INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
-_INSERT_MESSAGE_ONLY = insert(messages_table)
-_INSERT_MESSAGE = _INSERT_MESSAGE_ONLY.returning(messages_table.c.id)
+_INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_EVENT = insert(events_table)
 # The columns to set come with each call's parameters; the version always moves.
 _UPDATE_REQUEST = (
@@ -324,9 +323,7 @@ class SupportDesk:
                     },
                 )
             ).scalar_one()
-            await self._add_message(
-                connection, request_id, customer, message, now, returning_id=False
-            )
+            await self._add_message(connection, request_id, customer, message, now)
             await self._write_events(
                 connection,
                 request_id,
@@ -344,7 +341,7 @@ class SupportDesk:
                     }
                 ],
             )
-            return await self._read_detail(connection, request_id, then_commit=True)
+            return await self._read_detail(connection, request_id)
 
     async def list_for_customer(
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
@@ -393,7 +390,7 @@ class SupportDesk:
                 customer_image=customer.picture,
             )
             await self._apply(connection, changes)
-            return await self._read_detail(connection, request_id, then_commit=True)
+            return await self._read_detail(connection, request_id)
 
     # -- admins ----------------------------------------------------------------
 
@@ -442,7 +439,7 @@ class SupportDesk:
                 changes.assign(admin.sub)
             changes.values["last_admin_message_at"] = changes.now
             await self._apply(connection, changes)
-            return await self._read_detail(connection, request_id, then_commit=True)
+            return await self._read_detail(connection, request_id)
 
     async def update(
         self, admin: Principal, request_id: int, requested: dict[str, Any]
@@ -496,7 +493,7 @@ class SupportDesk:
                 changes.assign(assignee)
             if changes.events:  # a PATCH that changes nothing leaves updatedAt alone
                 await self._apply(connection, changes)
-            return await self._read_detail(connection, request_id, then_commit=True)
+            return await self._read_detail(connection, request_id)
 
     async def list_admins(self, admin: Principal) -> list[Any]:
         """Every admin seen so far, by name."""
@@ -573,23 +570,14 @@ class SupportDesk:
         return row
 
     async def _read_detail(
-        self,
-        connection: DbConnection,
-        request_id: int,
-        *,
-        customer_id: str | None = None,
-        then_commit: bool = False,
+        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
-        """The request with its thread; ``then_commit`` ends a write transaction with it."""
-        statement, parameters = (
-            (_DETAIL, {"request_id": request_id})
-            if customer_id is None
-            else (_OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id})
-        )
-        if then_commit:
-            result = await connection.execute_and_commit(statement, parameters)
+        if customer_id is None:
+            result = await connection.execute(_DETAIL, {"request_id": request_id})
         else:
-            result = await connection.execute(statement, parameters)
+            result = await connection.execute(
+                _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
+            )
         rows = result.all()
         if not rows:
             raise _not_found(request_id)
@@ -608,27 +596,23 @@ class SupportDesk:
         author: Principal,
         body: str,
         now: datetime,
-        *,
-        returning_id: bool = True,
-    ) -> int | None:
-        """Append a message; its id when ``returning_id`` (else it goes out with the next
-        statement, one round trip fewer on PostgreSQL)."""
-        values = {
-            "request_id": request_id,
-            "author_type": author.role.value,
-            "author_id": author.sub,
-            "author_name": author.name,
-            "author_image": author.picture,
-            "body": body,
-            "created_at": now,
-        }
-        if not returning_id:
-            await connection.execute_later(_INSERT_MESSAGE_ONLY, values)
-            return None
-        return int((await connection.execute(_INSERT_MESSAGE, values)).scalar_one())
+    ) -> int:
+        result = await connection.execute(
+            _INSERT_MESSAGE,
+            {
+                "request_id": request_id,
+                "author_type": author.role.value,
+                "author_id": author.sub,
+                "author_name": author.name,
+                "author_image": author.picture,
+                "body": body,
+                "created_at": now,
+            },
+        )
+        return int(result.scalar_one())
 
     async def _apply(self, connection: DbConnection, changes: _Changes) -> None:
-        await connection.execute_later(
+        await connection.execute(
             _UPDATE_REQUEST,
             {**changes.values, "updated_at": changes.now, "changed_id": changes.row.id},
         )
@@ -638,7 +622,7 @@ class SupportDesk:
         self, connection: DbConnection, request_id: int, events: list[dict[str, Any]]
     ) -> None:
         if events:
-            await connection.execute_later(
+            await connection.execute(
                 _INSERT_EVENT, [{"request_id": request_id, **event} for event in events]
             )
 

@@ -252,8 +252,8 @@ def test_list_query_uses_the_customer_index(database_url, db, with_cursor):
         assert "Sort" not in plan, plan
 
 
-def test_a_deferred_statement_that_fails_fails_its_whole_transaction(database_url, db):
-    """``execute_later`` (sent with the next statement on PostgreSQL) still fails the write."""
+def test_a_statement_that_fails_fails_its_whole_write_and_the_connection_recovers(database_url, db):
+    """A failing statement rolls back what the transaction wrote before it."""
     admins = TABLES["admins"]
     seen = datetime(2026, 1, 1)
 
@@ -273,7 +273,7 @@ def test_a_deferred_statement_that_fails_fails_its_whole_transaction(database_ur
                     "body": "orphan",
                     "created_at": seen,
                 }
-                await connection.execute_later(sa.insert(TABLES["messages"]), message)
+                await connection.execute(sa.insert(TABLES["messages"]), message)
                 await connection.execute(sa.select(sa.func.count()).select_from(admins))
         # The connection is usable again, and the next transaction commits.
         async with desk.database.writing() as connection:
