@@ -543,6 +543,17 @@ class Database:
                 yield connection
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[DbConnection]:
+        """For writes that are one statement each: no BEGIN and COMMIT round trips around
+        them on PostgreSQL (a statement is atomic by itself); on SQLite, a write transaction."""
+        if self._sqlite is not None:
+            async with self.writing() as connection:
+                yield connection
+        else:
+            async with self.reading() as connection:
+                yield connection
+
+    @asynccontextmanager
     async def writing(self) -> AsyncIterator[DbConnection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         if not self._dialect_ready:

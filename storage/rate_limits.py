@@ -95,8 +95,7 @@ class RateLimiter:
         return count
 
     async def _count_in_database(self, key: str, window: int, now: float) -> int:
-        # One atomic upsert on its own (no BEGIN/COMMIT round trips around it).
-        async with self.database.reading() as connection:
+        async with self.database.autocommit() as connection:
             count = await connection.scalar(
                 _COUNT, {"key": key, "window_start": _utc(window), "count": 1}
             )

@@ -70,10 +70,85 @@ _DETAIL = (
     .order_by(messages_table.c.id)
 )
 _OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
+
+
+def _create_statement() -> Select[Any]:
+    """PostgreSQL: a request, its first message and its ``created`` event in one statement,
+    answering with the detail's row. Data-modifying CTEs run exactly once, to completion,
+    in the statement's own transaction: all three rows or none."""
+    created = (
+        insert(requests_table)
+        .values({name: bindparam(name) for name in _CREATED_COLUMNS})
+        .returning(*REQUEST_COLUMNS)
+        .cte("created")
+    )
+    first_message = (
+        insert(messages_table)
+        .from_select(
+            [
+                "request_id",
+                "author_type",
+                "author_id",
+                "author_name",
+                "author_image",
+                "body",
+                "created_at",
+            ],
+            select(
+                created.c.id,
+                bindparam("author_type", type_=messages_table.c.author_type.type),
+                created.c.customer_id,
+                created.c.customer_name,
+                created.c.customer_image,
+                bindparam("body", type_=messages_table.c.body.type),
+                created.c.created_at,
+            ),
+        )
+        .returning(*MESSAGE_COLUMNS)
+        .cte("first_message")
+    )
+    event = (
+        insert(events_table)
+        .from_select(
+            ["request_id", "type", "actor_type", "actor_id", "at", "changes"],
+            select(
+                created.c.id,
+                bindparam("event_type", type_=events_table.c.type.type),
+                bindparam("author_type", type_=events_table.c.actor_type.type),
+                created.c.customer_id,
+                created.c.created_at,
+                bindparam("changes", type_=events_table.c.changes.type),
+            ),
+        )
+        .cte("created_event")
+    )
+    return (
+        select(
+            *(created.c[c.name] for c in REQUEST_COLUMNS),
+            *(first_message.c[c.name].label(f"message_{c.name}") for c in MESSAGE_COLUMNS),
+        )
+        .select_from(created.join(first_message, first_message.c.request_id == created.c.id))
+        .add_cte(event)
+    )
+
+
+_CREATED_COLUMNS = (
+    "customer_id",
+    "customer_name",
+    "customer_image",
+    "category",
+    "subject",
+    "status",
+    "last_customer_message_at",
+    "created_at",
+    "updated_at",
+    "version",
+)
 StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
 # A conditional GET's lookup (every poll runs one): a probe of the primary key.
 _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
 _OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
+_CREATE = _create_statement()
 
 
 @dataclass
@@ -197,6 +272,17 @@ def _refuse(outcome: Outcome, request_id: int) -> None:
         )
 
 
+def _detail_record(rows: list[Any], request_id: int) -> RequestRecord:
+    """A request and its thread from rows shaped as ``_DETAIL``'s."""
+    if not rows:
+        raise _not_found(request_id)
+    first_message = len(REQUEST_COLUMNS)
+    messages = [
+        StoredMessage._make(row[first_message:]) for row in rows if row[first_message] is not None
+    ]
+    return RequestRecord(rows[0], messages)
+
+
 def _not_found(request_id: int) -> NotFound:
     return NotFound(f"Support request {request_id} was not found.")
 
@@ -303,44 +389,49 @@ class SupportDesk:
     async def create_request(
         self, customer: Principal, *, category: str, subject: str, message: str
     ) -> RequestRecord:
-        """Open a request and its first message in one transaction."""
+        """Open a request with its first message and its event, all or nothing."""
         now = now_ms()
-        async with self.database.writing() as connection:
-            request_id = (
-                await connection.execute(
-                    _INSERT_REQUEST,
+        request = {
+            "customer_id": customer.sub,
+            "customer_name": customer.name,
+            "customer_image": customer.picture,
+            "category": category,
+            "subject": subject,
+            "status": Status.OPEN.value,
+            "last_customer_message_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        event = {
+            "type": "created",
+            "actor_type": customer.role.value,
+            "actor_id": customer.sub,
+            "at": now,
+            "changes": {
+                "status": {"from": None, "to": Status.OPEN.value},
+                "category": {"from": None, "to": category},
+                "subject": {"from": None, "to": subject},
+            },
+        }
+        if not self.database.is_sqlite:
+            # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
+            async with self.database.autocommit() as connection:
+                result = await connection.execute(
+                    _CREATE,
                     {
-                        "customer_id": customer.sub,
-                        "customer_name": customer.name,
-                        "customer_image": customer.picture,
-                        "category": category,
-                        "subject": subject,
-                        "status": Status.OPEN.value,
-                        "last_customer_message_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                        "version": 1,
+                        **request,
+                        "author_type": customer.role.value,
+                        "body": message,
+                        "event_type": event["type"],
+                        "changes": event["changes"],
                     },
                 )
-            ).scalar_one()
+                return _detail_record(result.all(), 0)
+        async with self.database.writing() as connection:
+            request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
             await self._add_message(connection, request_id, customer, message, now)
-            await self._write_events(
-                connection,
-                request_id,
-                [
-                    {
-                        "type": "created",
-                        "actor_type": customer.role.value,
-                        "actor_id": customer.sub,
-                        "at": now,
-                        "changes": {
-                            "status": {"from": None, "to": Status.OPEN.value},
-                            "category": {"from": None, "to": category},
-                            "subject": {"from": None, "to": subject},
-                        },
-                    }
-                ],
-            )
+            await self._write_events(connection, request_id, [event])
             return await self._read_detail(connection, request_id)
 
     async def list_for_customer(
@@ -578,16 +669,7 @@ class SupportDesk:
             result = await connection.execute(
                 _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
             )
-        rows = result.all()
-        if not rows:
-            raise _not_found(request_id)
-        first_message = len(REQUEST_COLUMNS)
-        messages = [
-            StoredMessage._make(row[first_message:])
-            for row in rows
-            if row[first_message] is not None
-        ]
-        return RequestRecord(rows[0], messages)
+        return _detail_record(result.all(), request_id)
 
     async def _add_message(
         self,

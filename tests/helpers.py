@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jwt
@@ -148,3 +150,31 @@ def without_id(content: bytes, request_id: int) -> bytes:
     import re
 
     return re.sub(rb"(?<![0-9A-Za-z])%d(?![0-9A-Za-z])" % request_id, b"{id}", content)
+
+
+@contextmanager
+def refusing_message_inserts(db: Any) -> Iterator[None]:
+    """The database itself refuses every insert into ``messages`` (a trigger), mid-write."""
+    if db.dialect.name == "sqlite":
+        create = [
+            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_messages"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_messages() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_messages()",
+        ]
+        drop = ["DROP TRIGGER refuse_messages ON messages", "DROP FUNCTION refuse_messages()"]
+    with db.begin() as connection:
+        for statement in create:
+            connection.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        with db.begin() as connection:
+            for statement in drop:
+                connection.exec_driver_sql(statement)

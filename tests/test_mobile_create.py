@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage.database import STATEMENT_OBSERVERS
 from storage.models import Base
 from tests.helpers import (
     MOBILE,
@@ -19,6 +18,7 @@ from tests.helpers import (
     bearer,
     error_fields,
     mint,
+    refusing_message_inserts,
     stored_request,
     stored_rows,
 )
@@ -379,18 +379,8 @@ def test_create_rolls_back_when_the_message_insert_fails(client, db):
     """Create is one transaction: a failing message insert leaves no request behind."""
     _, headers = _customer()
 
-    class MessageInsertRefused(Exception):
-        pass
-
-    def refuse_message_insert(statement, _parameters):
-        if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
-            raise MessageInsertRefused("refused by the test")
-
-    STATEMENT_OBSERVERS.append(refuse_message_insert)
-    try:
+    with refusing_message_inserts(db):
         response = client.post(MOBILE, json=VALID, headers=headers)
-    finally:
-        STATEMENT_OBSERVERS.remove(refuse_message_insert)
 
     problem = assert_problem(response, 500, "internal_error")
     assert "refused" not in response.text and "INSERT" not in response.text

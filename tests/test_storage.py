@@ -18,6 +18,7 @@ from domain.principal import Principal
 from storage.database import STATEMENT_OBSERVERS, Database
 from storage.models import Base
 from storage.support_desk import SupportDesk
+from tests.helpers import refusing_message_inserts
 
 T = TypeVar("T")
 TABLES = Base.metadata.tables
@@ -78,24 +79,18 @@ def _count(db: sa.Engine, table: str) -> int:
 def test_create_is_one_transaction(database_url, db):
     """A failing message insert leaves neither the request nor its event behind."""
 
-    class MessageInsertRefused(Exception):
-        pass
+    async def refused(desk: SupportDesk) -> None:
+        with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
+            await desk.create_request(_customer(), category="other", subject="s", message="m")
 
-    def refuse(statement: str, _parameters: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
-            raise MessageInsertRefused
-
-    async def work(desk: SupportDesk) -> None:
-        STATEMENT_OBSERVERS.append(refuse)
-        try:
-            with pytest.raises(MessageInsertRefused):
-                await desk.create_request(_customer(), category="other", subject="s", message="m")
-        finally:
-            STATEMENT_OBSERVERS.remove(refuse)
+    async def accepted(desk: SupportDesk) -> None:
         # Nothing was left locked or half-written: the next create succeeds.
         await desk.create_request(_customer(), category="other", subject="ok", message="m")
 
-    _with_desk(database_url, work)
+    _with_desk(database_url, lambda desk: asyncio.sleep(0))  # create the schema
+    with refusing_message_inserts(db):
+        _with_desk(database_url, refused)
+    _with_desk(database_url, accepted)
 
     assert _count(db, "support_requests") == 1
     assert _count(db, "messages") == 1
