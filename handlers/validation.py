@@ -25,6 +25,7 @@ from typing import Any
 
 from connexion import utils
 from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
@@ -432,6 +433,8 @@ class _OperationValidation(RequestValidationOperation):  # type: ignore[misc]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._parameter_validator.validate(scope)
+        if self._operation.consumes:
+            scope = _with_media_type_as_sent(scope)
         mime_type, encoding = self.extract_content_type(scope["headers"])
         self.validate_mime_type(mime_type)
         validator = self._body_validator(mime_type, encoding)
@@ -442,6 +445,30 @@ class _OperationValidation(RequestValidationOperation):  # type: ignore[misc]
         elif validator is not None:
             receive, scope = await validator.wrap_receive(receive, scope=scope)
         await self.next_app(scope, receive, send)
+
+
+def _with_media_type_as_sent(scope: Scope) -> Scope:
+    """The request as validated is the request the handler gets.
+
+    Validation would take a body sent without ``Content-Type`` as the operation's JSON,
+    and compares media types case-insensitively (as RFC 9110 says), while the handler is
+    given the raw bytes of any body not labelled exactly ``application/json``. So: a body
+    without a media type is 415, and a media type is passed on in lower case.
+    """
+    headers = scope["headers"]
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == b"content-type":
+            media_type, _, rest = value.partition(b";")
+            lowered = media_type.strip().lower()
+            if lowered == media_type:
+                return scope
+            headers = list(headers)
+            headers[index] = (name, lowered + (b";" + rest if rest else b""))
+            return {**scope, "headers": headers}
+    declared = Headers(scope=scope).get("content-length")
+    if (declared is not None and declared != "0") or "transfer-encoding" in Headers(scope=scope):
+        raise UnsupportedMediaTypeProblem(detail="The body must be sent as application/json.")
+    return scope
 
 
 class _ValidationAPI(RequestValidationAPI):  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -388,4 +389,33 @@ def test_create_rolls_back_when_the_message_insert_fails(client, db):
     assert _row_counts(db) == {"support_requests": 0, "messages": 0, "request_events": 0}
     # The service is fine afterwards: the next create goes through.
     assert client.post(MOBILE, json=VALID, headers=headers).status_code == 201
+    assert _row_counts(db) == {"support_requests": 1, "messages": 1, "request_events": 1}
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=utf-8"])
+def test_media_types_are_case_insensitive(client, db, content_type):
+    """RFC 9110: ``APPLICATION/JSON`` is ``application/json``, for validation and handler alike."""
+    _, headers = _customer()
+    response = client.post(
+        MOBILE, content=json.dumps(VALID), headers={**headers, "Content-Type": content_type}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["subject"] == VALID["subject"]
+    assert _row_counts(db) == {"support_requests": 1, "messages": 1, "request_events": 1}
+
+
+def test_a_body_without_a_content_type_is_415_and_nothing_is_stored(client, db):
+    _, headers = _customer()
+    created = client.post(MOBILE, json=VALID, headers=headers).json()["data"]
+    bare = {name: value for name, value in headers.items() if name.lower() != "content-type"}
+
+    create = client.post(MOBILE, content=json.dumps(VALID).encode(), headers=bare)
+    reply = client.post(
+        f"{MOBILE}/{created['id']}/messages", content=b'{"body": "hello"}', headers=bare
+    )
+
+    for response in (create, reply):
+        problem = assert_problem(response, 415, "unsupported_media_type")
+        assert problem["detail"] == "The body must be sent as application/json."
     assert _row_counts(db) == {"support_requests": 1, "messages": 1, "request_events": 1}
