@@ -434,15 +434,14 @@ class _PgPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_PgConnection]:
-        if self._slots.locked():
-            try:
-                await asyncio.wait_for(self._slots.acquire(), self._timeout)
-            except TimeoutError:
-                raise OperationalError(
-                    "pool checkout", None, TimeoutError("no free database connection")
-                ) from None
-        else:
-            await self._slots.acquire()
+        try:
+            # asyncio.timeout, not wait_for: no task per waiting request.
+            async with asyncio.timeout(self._timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise OperationalError(
+                "pool checkout", None, TimeoutError("no free database connection")
+            ) from None
         connection = None
         try:
             if self._idle:
