@@ -223,13 +223,21 @@ class DbConnection(Protocol):
         """A savepoint, as an async context manager."""
 
 
-class _Savepoints:
-    """Savepoints by statement, for a connection that is inside a transaction."""
+class _Connection:
+    """What both drivers' connections share: ``scalar`` and savepoints by statement."""
 
     _savepoints = 0
 
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result:
+        raise NotImplementedError
+
     async def _control(self, sql: str) -> None:
         raise NotImplementedError
+
+    async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
 
     @asynccontextmanager
     async def begin_nested(self) -> AsyncIterator[None]:
@@ -245,7 +253,7 @@ class _Savepoints:
         await self._control(f"RELEASE SAVEPOINT {name}")
 
 
-class _SqliteConnection(_Savepoints):
+class _SqliteConnection(_Connection):
     """A sqlite3 connection behind the ``DbConnection`` interface."""
 
     def __init__(self, connection: sqlite3.Connection, statements: Statements) -> None:
@@ -268,9 +276,6 @@ class _SqliteConnection(_Savepoints):
         except sqlite3.Error as error:
             raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
         return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
-
-    async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
 
     async def _control(self, sql: str) -> None:
         _control_sqlite(self._connection, sql)
@@ -351,7 +356,7 @@ class _Sqlite:
         self._lock = asyncio.Lock()  # as the pool's semaphore: one per event loop
 
 
-class _PgConnection(_Savepoints):
+class _PgConnection(_Connection):
     """A psycopg async connection behind the ``DbConnection`` interface."""
 
     def __init__(self, connection: Any, pool: _PgPool) -> None:
@@ -379,9 +384,6 @@ class _PgConnection(_Savepoints):
             raise self._pool.failed(self._connection, sql, values, error) from error
         description = cursor.description if fetched and prepared.row is None else None
         return Result(_rows(prepared, description, fetched), cursor.rowcount)
-
-    async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
 
     async def roll_back(self) -> None:
         """End a failed transaction; a connection that cannot is closed at check-in."""
