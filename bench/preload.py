@@ -32,8 +32,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.database import sync_url
-from storage.models import Admin, Message, RequestEvent, SupportRequest
+from support_requests.storage.database import sync_url
+from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
 
 REQUESTS = cast(sa.Table, SupportRequest.__table__)
 MESSAGES = cast(sa.Table, Message.__table__)

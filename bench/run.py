@@ -146,7 +146,7 @@ def fresh_postgres(server_url: str) -> Iterator[str]:
     """A new database ``bench_<random>`` on the server of ``server_url``, dropped afterwards."""
     import sqlalchemy as sa
 
-    from storage.database import sync_url
+    from support_requests.storage.database import sync_url
 
     admin_url = sync_url(server_url)
     if not admin_url.database:

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from storage.database import sync_url
-from storage.models import Base
+from support_requests.storage.database import sync_url
+from support_requests.storage.models import Base
 
 SUPPORTCTL = str(Path(sys.executable).with_name("supportctl"))
 START_TIMEOUT = 30.0

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from handlers.app import create_app
-from handlers.settings import Settings
-from storage.database import sync_url
-from storage.models import Base
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.storage.database import sync_url
+from support_requests.storage.models import Base
 from tests.helpers import SECRET
 
 PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")

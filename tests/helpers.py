@@ -79,7 +79,7 @@ def move_to(client: Any, headers: dict[str, str], request_id: int, status: str) 
 
 def stored_request(db: Any, request_id: int) -> dict[str, Any]:
     """The request's row as stored, as a dict."""
-    from storage.models import Base
+    from support_requests.storage.models import Base
 
     table = Base.metadata.tables["support_requests"]
     with db.connect() as connection:
@@ -89,7 +89,7 @@ def stored_request(db: Any, request_id: int) -> dict[str, Any]:
 
 def stored_rows(db: Any, table_name: str, request_id: int) -> list[dict[str, Any]]:
     """Rows of ``messages`` or ``request_events`` for a request, in id order."""
-    from storage.models import Base
+    from support_requests.storage.models import Base
 
     assert table_name in ("messages", "request_events")
     table = Base.metadata.tables[table_name]
@@ -136,7 +136,7 @@ def problem_properties() -> frozenset[str]:
     if not _problem_properties:
         import yaml
 
-        from openapi import SPEC_PATH
+        from support_requests.openapi import SPEC_PATH
 
         spec = yaml.load(
             SPEC_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)

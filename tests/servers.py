@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from storage import schema
-from storage.database import sync_url
-from storage.models import Base
+from support_requests.storage import schema
+from support_requests.storage.database import sync_url
+from support_requests.storage.models import Base
 from tests.helpers import SECRET
 
 START_TIMEOUT = 30.0
@@ -86,7 +86,7 @@ def _spawn(env: Mapping[str, str], log_path: Path) -> tuple[subprocess.Popen[byt
         sys.executable,
         "-m",
         "uvicorn",
-        "handlers.app:app_from_environment",
+        "support_requests.handlers.app:app_from_environment",
         "--factory",
         "--host",
         "127.0.0.1",

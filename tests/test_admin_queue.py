@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from storage.models import Base
+from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
     MOBILE,

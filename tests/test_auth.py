@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from handlers.app import create_app
-from storage.models import Base
+from support_requests.handlers.app import create_app
+from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
     MOBILE,

@@ -28,8 +28,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.main import app
-from cli.tokens import admin_id_for
+from support_requests.cli.main import app
+from support_requests.cli.tokens import admin_id_for
 from tests.cli_server import (
     SUPPORTCTL,
     Server,

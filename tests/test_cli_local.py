@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner, Result
 
-from cli.main import app
-from cli.tokens import admin_id_for
-from storage import schema
-from storage.database import sync_url
-from storage.models import Base
+from support_requests.cli.main import app
+from support_requests.cli.tokens import admin_id_for
+from support_requests.storage import schema
+from support_requests.storage.database import sync_url
+from support_requests.storage.models import Base
 from tests.cli_server import SUPPORTCTL, clean_environment, empty_database, flat, serving
 from tests.conftest import BACKENDS, PG_URL, reset_pg
 
@@ -59,7 +59,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield PG_URL
         empty_database(PG_URL)
     else:
-        yield f"sqlite:///{tmp_path / 'cli.db'}"
+        yield f"sqlite:///{tmp_path / 'support_requests.cli.db'}"
 
 
 def claims_of(token: str, key: str | bytes) -> dict[str, Any]:
@@ -376,7 +376,7 @@ def test_version_prints_the_package_and_contract_versions(run: Any) -> None:
 def schema_version() -> str:
     import yaml
 
-    from openapi import SPEC_PATH
+    from support_requests.openapi import SPEC_PATH
 
     return str(yaml.safe_load(SPEC_PATH.read_text())["info"]["version"])
 

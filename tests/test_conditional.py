@@ -21,15 +21,15 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from domain.errors import NotFound
-from domain.lifecycle import Actor
-from domain.principal import Principal
-from handlers.app import create_app
-from handlers.conditional import IfNoneMatch, parse
-from handlers.settings import Settings
-from storage.database import STATEMENT_OBSERVERS, Database
-from storage.models import Base
-from storage.support_desk import QueueFilters, SupportDesk
+from support_requests.domain.errors import NotFound
+from support_requests.domain.lifecycle import Actor
+from support_requests.domain.principal import Principal
+from support_requests.handlers.app import create_app
+from support_requests.handlers.conditional import IfNoneMatch, parse
+from support_requests.handlers.settings import Settings
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
+from support_requests.storage.models import Base
+from support_requests.storage.support_desk import QueueFilters, SupportDesk
 from tests.helpers import (
     ADMIN,
     MOBILE,

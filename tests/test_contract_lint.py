@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from openapi import SPEC_PATH
+from support_requests.openapi import SPEC_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECTRAL = ROOT / "node_modules" / ".bin" / "spectral"
@@ -109,23 +109,32 @@ def _operation(spec: dict[str, Any], operation_id: str) -> dict[str, Any]:
     raise KeyError(operation_id)
 
 
-def test_an_operation_id_outside_handlers_is_an_error(broken: Any) -> None:
+def test_an_operation_id_that_is_not_a_camel_case_verb_is_an_error(broken: Any) -> None:
     def mutate(spec: dict[str, Any]) -> None:
-        _operation(spec, "handlers.admin.list_admins")["operationId"] = "list_admins"
+        _operation(spec, "listAdmins")["operationId"] = (
+            "support_requests.handlers.admin.list_admins"
+        )
 
-    assert broken(mutate) == {"support-operation-id-is-a-handler"}
+    assert broken(mutate) == {"support-operation-id-is-a-verb"}
+
+
+def test_a_repeated_operation_id_is_an_error(broken: Any) -> None:
+    def mutate(spec: dict[str, Any]) -> None:
+        _operation(spec, "listAdmins")["operationId"] = "listQueue"
+
+    assert "operation-operationId-unique" in broken(mutate)
 
 
 def test_a_missing_operation_id_is_an_error(broken: Any) -> None:
     def mutate(spec: dict[str, Any]) -> None:
-        del _operation(spec, "handlers.admin.list_admins")["operationId"]
+        del _operation(spec, "listAdmins")["operationId"]
 
     assert "support-operation-id-present" in broken(mutate)
 
 
 def test_an_error_response_that_is_not_problem_json_is_an_error(broken: Any) -> None:
     def mutate(spec: dict[str, Any]) -> None:
-        _operation(spec, "handlers.admin.list_admins")["responses"]["418"] = {
+        _operation(spec, "listAdmins")["responses"]["418"] = {
             "description": "Plain JSON error.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
@@ -145,7 +154,7 @@ def test_a_success_body_without_the_envelope_is_an_error(broken: Any) -> None:
 def test_the_owasp_ruleset_is_in_force(broken: Any) -> None:
     def mutate(spec: dict[str, Any]) -> None:
         spec["components"]["schemas"]["Admin"]["properties"]["nickname"] = {"type": "string"}
-        del _operation(spec, "handlers.admin.list_admins")["responses"]["429"]
+        del _operation(spec, "listAdmins")["responses"]["429"]
 
     found = broken(mutate)
     assert {

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 import yaml
 from starlette.testclient import TestClient
 
-from handlers.app import create_app
-from handlers.settings import Settings
-from openapi import SPEC_PATH
-from storage.models import Base
-from storage.support_desk import SupportDesk
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.openapi import SPEC_PATH
+from support_requests.storage.models import Base
+from support_requests.storage.support_desk import SupportDesk
 from tests.helpers import (
     MOBILE,
     SECRET,

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 from sqlalchemy.engine import make_url
 
-from handlers.app import create_app
-from handlers.settings import Settings
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
 from tests.conftest import PG_URL, reset_pg
 from tests.helpers import MOBILE, SECRET, create, customer
 from tests.live import TcpProxy

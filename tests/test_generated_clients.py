@@ -1,5 +1,6 @@
 """Clients generated from the served spec work: Python (driven through the mobile lifecycle
-against a live server), Kotlin and Swift (generated without a warning about the spec).
+against a live server), Kotlin, Swift and TypeScript (generated without a warning about the
+spec), and every generated name is an API verb, never a Python path (``handlers_…``).
 
 ``openapi-python-client`` is a test dependency. ``openapi-generator-cli`` (PyPI) bundles the
 generator's jar and needs only Java: without Java those tests skip, except under CI, where a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,13 +24,15 @@ from typing import Any
 import httpx
 import pytest
 
-from handlers.app import create_app
-from handlers.settings import Settings
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
 from tests.helpers import mint
 from tests.live import serving
 
 BIN = Path(sys.executable).parent
 PACKAGE = "support_requests_client"
+# A name made from a Python path (handlers.mobile.create_request) in any generator's casing.
+_HANDLER_NAME = re.compile(r"handlers[_.]?(?:mobile|admin|health)", re.IGNORECASE)
 # The generator's own notices about itself, not about the spec.
 GENERATOR_NOTICES = (
     "Generator 'swift5' is considered deprecated",
@@ -89,8 +93,7 @@ def test_the_generated_python_client_drives_the_mobile_lifecycle(
     python_client: ModuleType, live_url: str
 ) -> None:
     def api(name: str) -> Any:
-        module, operation = name.split(".")
-        return importlib.import_module(f"{PACKAGE}.api.{module}.handlers_{module}_{operation}")
+        return importlib.import_module(f"{PACKAGE}.api.{name}")
 
     models = importlib.import_module(f"{PACKAGE}.models")
     admin_id = str(uuid.uuid4())
@@ -105,7 +108,7 @@ def test_the_generated_python_client_drives_the_mobile_lifecycle(
 
 
 def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.UUID) -> None:
-    created = api("mobile.create_request").sync_detailed(
+    created = api("mobile.create_support_request").sync_detailed(
         client=customer,
         body=models.CreateSupportRequest(
             category=models.Category.TECHNICAL,
@@ -119,11 +122,11 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     assert (request.status, request.is_assigned) == (models.Status.OPEN, False)
     assert [m.body for m in request.messages] == ["App crashes on checkout."]
 
-    listed = api("mobile.list_requests").sync(client=customer, limit=10)
+    listed = api("mobile.list_support_requests").sync(client=customer, limit=10)
     assert [item.id for item in listed.data] == [request.id]
     assert listed.meta.next_cursor is None
 
-    answered = api("admin.reply").sync(
+    answered = api("admin.admin_reply_to_support_request").sync(
         request.id, client=staff, body=models.Reply(body="Thanks, we are looking into it.")
     )
     assert (answered.data.status, answered.data.assigned_admin_id) == (
@@ -131,7 +134,7 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
         admin_id,
     )
 
-    fetched = api("mobile.get_request").sync(request.id, client=customer).data
+    fetched = api("mobile.get_support_request").sync(request.id, client=customer).data
     assert (fetched.status, fetched.is_assigned) == (models.Status.IN_PROGRESS, True)
     assert [(m.author_type.value, m.author_name) for m in fetched.messages] == [
         ("customer", "Alex Customer"),
@@ -140,7 +143,7 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     assert not hasattr(fetched, "assigned_admin_id")
 
     resolved = (
-        api("admin.update_request")
+        api("admin.admin_update_support_request")
         .sync(
             request.id,
             client=staff,
@@ -154,7 +157,7 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     assert resolved.resolved_at is not None
 
     reopened = (
-        api("mobile.reply")
+        api("mobile.reply_to_support_request")
         .sync(request.id, client=customer, body=models.Reply(body="It crashes again."))
         .data
     )
@@ -165,22 +168,22 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     )
     assert reopened.allowed_actions == [models.MobileAction.REPLY]
 
-    api("admin.update_request").sync(
+    api("admin.admin_update_support_request").sync(
         request.id, client=staff, body=models.AdminUpdate(status=models.Status.CLOSED)
     )
-    refused = api("mobile.reply").sync_detailed(
+    refused = api("mobile.reply_to_support_request").sync_detailed(
         request.id, client=customer, body=models.Reply(body="Hello?")
     )
     assert refused.status_code == 400
     assert refused.parsed.code == models.ProblemCode.REQUEST_CLOSED
-    closed = api("mobile.get_request").sync(request.id, client=customer).data
+    closed = api("mobile.get_support_request").sync(request.id, client=customer).data
     assert (closed.status, closed.allowed_actions, len(closed.messages)) == (
         models.Status.CLOSED,
         [],
         3,
     )
 
-    missing = api("mobile.get_request").sync_detailed(request.id + 1000, client=customer)
+    missing = api("mobile.get_support_request").sync_detailed(request.id + 1000, client=customer)
     assert missing.status_code == 404
     assert missing.parsed.code == models.ProblemCode.NOT_FOUND
 
@@ -203,7 +206,7 @@ def served_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     with serving(create_app(settings)) as base_url:
         spec = httpx.get(f"{base_url}/openapi.json", timeout=30).text
-    path = directory / "openapi.json"
+    path = directory / "support_requests.openapi.json"
     path.write_text(spec)
     return path
 
@@ -232,9 +235,10 @@ def test_openapi_generator_finds_no_issue(served_spec: Path) -> None:
     [
         ("kotlin", "src/main/kotlin/org/openapitools/client/apis/MobileApi.kt"),
         ("swift5", "OpenAPIClient/Classes/OpenAPIs/APIs/MobileAPI.swift"),
+        ("typescript-fetch", "apis/MobileApi.ts"),
     ],
 )
-def test_mobile_clients_generate_without_warnings(
+def test_mobile_clients_generate_without_warnings_and_name_methods_after_the_verbs(
     served_spec: Path, tmp_path: Path, generator: str, api_file: str
 ) -> None:
     output = _generator(
@@ -244,3 +248,17 @@ def test_mobile_clients_generate_without_warnings(
     source = (tmp_path / generator / api_file).read_text()
     for path in ("/api/mobile/support-requests", "/api/mobile/support-requests/{id}/messages"):
         assert path in source
+    assert re.search(r"\bcreateSupportRequest\b", source), "method named after the operation id"
+    generated = [p for p in (tmp_path / generator).rglob("*") if p.is_file()]
+    named = [str(p.relative_to(tmp_path)) for p in generated if "handlers" in p.name.lower()]
+    assert named == []
+    mentions = [str(p) for p in generated if _HANDLER_NAME.search(p.read_text(errors="replace"))]
+    assert mentions == []
+
+
+def test_the_generated_python_client_names_no_handlers(python_client: ModuleType) -> None:
+    root = Path(python_client.__file__).parent
+    names = [str(p.relative_to(root)) for p in root.rglob("*.py")]
+    assert "api/mobile/create_support_request.py" in names
+    assert [name for name in names if "handlers" in name] == []
+    assert [n for n in names if _HANDLER_NAME.search((root / n).read_text())] == []

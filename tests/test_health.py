@@ -6,9 +6,9 @@ import dataclasses
 
 import sqlalchemy as sa
 
-from handlers.app import create_app
-from storage import schema
-from storage.models import Base
+from support_requests.handlers.app import create_app
+from support_requests.storage import schema
+from support_requests.storage.models import Base
 
 
 def test_liveness_answers_without_a_token(client):

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import sqlalchemy as sa
 
-from handlers.app import create_app
-from handlers.idempotency import fingerprint
-from handlers.settings import Settings
+from support_requests.handlers.app import create_app
+from support_requests.handlers.idempotency import fingerprint
+from support_requests.handlers.settings import Settings
 from tests.helpers import ADMIN, MOBILE, admin, create, customer
 from tests.live import serving
 

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from handlers.app import create_app
-from handlers.settings import ConfigurationError, KeyMode, Settings
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import ConfigurationError, KeyMode, Settings
 from tests.helpers import MOBILE, SECRET, bearer, mint
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from domain.lifecycle import (
+from support_requests.domain.lifecycle import (
     SET_STATUS_EVENTS,
     TRANSITIONS,
     Actor,

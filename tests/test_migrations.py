@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from handlers.app import create_app
-from handlers.settings import Settings
-from storage import schema
-from storage.models import Base
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.storage import schema
+from support_requests.storage.models import Base
 
 
 def _empty(db: sa.Engine) -> None:

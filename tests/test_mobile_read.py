@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage.models import Base
+from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
     MOBILE,

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from handlers.app import create_app
-from handlers.settings import Settings
-from storage.models import Base
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
     MOBILE,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from handlers.observability import JsonLogFormatter
+from support_requests.handlers.observability import JsonLogFormatter
 from tests.helpers import MOBILE, create, customer, mint
 
 ACCESS = "support_requests.access"

@@ -15,16 +15,21 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from openapi import SPEC_PATH
+from support_requests.handlers.operations import OPERATIONS
+from support_requests.openapi import SPEC_PATH
 from tests.helpers import ADMIN, MOBILE, SECRET, admin, bearer, create, customer, mint
 
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 METHODS = ("get", "post", "put", "patch", "delete")
 SAMPLE_BODIES: dict[str, dict[str, Any]] = {
-    "handlers.mobile.create_request": {"category": "other", "subject": "s", "message": "m"},
-    "handlers.mobile.reply": {"body": "hello"},
-    "handlers.admin.reply": {"body": "hello"},
-    "handlers.admin.update_request": {"status": "in_progress"},
+    "createSupportRequest": {
+        "category": "other",
+        "subject": "s",
+        "message": "m",
+    },
+    "replyToSupportRequest": {"body": "hello"},
+    "adminReplyToSupportRequest": {"body": "hello"},
+    "adminUpdateSupportRequest": {"status": "in_progress"},
 }
 
 
@@ -64,7 +69,7 @@ BAD_TOKENS = {
 }
 
 PROTECTED_OPERATIONS = [
-    op for op in _operations() if op[2].startswith(("handlers.mobile", "handlers.admin"))
+    op for op in _operations() if OPERATIONS[op[2]].__module__.endswith((".mobile", ".admin"))
 ]
 
 
@@ -207,7 +212,7 @@ def test_api8_misconfiguration_authenticated_responses_are_not_cached(client):
 
 
 def test_api8_misconfiguration_an_unexpected_error_shows_no_internals(client, monkeypatch):
-    from storage.support_desk import SupportDesk
+    from support_requests.storage.support_desk import SupportDesk
 
     async def explode(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("SELECT secret FROM internals /srv/app.py line 3")

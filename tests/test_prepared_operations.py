@@ -29,11 +29,11 @@ from connexion.spec import Specification
 from connexion.utils import get_function_from_name
 from starlette.responses import Response
 
-from handlers import prepared
-from handlers.app import ContractRoutingMiddleware, load_spec
-from handlers.auth import TokenVerifier, bearer_security_handler
-from handlers.prepared import ArgumentMap, PreparedAsyncApp
-from handlers.settings import Settings
+from support_requests.handlers import prepared
+from support_requests.handlers.app import ContractRoutingMiddleware, load_spec
+from support_requests.handlers.auth import TokenVerifier, bearer_security_handler
+from support_requests.handlers.prepared import ArgumentMap, PreparedAsyncApp
+from support_requests.handlers.settings import Settings
 from tests.helpers import ADMIN, MOBILE, SECRET, admin, customer
 
 DEPENDENCIES = ("desk", "idempotency", "database", "expected_revision")

@@ -30,8 +30,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from domain.clock import iso_ms
-from domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Status, decide
+from support_requests.domain.clock import iso_ms
+from support_requests.domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Status, decide
 from tests.helpers import ADMIN, MOBILE, admin, admin_id_of, customer, stored_request, stored_rows
 from tests.servers import Server, migrated_database, running_servers
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from handlers.app import create_app
-from handlers.settings import ConfigurationError, Settings
-from storage.rate_limits import Limit
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import ConfigurationError, Settings
+from support_requests.storage.rate_limits import Limit
 from tests.helpers import MOBILE, create, customer
 
 

@@ -48,9 +48,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from domain.clock import iso_ms
-from domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Status, decide
-from storage.database import sync_url
+from support_requests.domain.clock import iso_ms
+from support_requests.domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Status, decide
+from support_requests.storage.database import sync_url
 from tests.conftest import PG_URL, reset_pg
 from tests.helpers import ADMIN, MOBILE, UUID_PATTERN, admin, admin_id_of, customer
 from tests.servers import Server, migrated_database, running_servers

@@ -28,8 +28,8 @@ from schemathesis.engine import events
 from schemathesis.engine.recorder import ScenarioRecorder
 from schemathesis.python import asgi
 
-from handlers.app import create_app
-from handlers.settings import Settings
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
 from tests.helpers import SECRET, mint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +60,12 @@ EXPECTED_CHECKS = {
 # is 422 ``idempotency_key_reused``.
 _KEY_REUSED = {"idempotency_key_reused": set[str]()}
 RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
-    "handlers.mobile.create_request": {422: _KEY_REUSED},
-    "handlers.mobile.list_requests": {422: {"validation_failed": {"cursor"}}},
-    "handlers.admin.list_queue": {422: {"validation_failed": {"cursor"}}},
-    "handlers.mobile.reply": {400: {"request_closed": set()}, 422: _KEY_REUSED},
-    "handlers.admin.reply": {400: {"request_closed": set()}, 422: _KEY_REUSED},
-    "handlers.admin.update_request": {
+    "createSupportRequest": {422: _KEY_REUSED},
+    "listSupportRequests": {422: {"validation_failed": {"cursor"}}},
+    "listQueue": {422: {"validation_failed": {"cursor"}}},
+    "replyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED},
+    "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED},
+    "adminUpdateSupportRequest": {
         409: {"invalid_transition": set()},
         422: {"validation_failed": {"assignedAdminId", "resolutionNote"}},
     },

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from starlette.routing import Mount, Route
 
-from handlers.app import _paths_served, create_app
-from handlers.settings import Settings
+from support_requests.handlers.app import _paths_served, create_app
+from support_requests.handlers.settings import Settings
 from tests.helpers import MOBILE
 
 UI_ROUTES: list[Any] = [

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections import Counter
 from typing import Any
 
 import yaml
 
-from openapi import SPEC_PATH
+from support_requests.handlers.operations import OPERATIONS
+from support_requests.openapi import SPEC_PATH
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # Every module that serves operations; a module the spec names is checked as well.
-HANDLER_MODULES = {"handlers.mobile", "handlers.admin"}
+HANDLER_MODULES = {"support_requests.handlers.mobile", "support_requests.handlers.admin"}
 
 
 def _spec() -> dict[str, Any]:
@@ -55,15 +57,24 @@ def test_operation_ids_are_unique() -> None:
 
 def test_every_handler_has_an_operation_and_every_operation_a_handler() -> None:
     routed = set(_operation_ids(_spec()))
-    modules = HANDLER_MODULES | {name.rsplit(".", 1)[0] for name in routed}
-    handlers = set().union(*(_public_handlers(module) for module in modules))
-    assert sorted(handlers - routed) == [], "handlers that no operation routes to"
-    assert sorted(routed - handlers) == [], "operations without a public async handler"
+    assert sorted(routed - set(OPERATIONS)) == [], "operations without a handler"
+    assert sorted(set(OPERATIONS) - routed) == [], "handlers that no operation routes to"
+    served = {f"{fn.__module__}.{fn.__name__}" for fn in OPERATIONS.values()}
+    modules = HANDLER_MODULES | {name.rsplit(".", 1)[0] for name in served}
+    public = set().union(*(_public_handlers(module) for module in modules))
+    assert sorted(public - served) == [], "public handlers that no operation routes to"
+    assert len(served) == len(OPERATIONS), "one handler serves two operations"
+
+
+def test_operation_ids_are_camel_case_verbs_not_python_paths() -> None:
+    for operation_id in _operation_ids(_spec()):
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)*", operation_id), operation_id
+        assert "handlers" not in operation_id.lower()
 
 
 def test_the_mobile_and_admin_apis_are_routed() -> None:
-    routed = set(_operation_ids(_spec()))
+    served = {f"{fn.__module__}.{fn.__name__}" for fn in OPERATIONS.values()}
     for module in HANDLER_MODULES:
         handlers = _public_handlers(module)
         assert handlers, module
-        assert handlers <= routed
+        assert handlers <= served

@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 
-from domain.errors import NotFound
-from domain.lifecycle import Actor
-from domain.principal import Principal
-from storage.database import STATEMENT_OBSERVERS, Database
-from storage.models import Base
-from storage.support_desk import SupportDesk
+from support_requests.domain.errors import NotFound
+from support_requests.domain.lifecycle import Actor
+from support_requests.domain.principal import Principal
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
+from support_requests.storage.models import Base
+from support_requests.storage.support_desk import SupportDesk
 from tests.helpers import refusing_message_inserts
 
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from handlers.app import create_app
-from handlers.settings import Settings
-from openapi import SPEC_PATH
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.openapi import SPEC_PATH
 from tests.helpers import SECRET
 from tests.live import serving
 

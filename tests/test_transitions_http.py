@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from domain.lifecycle import Actor, Event, Refusal, Status, allowed_actions, decide
+from support_requests.domain.lifecycle import Actor, Event, Refusal, Status, allowed_actions, decide
 from tests.helpers import (
     ADMIN,
     MOBILE,

@@ -18,8 +18,8 @@ from connexion.spec import Specification
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers.app import load_spec
-from handlers.validation import accepts, compiled
+from support_requests.handlers.app import load_spec
+from support_requests.handlers.validation import accepts, compiled
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

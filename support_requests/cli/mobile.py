@@ -1,0 +1,129 @@
+"""``supportctl mobile``: the customer's side, as the mobile app calls the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from support_requests.cli.client import MOBILE, ApiReply, fetch_pages, joined_text
+from support_requests.cli.context import (
+    AllPagesOption,
+    CursorOption,
+    JsonOption,
+    LimitOption,
+    api,
+    complete_category,
+    complete_status,
+    text_input,
+)
+from support_requests.cli.render import make_console, print_json_text, request_table, request_view
+
+app = typer.Typer(help="The customer's side: your own support requests.", no_args_is_help=True)
+
+RequestId = Annotated[int, typer.Argument(help="The support request's number.")]
+Body = Annotated[
+    str | None,
+    typer.Option(metavar="TEXT", help="The reply; or use --body-file, or pipe it on stdin."),
+]
+BodyFile = Annotated[
+    Path | None,
+    typer.Option("--body-file", metavar="FILE", help="Read the reply from FILE ('-': stdin)."),
+]
+
+
+def _show_detail(reply: ApiReply, *, json_output: bool, announce: bool = True) -> None:
+    if json_output:
+        print_json_text(reply.text)
+        return
+    console = make_console()
+    if announce:
+        console.print(Text(reply.message, style="bold"))
+    console.print(request_view(reply.data, viewer="customer", me=None, width=console.width))
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    category: Annotated[
+        str,
+        typer.Option(
+            "--category",
+            metavar="CATEGORY",
+            help="account, payment, technical or other.",
+            autocompletion=complete_category,
+        ),
+    ],
+    subject: Annotated[str, typer.Option(metavar="TEXT", help="One line saying what is wrong.")],
+    message: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="The first message; or --message-file, or stdin."),
+    ] = None,
+    message_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--message-file", metavar="FILE", help="Read the first message from FILE ('-': stdin)."
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Open a support request with its first message."""
+    text = text_input(message, message_file, option="--message", file_option="--message-file")
+    with api(ctx, json_output=json_output) as client:
+        reply = client.call(
+            "POST", MOBILE, body={"category": category, "subject": subject, "message": text}
+        )
+    _show_detail(reply, json_output=json_output)
+
+
+@app.command("list")
+def list_requests(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only this status: open, in_progress, resolved, closed.",
+            autocompletion=complete_status,
+        ),
+    ] = None,
+    all_pages: AllPagesOption = False,
+    limit: LimitOption = None,
+    cursor: CursorOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List your support requests, newest first."""
+    params = {"status": status, "limit": limit, "cursor": cursor}
+    with api(ctx, json_output=json_output) as client:
+        pages = fetch_pages(client, MOBILE, params, follow=all_pages)
+    if json_output:
+        print_json_text(joined_text(pages))
+        return
+    items = [item for page in pages for item in page.data]
+    make_console().print(request_table(items, viewer="customer", next_cursor=pages[-1].next_cursor))
+
+
+@app.command()
+def show(ctx: typer.Context, request_id: RequestId, json_output: JsonOption = False) -> None:
+    """Show a request as a conversation, with its status and what you may do next."""
+    with api(ctx, json_output=json_output) as client:
+        reply = client.call("GET", f"{MOBILE}/{request_id}")
+    _show_detail(reply, json_output=json_output, announce=False)
+
+
+@app.command()
+def reply(
+    ctx: typer.Context,
+    request_id: RequestId,
+    body: Body = None,
+    body_file: BodyFile = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Reply to one of your requests (a resolved one reopens)."""
+    text = text_input(body, body_file, option="--body", file_option="--body-file")
+    with api(ctx, json_output=json_output) as client:
+        answer = client.call("POST", f"{MOBILE}/{request_id}/messages", body={"body": text})
+    _show_detail(answer, json_output=json_output)

@@ -1,0 +1,314 @@
+"""Conditional GETs for polling: strong ``ETag``s and ``If-None-Match`` (RFC 9110).
+
+The detail and list operations answer ``200`` with an ``ETag`` and
+``Cache-Control: private, no-cache``; a poll that sends the tag back in
+``If-None-Match`` gets ``304 Not Modified`` with no body while nothing the
+caller sees has changed. A tag is computed from what the response shows, never
+from the token, so a refreshed token (same ``sub``) still revalidates.
+
+Lists are revalidated by their handlers. A detail poll is the hot path of a
+chat-like screen, so ``Revalidation`` answers it in front of the framework's
+routing, validation and parameter handling: token, role, one primary-key
+lookup, rate limit, ``304``. Whatever it does not answer goes down the normal
+stack, which answers it as if the middleware were not there.
+
+- Detail: ``"<view><revision>-<id>-<version>"``; a request's ``version`` is
+  bumped by every change to it, messages included.
+- List: a hash of the view, the caller's scope (a customer's own list), the
+  query, and each row's (id, version) on the page plus whether another page
+  follows.
+
+``If-None-Match`` (RFC 9110, 13.1.2) is ``*`` or a list of entity tags, compared
+weakly (a ``W/`` prefix is ignored). A value that does not parse is ignored, as
+if absent. The condition is evaluated only once the request would otherwise be a
+``200``: a request that is not the caller's stays a 404 whatever the header says.
+
+No ``Vary: Authorization``: it would make a client's HTTP cache drop its copy
+whenever the token is refreshed, and the tags already depend on the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+from connexion import request
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from support_requests.domain.errors import NotFound
+from support_requests.domain.lifecycle import Actor
+from support_requests.domain.principal import Principal
+from support_requests.handlers.auth import TokenVerifier
+from support_requests.handlers.problems import HttpProblem
+from support_requests.storage.support_desk import PageVersions, SupportDesk
+
+HEADER = "If-None-Match"
+CACHE_CONTROL = "private, no-cache"
+# Bumped whenever a view renders the same stored data differently (a new field, a new
+# format), so that no client keeps revalidating a copy of the old shape.
+REVISION = 1
+
+# One element of the list (RFC 9110, 5.6.1 and 8.8.3): optional whitespace, an entity tag
+# or nothing (an empty element), optional whitespace, then a comma or the end.
+_ELEMENT = re.compile(r'[ \t]*(?:(?:W/)?"([\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(?:,|\Z)')
+
+
+class View(Enum):
+    """Which representation a tag names: the same request renders differently per API."""
+
+    MOBILE = "m"
+    ADMIN = "a"
+
+
+@dataclass(frozen=True)
+class IfNoneMatch:
+    """A parsed ``If-None-Match``: ``*``, or the opaque parts of the tags it lists."""
+
+    any: bool
+    opaque_tags: frozenset[str]
+
+    def matches(self, etag: str) -> bool:
+        """Weak comparison of the current ``etag`` (a quoted strong tag) with the list."""
+        return self.any or etag.strip('"') in self.opaque_tags
+
+
+def parse(value: str) -> IfNoneMatch | None:
+    """The header's condition; None when it is not ``*`` nor a list of tags, or names none."""
+    if value.strip(" \t") == "*":
+        return IfNoneMatch(any=True, opaque_tags=frozenset())
+    tags: set[str] = set()
+    position = 0
+    while position < len(value):
+        element = _ELEMENT.match(value, position)
+        if element is None:
+            return None
+        if element.group(1) is not None:
+            tags.add(element.group(1))
+        position = element.end()
+    return IfNoneMatch(any=False, opaque_tags=frozenset(tags)) if tags else None
+
+
+def if_none_match() -> IfNoneMatch | None:
+    """The current request's ``If-None-Match``; None when absent, malformed or empty."""
+    # Several field lines are one comma-separated list (RFC 9110, 5.3).
+    values = request.headers.getlist(HEADER)
+    return parse(", ".join(values)) if values else None
+
+
+def detail_tag(view: View, request_id: int, version: int) -> str:
+    """The ``ETag`` of a request's detail at ``version``."""
+    return f'"{view.value}{REVISION}-{request_id}-{version}"'
+
+
+def list_tag(view: View, query: Mapping[str, Any], page: PageVersions) -> str:
+    """The ``ETag`` of one page of a listing: the query it answers and the rows it shows."""
+    canonical = orjson.dumps(
+        [view.value, REVISION, query, page.rows, page.has_more], option=orjson.OPT_SORT_KEYS
+    )
+    digest = hashlib.blake2b(canonical, digest_size=16).digest()
+    # base64url, not hex: 32 hex digits would read as a UUID to anyone scanning for one.
+    return f'"{view.value}{REVISION}l-{base64.urlsafe_b64encode(digest).rstrip(b"=").decode()}"'
+
+
+def validators(etag: str) -> dict[str, str]:
+    """The headers a ``200`` of a conditional GET carries."""
+    return {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+
+
+def not_modified(etag: str) -> Response:
+    """``304 Not Modified``: the tag and caching headers, no body."""
+    return Response(status_code=304, headers=validators(etag))
+
+
+# -- the detail poll's fast path -----------------------------------------------------------
+
+DETAIL_OPERATIONS = {
+    "getSupportRequest": View.MOBILE,
+    "adminGetSupportRequest": View.ADMIN,
+}
+_READS = frozenset({"GET", "HEAD"})
+# More digits than any 64-bit id has: refused before int() (which refuses 4,300 digits).
+_MAX_ID_DIGITS = 20
+
+
+@dataclass(frozen=True)
+class _DetailRoute:
+    """A detail operation as the spec declares it: path, id schema, role, view."""
+
+    operation_id: str
+    path: re.Pattern[str]
+    valid_id: Callable[[int], bool]
+    role: Actor
+    view: View
+
+
+def _detail_routes(spec: dict[str, Any]) -> tuple[list[_DetailRoute], Callable[[str], bool]]:
+    """The spec's two detail GETs, and its check of an ``If-None-Match`` value."""
+    components = spec["components"]
+    schemes = components["securitySchemes"]
+    routes = []
+    for template, item in spec["paths"].items():
+        operation = item.get("get", {})
+        view = DETAIL_OPERATIONS.get(operation.get("operationId", ""))
+        if view is None:
+            continue
+        (id_parameter,) = [_resolved(spec, p) for p in item.get("parameters", [])]
+        placeholder = re.escape("{" + id_parameter["name"] + "}")
+        (requirement,) = operation["security"]
+        (scheme,) = requirement
+        routes.append(
+            _DetailRoute(
+                operation_id=operation["operationId"],
+                path=re.compile(re.escape(template).replace(placeholder, "([^/]+)")),
+                valid_id=_integer_check(id_parameter["schema"]),
+                role=Actor(schemes[scheme].get("x-role", Actor.CUSTOMER.value)),
+                view=view,
+            )
+        )
+    if len(routes) != len(DETAIL_OPERATIONS):
+        raise ValueError(f"the spec does not declare each of {sorted(DETAIL_OPERATIONS)}")
+    header_schema = components["parameters"]["IfNoneMatch"]["schema"]
+    return routes, _string_check(header_schema)
+
+
+# The fast path checks these schemas itself (jsonschema would cost it a tenth of its time);
+# a keyword it does not know is an error at start, not a check skipped.
+_INTEGER_KEYWORDS = {"type", "format", "minimum", "maximum"}
+_STRING_KEYWORDS = {"type", "minLength", "maxLength", "pattern", "x-pattern-message"}
+
+
+def _integer_check(schema: dict[str, Any]) -> Callable[[int], bool]:
+    if schema.get("type") != "integer" or not set(schema) <= _INTEGER_KEYWORDS:
+        raise ValueError(f"an id schema the detail fast path cannot check: {schema}")
+    low, high = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
+    return lambda value: low <= value <= high
+
+
+def _string_check(schema: dict[str, Any]) -> Callable[[str], bool]:
+    if schema.get("type") != "string" or not set(schema) <= _STRING_KEYWORDS:
+        raise ValueError(f"a header schema the detail fast path cannot check: {schema}")
+    shortest, longest = schema.get("minLength", 0), schema.get("maxLength", math.inf)
+    pattern = re.compile(schema.get("pattern", ""))  # searched, as JSON Schema does
+    return lambda value: shortest <= len(value) <= longest and pattern.search(value) is not None
+
+
+def _resolved(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    reference = node.get("$ref")
+    if reference is None:
+        return node
+    for part in reference.removeprefix("#/").split("/"):
+        spec = spec[part]
+    return spec
+
+
+class Revalidation:
+    """``304`` for a detail poll whose ``If-None-Match`` names the current tag, before the
+    framework's routing, validation and handler stack.
+
+    It answers only a ``GET`` or ``HEAD`` of a detail path with a valid ``If-None-Match``
+    that names tags, a well-formed id, no query string, no body, and a bearer token of the
+    operation's role; then it looks the version up (one primary-key probe, scoped to the
+    customer on mobile), and if a tag matches, counts the read against the caller's rate
+    limit and answers ``304``. Everything else, including a request that is not the caller's, a
+    refused token and a changed request, goes on to the normal stack unchanged.
+
+    It sits inside Connexion's exception middleware, so a 429 or a database failure becomes
+    the same problem response as anywhere else; it records the operation and the caller
+    where the access log and the rate limiter look for them.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        spec: dict[str, Any],
+        desk: SupportDesk,
+        verifier: TokenVerifier,
+        rate_limit: Callable[[ASGIApp], ASGIApp],
+    ) -> None:
+        self.app = app
+        self._routes, self._valid_header = _detail_routes(spec)
+        self._lookups: dict[View, Callable[[Principal, int], Awaitable[int]]] = {
+            View.MOBILE: desk.version_for_customer,
+            View.ADMIN: desk.version_for_admin,
+        }
+        self._verifier = verifier
+        self._rate_limit = rate_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answered = (
+            scope["type"] == "http"
+            and scope["method"] in _READS
+            and not scope.get("query_string")
+            and await self._answer(scope, receive, send)
+        )
+        if not answered:
+            await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer ``304`` if the poll is one this fast path serves and is current."""
+        headers = Headers(scope=scope)
+        values = headers.getlist(HEADER)
+        if not values or headers.get("content-length", "0") != "0":
+            return False
+        if "transfer-encoding" in headers:
+            return False
+        target = self._target(scope["path"])
+        if target is None:
+            return False
+        route, request_id = target
+        condition = self._condition(values)
+        if condition is None:
+            return False
+        principal = await self._principal(headers.get("authorization"), route.role)
+        if principal is None:
+            return False
+        try:
+            version = await self._lookups[route.view](principal, request_id)
+        except NotFound:
+            return False  # the normal stack answers the same 404
+        etag = detail_tag(route.view, request_id, version)
+        if not condition.matches(etag):
+            return False
+        extensions = scope.setdefault("extensions", {})
+        extensions["connexion_routing"] = {"api_base_path": "", "operation_id": route.operation_id}
+        extensions["connexion_context"] = {"user": principal.sub}
+        await self._rate_limit(not_modified(etag))(scope, receive, send)
+        return True
+
+    def _target(self, path: str) -> tuple[_DetailRoute, int] | None:
+        for route in self._routes:
+            match = route.path.fullmatch(path)
+            if match is None:
+                continue
+            digits = match.group(1).lstrip("0")
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_ID_DIGITS:
+                return None  # the normal stack answers 400
+            request_id = int(digits)
+            return (route, request_id) if route.valid_id(request_id) else None
+        return None
+
+    def _condition(self, values: list[str]) -> IfNoneMatch | None:
+        if not all(self._valid_header(value) for value in values):
+            return None  # absent, or the normal stack answers 422
+        return parse(", ".join(values))
+
+    async def _principal(self, authorization: str | None, role: Actor) -> Principal | None:
+        """The caller, when the token is one the operation's security scheme accepts."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        try:
+            principal = await self._verifier.verify(token.strip())
+        except HttpProblem:
+            return None  # the normal stack answers the same 401 or 503
+        return principal if principal.role is role else None

@@ -1,0 +1,102 @@
+"""Mobile operations (tag ``mobile``): the signed-in customer's own requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from support_requests.handlers import conditional
+from support_requests.handlers.auth import caller
+from support_requests.handlers.idempotency import once
+from support_requests.handlers.render import envelope, mobile_detail, mobile_summary
+from support_requests.storage.idempotency import IdempotencyStore
+from support_requests.storage.support_desk import PageVersions, SupportDesk
+
+PATH = "/api/mobile/support-requests"
+
+
+async def create_request(
+    desk: SupportDesk,
+    idempotency: IdempotencyStore,
+    body: dict[str, Any],
+    token_info: dict[str, Any],
+) -> Response:
+    """Open a support request with its first message (once per Idempotency-Key)."""
+    customer = caller(token_info)
+
+    async def run() -> Response:
+        record = await desk.create_request(
+            customer,
+            category=body["category"],
+            subject=body["subject"].strip(),
+            message=body["message"].strip(),
+        )
+        return envelope(
+            "Support request created successfully",
+            mobile_detail(record),
+            status=201,
+            headers={"Location": f"{PATH}/{record.row.id}"},
+        )
+
+    return await once(idempotency, customer, body, run)
+
+
+async def list_requests(
+    desk: SupportDesk,
+    token_info: dict[str, Any],
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> Response:
+    """The caller's requests, newest first, one page (304 while it is unchanged)."""
+    customer = caller(token_info)
+    query = {"customer": customer.sub, "limit": limit, "cursor": cursor, "status": status}
+    condition = conditional.if_none_match()
+    if condition is not None:
+        versions = await desk.page_versions_for_customer(
+            customer, limit=limit, cursor=cursor, status=status
+        )
+        etag = conditional.list_tag(conditional.View.MOBILE, query, versions)
+        if condition.matches(etag):
+            return conditional.not_modified(etag)
+    page = await desk.list_for_customer(customer, limit=limit, cursor=cursor, status=status)
+    etag = conditional.list_tag(conditional.View.MOBILE, query, PageVersions.of(page))
+    return envelope(
+        "Support requests fetched successfully",
+        [mobile_summary(record) for record in page.records],
+        meta={"nextCursor": page.next_cursor},
+        headers=conditional.validators(etag),
+    )
+
+
+async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -> Response:
+    """One of the caller's requests with its thread.
+
+    A poll whose ``If-None-Match`` is current never gets here: ``conditional.Revalidation``
+    answers it with a ``304``.
+    """
+    record = await desk.get_for_customer(caller(token_info), id_)
+    etag = conditional.detail_tag(conditional.View.MOBILE, id_, record.row.version)
+    return envelope(
+        "Support request fetched successfully",
+        mobile_detail(record),
+        headers=conditional.validators(etag),
+    )
+
+
+async def reply(
+    desk: SupportDesk,
+    idempotency: IdempotencyStore,
+    id_: int,
+    body: dict[str, Any],
+    token_info: dict[str, Any],
+) -> Response:
+    """Append the caller's reply (once per Idempotency-Key)."""
+    customer = caller(token_info)
+
+    async def run() -> Response:
+        record = await desk.reply_as_customer(customer, id_, body["body"].strip())
+        return envelope("Reply added successfully", mobile_detail(record), status=201)
+
+    return await once(idempotency, customer, body, run)

@@ -1,0 +1,32 @@
+"""The contract's operation ids and the handler each one runs.
+
+Operation ids are the names generated mobile clients give their methods, so they
+are API verbs (``createSupportRequest``), not Python paths. This map is the only
+place that ties one to the other; the app's resolver reads it, and a test checks
+that it and the spec name the same operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from support_requests.handlers import admin, health, mobile
+
+OPERATIONS: dict[str, Callable[..., Any]] = {
+    # mobile
+    "createSupportRequest": mobile.create_request,
+    "listSupportRequests": mobile.list_requests,
+    "getSupportRequest": mobile.get_request,
+    "replyToSupportRequest": mobile.reply,
+    # admin
+    "listQueue": admin.list_queue,
+    "adminGetSupportRequest": admin.get_request,
+    "adminUpdateSupportRequest": admin.update_request,
+    "adminReplyToSupportRequest": admin.reply,
+    "listSupportRequestEvents": admin.list_events,
+    "listAdmins": admin.list_admins,
+    # health
+    "checkLiveness": health.liveness,
+    "checkReadiness": health.readiness,
+}

@@ -1,0 +1,101 @@
+"""Stored records in the contract's JSON shapes (mobile and admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from support_requests.domain.clock import iso_ms
+from support_requests.domain.lifecycle import Actor, Status, allowed_actions
+from support_requests.storage.support_desk import RequestRecord
+
+
+def _summary(record: RequestRecord, actor: Actor) -> dict[str, Any]:
+    row = record.row
+    return {
+        "id": row.id,
+        "category": row.category,
+        "subject": row.subject,
+        "status": row.status,
+        "isAssigned": row.assigned_admin_id is not None,
+        "resolutionNote": row.resolution_note,
+        "resolvedAt": iso_ms(row.resolved_at),
+        "closedAt": iso_ms(row.closed_at),
+        "lastCustomerMessageAt": iso_ms(row.last_customer_message_at),
+        "lastAdminMessageAt": iso_ms(row.last_admin_message_at),
+        "createdAt": iso_ms(row.created_at),
+        "updatedAt": iso_ms(row.updated_at),
+        "allowedActions": allowed_actions(actor, Status(row.status)),
+    }
+
+
+def mobile_summary(record: RequestRecord) -> dict[str, Any]:
+    """A list item for the customer: no admin UUID anywhere."""
+    return _summary(record, Actor.CUSTOMER)
+
+
+def mobile_detail(record: RequestRecord) -> dict[str, Any]:
+    """The customer's detail with the thread, oldest first."""
+    detail = mobile_summary(record)
+    detail["messages"] = [
+        {
+            "id": m.id,
+            "authorType": m.author_type,
+            "authorName": m.author_name,
+            "authorImage": m.author_image,
+            "body": m.body,
+            "createdAt": iso_ms(m.created_at),
+        }
+        for m in record.messages
+    ]
+    return detail
+
+
+def admin_summary(record: RequestRecord) -> dict[str, Any]:
+    """A queue item: the mobile summary plus assignee and customer."""
+    row = record.row
+    summary = _summary(record, Actor.ADMIN)
+    summary["assignedAdminId"] = row.assigned_admin_id
+    summary["customer"] = {
+        "id": row.customer_id,
+        "name": row.customer_name,
+        "image": row.customer_image,
+    }
+    return summary
+
+
+def admin_detail(record: RequestRecord) -> dict[str, Any]:
+    """The admin's detail: every message with its author's id."""
+    detail = admin_summary(record)
+    detail["messages"] = [
+        {
+            "id": m.id,
+            "authorType": m.author_type,
+            "authorId": m.author_id,
+            "authorName": m.author_name,
+            "authorImage": m.author_image,
+            "body": m.body,
+            "createdAt": iso_ms(m.created_at),
+        }
+        for m in record.messages
+    ]
+    return detail
+
+
+def envelope(
+    message: str,
+    data: Any,
+    *,
+    status: int = 200,
+    meta: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A 2xx response: ``{"message", "data"}`` (and ``meta`` for lists) as JSON."""
+    body: dict[str, Any] = {"message": message, "data": data}
+    if meta is not None:
+        body["meta"] = meta
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )

@@ -1,0 +1,597 @@
+"""Connections, transactions, and statements run by the driver.
+
+Storage code writes SQLAlchemy Core statements; ``Statements`` compiles each one
+once per dialect (keyed by SQLAlchemy's own cache key, so statements built per call
+hit the cache too) and the driver runs the SQL with SQLAlchemy's bind and result
+processors applied. SQLAlchemy's ``Connection`` costs 100-300 µs per statement in
+checkout, execution context and result machinery, more than a query on a local
+database; this path costs tens. Driver errors come out as SQLAlchemy's exceptions
+(``OperationalError``, ``IntegrityError``), so a database that cannot answer is a 503
+and a duplicate key is still an ``IntegrityError``.
+
+SQLite: the blocking sqlite3 driver called inline on the event loop (a query on a
+local file takes tens of microseconds, far less than a hop to a driver thread). One
+connection reads outside any transaction (WAL: one statement sees one snapshot,
+beside the writer); one writes, ``BEGIN IMMEDIATE`` behind an asyncio lock, so this
+process's writers queue without busy-wait sleeping and never fail on a lock upgrade;
+the busy timeout only arbitrates between processes. SQLite checkpoints the WAL itself
+in the commit that crosses its threshold: a checkpoint in the background, beside
+continuous writes, never finds the WAL fully copied at the next write, so the WAL
+never restarts and grows without bound (measured: 520 MB after 20,000 replies).
+
+PostgreSQL: psycopg 3 async connections in a fixed pool of this process (opening a
+connection costs milliseconds). No ping per checkout: a connection found broken is
+dropped with every idle one (they share its fate when the server restarted), and the
+request that found it gets a 503. Reads run in autocommit (each statement its own
+snapshot, no BEGIN/ROLLBACK round trips); psycopg prepares a statement on a
+connection once it has run a few times there. (psycopg's pipeline mode would save
+round trips in writes, but it polls a writable socket while it waits: a third of a
+write's CPU, measured; a round trip on a local server is cheaper than that.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import namedtuple
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import Engine, Executable, create_engine
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from support_requests.storage.models import Base
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Every statement the driver runs, as (SQL, driver parameters): tests watch here.
+STATEMENT_OBSERVERS: list[Callable[[str, Any], None]] = []
+
+
+def sync_url(url: str) -> URL:
+    """The driver URL for a SQLite or PostgreSQL URL as operators write it."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+class Result:
+    """A statement's rows, all fetched, and the count of rows it changed."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        """Every row."""
+        return self._rows
+
+    def first(self) -> Any:
+        """The first row, or None."""
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        """The first column of the first row, or None."""
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        """The first column of the only row."""
+        if not self._rows:
+            raise NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when one was required")
+        return self._rows[0][0]
+
+
+class _Prepared(NamedTuple):
+    """One statement compiled for one dialect, with what turns values into rows."""
+
+    compiled: SQLCompiler
+    sql: str
+    binds: dict[str, Any]
+    positions: tuple[str, ...] | None
+    row: Any  # a namedtuple class, or None when the driver's description names the columns
+    results: tuple[tuple[int, Any], ...]
+
+
+class Statements:
+    """Core statements compiled once per dialect, and their driver parameters and rows."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._cache: dict[Any, _Prepared] = {}
+
+    def prepare(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None
+    ) -> tuple[_Prepared, list[Any]]:
+        """The compiled statement and, per parameter set, the values the driver takes."""
+        many = parameters if isinstance(parameters, list) else [parameters or {}]
+        column_keys = tuple(many[0])
+        cache_key = statement._generate_cache_key()  # type: ignore[attr-defined]
+        key = None if cache_key is None else (cache_key[0], column_keys)
+        prepared = None if key is None else self._cache.get(key)
+        if prepared is None:
+            prepared = self._compile(statement, cache_key, column_keys)
+            if key is not None:
+                self._cache[key] = prepared
+        extracted, collected = (None, None) if cache_key is None else cache_key[1:]
+        compiled = prepared.compiled
+        binds = prepared.binds
+        values: list[Any] = []
+        for given in many:
+            full = compiled.construct_params(
+                given,
+                escape_names=False,
+                extracted_parameters=extracted,
+                _collected_params=collected,
+            )
+            if prepared.positions is not None:
+                values.append(
+                    tuple(
+                        binds[name](full[name]) if name in binds else full[name]
+                        for name in prepared.positions
+                    )
+                )
+            else:
+                values.append(
+                    {
+                        name: binds[name](value) if name in binds else value
+                        for name, value in full.items()
+                    }
+                )
+        return prepared, values
+
+    def _compile(
+        self, statement: Executable, cache_key: Any, column_keys: tuple[str, ...]
+    ) -> _Prepared:
+        compiled = statement.compile(  # type: ignore[attr-defined]
+            dialect=self.dialect, column_keys=list(column_keys), cache_key=cache_key
+        )
+        if (
+            compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.literal_execute_params
+            or compiled.post_compile_params
+            or compiled.escaped_bind_names
+        ):
+            # Python-side defaults, expanding IN lists and escaped names need SQLAlchemy's
+            # execution context; storage code gives every value and uses none of them.
+            raise NotImplementedError(f"statement needs SQLAlchemy's execution: {compiled}")
+        columns = compiled._result_columns
+        row = (
+            namedtuple("Row", [column.keyname for column in columns], rename=True)
+            if columns
+            else None
+        )
+        results = tuple(
+            (index, processor)
+            for index, column in enumerate(columns)
+            if (processor := column.type._cached_result_processor(self.dialect, None)) is not None
+        )
+        positions = tuple(compiled.positiontup) if compiled.positional else None
+        return _Prepared(
+            compiled, compiled.string, dict(compiled._bind_processors), positions, row, results
+        )
+
+
+def _rows(prepared: _Prepared, description: Any, fetched: Sequence[Any]) -> list[Any]:
+    if not fetched:
+        return []
+    row: Any = prepared.row or namedtuple("Row", [column[0] for column in description], rename=True)
+    if not prepared.results:
+        return [row._make(values) for values in fetched]
+    rows = []
+    for values in fetched:
+        values = list(values)
+        for index, processor in prepared.results:
+            values[index] = processor(values[index])
+        rows.append(row._make(values))
+    return rows
+
+
+def _observe(sql: str, parameters: Any) -> None:
+    for observer in STATEMENT_OBSERVERS:
+        observer(sql, parameters)
+
+
+class DbConnection(Protocol):
+    """What storage code needs of a connection, on either database."""
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result:
+        """Run a statement (once per parameter set when given a list)."""
+
+    async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
+        """The first column of the first row, or None."""
+
+    def begin_nested(self) -> Any:
+        """A savepoint, as an async context manager."""
+
+
+class _Connection:
+    """What both drivers' connections share: ``scalar`` and savepoints by statement."""
+
+    _savepoints = 0
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result:
+        raise NotImplementedError
+
+    async def _control(self, sql: str) -> None:
+        raise NotImplementedError
+
+    async def scalar(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        self._savepoints += 1
+        name = f"sp_{self._savepoints}"
+        await self._control(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self._control(f"ROLLBACK TO SAVEPOINT {name}")
+            await self._control(f"RELEASE SAVEPOINT {name}")
+            raise
+        await self._control(f"RELEASE SAVEPOINT {name}")
+
+
+class _SqliteConnection(_Connection):
+    """A sqlite3 connection behind the ``DbConnection`` interface."""
+
+    def __init__(self, connection: sqlite3.Connection, statements: Statements) -> None:
+        self._connection = connection
+        self._statements = statements
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result:
+        prepared, values = self._statements.prepare(statement, parameters)
+        sql = prepared.sql
+        try:
+            if STATEMENT_OBSERVERS:
+                _observe(sql, values[0] if len(values) == 1 else values)
+            if len(values) == 1:
+                cursor = self._connection.execute(sql, values[0])
+            else:
+                cursor = self._connection.executemany(sql, values)
+            fetched = cursor.fetchall() if cursor.description else []
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
+        return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
+
+    async def _control(self, sql: str) -> None:
+        _control_sqlite(self._connection, sql)
+
+
+def _control_sqlite(connection: sqlite3.Connection, sql: str) -> None:
+    if STATEMENT_OBSERVERS:
+        _observe(sql, ())
+    try:
+        connection.execute(sql)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(sql, (), error, sqlite3.Error) from error
+
+
+class _Sqlite:
+    """The reading and the writing connection of one SQLite database file."""
+
+    def __init__(self, url: URL, busy_timeout_ms: int, statements: Statements) -> None:
+        self._path = url.database or ":memory:"
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._statements = statements
+        self._lock = asyncio.Lock()
+        self._reader: _SqliteConnection | None = None
+        self._writer: _SqliteConnection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: the driver never begins a transaction on its own.
+        # check_same_thread=False: every use is on the event loop, one statement at a time.
+        connection = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=0
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    def _connection(self, writer: bool) -> _SqliteConnection:
+        if self._path == ":memory:":  # one database per connection: share one
+            writer = True
+        current = self._writer if writer else self._reader
+        if current is None:
+            try:
+                current = _SqliteConnection(self._open(), self._statements)
+            except sqlite3.Error as error:
+                raise DBAPIError.instance("connect", (), error, sqlite3.Error) from error
+            if writer:
+                self._writer = current
+            else:
+                self._reader = current
+        return current
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[DbConnection]:
+        yield self._connection(writer=False)
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[DbConnection]:
+        async with self._lock:
+            connection = self._connection(writer=True)
+            raw = connection._connection
+            _control_sqlite(raw, "BEGIN IMMEDIATE")
+            try:
+                yield connection
+                _control_sqlite(raw, "COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    _control_sqlite(raw, "ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection._connection.close()
+        self._reader = self._writer = None
+        self._lock = asyncio.Lock()  # as the pool's semaphore: one per event loop
+
+
+class _PgConnection(_Connection):
+    """A psycopg async connection behind the ``DbConnection`` interface."""
+
+    def __init__(self, connection: Any, pool: _PgPool) -> None:
+        self._connection = connection
+        self._pool = pool
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result:
+        prepared, values = self._pool.statements.prepare(statement, parameters)
+        sql = prepared.sql
+        if STATEMENT_OBSERVERS:
+            _observe(sql, values[0] if len(values) == 1 else values)
+        cursor = self._connection.cursor()
+        try:
+            if len(values) == 1:
+                await cursor.execute(sql, values[0])
+            else:
+                await cursor.executemany(sql, values)
+            # psycopg builds ``description`` anew on each access: ask the result instead.
+            result = cursor.pgresult
+            returned = result is not None and result.status == self._pool.rows_returned
+            fetched = await cursor.fetchall() if returned else []
+        except self._pool.driver_error as error:
+            raise self._pool.failed(self._connection, sql, values, error) from error
+        description = cursor.description if fetched and prepared.row is None else None
+        return Result(_rows(prepared, description, fetched), cursor.rowcount)
+
+    async def roll_back(self) -> None:
+        """End a failed transaction; a connection that cannot is closed at check-in."""
+        if self._connection.broken or self._connection.closed:
+            return
+        with suppress(DBAPIError):
+            await self._control("ROLLBACK")
+
+    async def _control(self, sql: str) -> None:
+        if STATEMENT_OBSERVERS:
+            _observe(sql, None)
+        try:
+            await self._connection.execute(sql)
+        except self._pool.driver_error as error:
+            raise self._pool.failed(self._connection, sql, None, error) from error
+
+
+class _PgPool:
+    """At most ``size`` open psycopg connections; a request beyond them waits for one."""
+
+    def __init__(self, url: URL, size: int, statements: Statements, timeout: float) -> None:
+        import psycopg
+
+        self.statements = statements
+        self.driver_error = psycopg.Error
+        self._connect = psycopg.AsyncConnection.connect
+        self._idle_status = psycopg.pq.TransactionStatus.IDLE
+        self.rows_returned = psycopg.pq.ExecStatus.TUPLES_OK
+        arguments, options = statements.dialect.create_connect_args(url)
+        self._arguments = arguments
+        self._options = {"connect_timeout": 5, **options, "autocommit": True}
+        self._size = size
+        self._slots = asyncio.Semaphore(size)
+        self._timeout = timeout
+        self._idle: list[Any] = []
+
+    def failed(self, connection: Any, sql: str, values: Any, error: Exception) -> Exception:
+        """The SQLAlchemy exception for ``error``; a broken connection takes the idle ones along."""
+        broken = connection is None or connection.broken or connection.closed
+        if broken:
+            self._drop_idle()
+        return DBAPIError.instance(
+            sql,
+            values,
+            error,
+            self.driver_error,
+            connection_invalidated=broken,
+            dialect=self.statements.dialect,
+        )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_PgConnection]:
+        try:
+            # asyncio.timeout, not wait_for: no task per waiting request.
+            async with asyncio.timeout(self._timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise OperationalError(
+                "pool checkout", None, TimeoutError("no free database connection")
+            ) from None
+        connection = None
+        try:
+            if self._idle:
+                connection = self._idle.pop()
+            else:
+                try:
+                    connection = await self._connect(*self._arguments, **self._options)
+                except self.driver_error as error:
+                    raise self.failed(None, "connect", None, error) from error
+            yield _PgConnection(connection, self)
+        finally:
+            if connection is not None:
+                self._check_in(connection)
+            self._slots.release()
+
+    def _check_in(self, connection: Any) -> None:
+        usable = (
+            not connection.broken
+            and not connection.closed
+            and connection.info.transaction_status == self._idle_status
+        )
+        if usable:
+            self._idle.append(connection)
+        else:
+            _close_later(connection)
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            _close_later(connection)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.close()
+        # A semaphore belongs to the event loop that first waited on it; the next loop
+        # (an app served again, a test) gets its own.
+        self._slots = asyncio.Semaphore(self._size)
+
+
+_closing: set[asyncio.Task[Any]] = set()
+
+
+def _close_later(connection: Any) -> None:
+    """Close a psycopg connection without making the caller wait for it."""
+    try:
+        task = asyncio.get_running_loop().create_task(connection.close())
+    except RuntimeError:  # no loop any more: the process is ending
+        return
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+class Database:
+    """One database: its connections, and the read and write scopes storage code uses."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        pool_timeout: float = 10,
+    ) -> None:
+        target = sync_url(url)
+        self.is_sqlite = target.get_backend_name() == "sqlite"
+        # For the dialect, the schema and operators' tools; requests use the driver below.
+        self.sync_engine: Engine = create_engine(target, poolclass=NullPool)
+        self._statements = Statements(self.sync_engine.dialect)
+        self._dialect_ready = False
+        self._sqlite: _Sqlite | None = None
+        self._pg: _PgPool | None = None
+        if self.is_sqlite:
+            self._sqlite = _Sqlite(target, sqlite_busy_timeout_ms, self._statements)
+        else:
+            self._pg = _PgPool(target, pool_size, self._statements, pool_timeout)
+
+    def _ready(self) -> None:
+        # The dialect learns the server's capabilities (RETURNING, versions) on its first
+        # connection; statements compiled before that would not know them.
+        if not self._dialect_ready:
+            with self.sync_engine.connect():
+                pass
+            self._dialect_ready = True
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[DbConnection]:
+        """A connection outside any transaction: each statement runs (and reads one snapshot,
+        and commits) on its own."""
+        if not self._dialect_ready:
+            await self._prepare_dialect()
+        if self._sqlite is not None:
+            async with self._sqlite.reading() as connection:
+                yield connection
+        else:
+            assert self._pg is not None
+            async with self._pg.connection() as connection:
+                yield connection
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[DbConnection]:
+        """For writes that are one statement each: no BEGIN and COMMIT round trips around
+        them on PostgreSQL (a statement is atomic by itself); on SQLite, a write transaction."""
+        if self._sqlite is not None:
+            async with self.writing() as connection:
+                yield connection
+        else:
+            async with self.reading() as connection:
+                yield connection
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[DbConnection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        if not self._dialect_ready:
+            await self._prepare_dialect()
+        if self._sqlite is not None:
+            async with self._sqlite.writing() as connection:
+                yield connection
+            return
+        assert self._pg is not None
+        async with self._pg.connection() as connection:
+            await connection._control("BEGIN")
+            try:
+                yield connection
+                await connection._control("COMMIT")
+            except BaseException:
+                await connection.roll_back()
+                raise
+
+    async def _prepare_dialect(self) -> None:
+        try:
+            if self.is_sqlite:
+                self._ready()
+            else:
+                await asyncio.to_thread(self._ready)
+        except DBAPIError:
+            raise
+        except Exception as error:  # e.g. psycopg's own errors on connect
+            raise OperationalError("connect", None, error) from error
+
+    async def create_schema(self) -> None:
+        """Create every table that does not exist yet."""
+        await asyncio.to_thread(Base.metadata.create_all, self.sync_engine)
+
+    async def dispose(self) -> None:
+        """Close every connection."""
+        if self._sqlite is not None:
+            await self._sqlite.close()
+        if self._pg is not None:
+            await self._pg.close()
+        self.sync_engine.dispose()

@@ -1,0 +1,740 @@
+"""The transactional operations on support requests.
+
+Each write runs in one transaction: lock the request row, ask the lifecycle
+table, write the change, its messages and its events, and read back the
+detail. A detail read is one statement (the request joined with its thread), a
+page one indexed statement, and the version lookups behind conditional GETs one
+indexed statement each.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import namedtuple
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from support_requests.domain.clock import iso_ms, now_ms
+from support_requests.domain.errors import (
+    FieldProblem,
+    InvalidTransition,
+    NotFound,
+    RequestClosed,
+    RuleViolation,
+)
+from support_requests.domain.lifecycle import (
+    SET_STATUS_EVENTS,
+    Actor,
+    Event,
+    Outcome,
+    Refusal,
+    Status,
+    decide,
+)
+from support_requests.domain.principal import Principal
+from support_requests.storage import pagination
+from support_requests.storage.database import Database, DbConnection
+from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
+
+requests_table = cast(Table, SupportRequest.__table__)
+messages_table = cast(Table, Message.__table__)
+events_table = cast(Table, RequestEvent.__table__)
+admins_table = cast(Table, Admin.__table__)
+
+REQUEST_COLUMNS = tuple(requests_table.c)
+MESSAGE_COLUMNS = tuple(messages_table.c)
+VERSION_COLUMNS = (requests_table.c.id, requests_table.c.version)
+
+# Hot statements, built once: SQLAlchemy then finds them in its compiled cache by a
+# memoised key instead of rebuilding and hashing an expression per request.
+_REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("request_id"))
+_OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
+_LOCK_REQUEST = _REQUEST.with_for_update()
+_LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+_INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
+_INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
+_INSERT_EVENT = insert(events_table)
+# The columns to set come with each call's parameters; the version always moves.
+_UPDATE_REQUEST = (
+    update(requests_table)
+    .where(requests_table.c.id == bindparam("changed_id"))
+    .values(version=requests_table.c.version + 1)
+)
+# The detail in one statement: the request on every row, its thread alongside. One
+# statement sees one snapshot on any isolation level, so no thread is newer than its request.
+_DETAIL = (
+    select(*REQUEST_COLUMNS, *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS))
+    .select_from(
+        requests_table.outerjoin(messages_table, messages_table.c.request_id == requests_table.c.id)
+    )
+    .where(requests_table.c.id == bindparam("request_id"))
+    .order_by(messages_table.c.id)
+)
+_OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
+
+
+def _create_statement() -> Select[Any]:
+    """PostgreSQL: a request, its first message and its ``created`` event in one statement,
+    answering with the detail's row. Data-modifying CTEs run exactly once, to completion,
+    in the statement's own transaction: all three rows or none."""
+    created = (
+        insert(requests_table)
+        .values({name: bindparam(name) for name in _CREATED_COLUMNS})
+        .returning(*REQUEST_COLUMNS)
+        .cte("created")
+    )
+    first_message = (
+        insert(messages_table)
+        .from_select(
+            [
+                "request_id",
+                "author_type",
+                "author_id",
+                "author_name",
+                "author_image",
+                "body",
+                "created_at",
+            ],
+            select(
+                created.c.id,
+                bindparam("author_type", type_=messages_table.c.author_type.type),
+                created.c.customer_id,
+                created.c.customer_name,
+                created.c.customer_image,
+                bindparam("body", type_=messages_table.c.body.type),
+                created.c.created_at,
+            ),
+        )
+        .returning(*MESSAGE_COLUMNS)
+        .cte("first_message")
+    )
+    event = (
+        insert(events_table)
+        .from_select(
+            ["request_id", "type", "actor_type", "actor_id", "at", "changes"],
+            select(
+                created.c.id,
+                bindparam("event_type", type_=events_table.c.type.type),
+                bindparam("author_type", type_=events_table.c.actor_type.type),
+                created.c.customer_id,
+                created.c.created_at,
+                bindparam("changes", type_=events_table.c.changes.type),
+            ),
+        )
+        .cte("created_event")
+    )
+    return (
+        select(
+            *(created.c[c.name] for c in REQUEST_COLUMNS),
+            *(first_message.c[c.name].label(f"message_{c.name}") for c in MESSAGE_COLUMNS),
+        )
+        .select_from(created.join(first_message, first_message.c.request_id == created.c.id))
+        .add_cte(event)
+    )
+
+
+_CREATED_COLUMNS = (
+    "customer_id",
+    "customer_name",
+    "customer_image",
+    "category",
+    "subject",
+    "status",
+    "last_customer_message_at",
+    "created_at",
+    "updated_at",
+    "version",
+)
+StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
+# A conditional GET's lookup (every poll runs one): a probe of the primary key.
+_VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
+_OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
+_CREATE = _create_statement()
+
+
+@dataclass
+class RequestRecord:
+    """A support request as stored, with its thread when one was read."""
+
+    row: Any
+    messages: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    """One page of a listing and the cursor of the next, if any."""
+
+    records: list[RequestRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class PageVersions:
+    """A page by reference: each row's (id, version) in page order, and whether more follow.
+
+    A listing's items are a function of each row's version, and its next cursor of the last
+    row's key and whether more follow: two reads of a page with equal ``PageVersions`` show
+    the same page.
+    """
+
+    rows: tuple[tuple[int, int], ...]
+    has_more: bool
+
+    @classmethod
+    def of(cls, page: Page) -> PageVersions:
+        """The reference of a page read in full."""
+        rows = tuple((record.row.id, record.row.version) for record in page.records)
+        return cls(rows, page.next_cursor is not None)
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The admin queue's filters and sort."""
+
+    status: str | None = None
+    category: str | None = None
+    assigned: bool | None = None
+    assignee_id: str | None = None
+    sort: str = "-createdAt"
+
+
+class _Changes:
+    """The column values and events one write accumulates."""
+
+    def __init__(self, row: Any, actor: Principal, now: datetime) -> None:
+        self.row = row
+        self.actor = actor
+        self.now = now
+        self.values: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def current(self, column: str) -> Any:
+        return self.values.get(column, getattr(self.row, column))
+
+    def record(self, event_type: str, **fields: tuple[Any, Any]) -> None:
+        changes = {
+            name: {"from": _plain(old), "to": _plain(new)} for name, (old, new) in fields.items()
+        }
+        self.events.append(
+            {
+                "type": event_type,
+                "actor_type": self.actor.role.value,
+                "actor_id": self.actor.sub,
+                "at": self.now,
+                "changes": changes,
+            }
+        )
+
+    def set_status(self, target: Status) -> None:
+        """Move to ``target`` with the timestamps and note the lifecycle ties to it."""
+        before = Status(self.current("status"))
+        if target is before:
+            return
+        fields: dict[str, tuple[Any, Any]] = {"status": (before.value, target.value)}
+        self.values["status"] = target.value
+        if before is Status.RESOLVED:
+            fields["resolvedAt"] = (self.current("resolved_at"), None)
+            fields["resolutionNote"] = (self.current("resolution_note"), None)
+            self.values["resolved_at"] = None
+            self.values["resolution_note"] = None
+        if target is Status.RESOLVED:
+            fields["resolvedAt"] = (self.current("resolved_at"), self.now)
+            self.values["resolved_at"] = self.now
+        if target is Status.CLOSED:
+            fields["closedAt"] = (self.current("closed_at"), self.now)
+            self.values["closed_at"] = self.now
+        self.record("status_changed", **fields)
+
+    def assign(self, admin_id: str | None) -> None:
+        before = self.current("assigned_admin_id")
+        if before == admin_id:
+            return
+        self.values["assigned_admin_id"] = admin_id
+        self.record("assignment_changed", assignedAdminId=(before, admin_id))
+
+    def set_note(self, note: str) -> None:
+        before = self.current("resolution_note")
+        if before == note:
+            return
+        self.values["resolution_note"] = note
+        self.record("resolution_note_set", resolutionNote=(before, note))
+
+
+def _plain(value: Any) -> Any:
+    return iso_ms(value) if isinstance(value, datetime) else value
+
+
+def _refuse(outcome: Outcome, request_id: int) -> None:
+    if outcome.refusal is Refusal.REQUEST_CLOSED:
+        raise RequestClosed(f"Support request {request_id} is closed and takes no more replies.")
+    if outcome.refusal is not None:
+        raise InvalidTransition(
+            f"Support request {request_id} is closed; its status, assignee and note are final."
+        )
+
+
+def _detail_record(rows: list[Any], request_id: int) -> RequestRecord:
+    """A request and its thread from rows shaped as ``_DETAIL``'s."""
+    if not rows:
+        raise _not_found(request_id)
+    first_message = len(REQUEST_COLUMNS)
+    messages = [
+        StoredMessage._make(row[first_message:]) for row in rows if row[first_message] is not None
+    ]
+    return RequestRecord(rows[0], messages)
+
+
+def _not_found(request_id: int) -> NotFound:
+    return NotFound(f"Support request {request_id} was not found.")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A listing: its equality filters (column, value), the assignment filter, the sort, and
+    the scope its cursors are bound to."""
+
+    equal: tuple[tuple[str, Any], ...]
+    assigned: bool | None
+    sort: str
+    scope: str
+
+    def statement(
+        self, columns: tuple[Any, ...], limit: int, cursor: str | None
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """The page's statement (one row more than ``limit``) and its parameters."""
+        parameters = {f"equal_{name}": value for name, value in self.equal}
+        parameters["rows"] = limit + 1
+        if cursor is not None:
+            parameters["after_moment"], parameters["after_id"] = pagination.decode(
+                cursor, self.scope
+            )
+        shape = tuple(name for name, _ in self.equal)
+        statement = _page_statement(columns, shape, self.assigned, self.sort, cursor is not None)
+        return statement, parameters
+
+
+def _customer_listing(customer: Principal, status: str | None) -> _Listing:
+    """A customer's own list, newest first."""
+    # Bound to the customer too: another customer's cursor is not one issued for this list.
+    scope = pagination.scope_of(listing="mobile", customer=customer.sub, status=status)
+    equal: list[tuple[str, Any]] = [("customer_id", customer.sub)]
+    if status is not None:
+        equal.append(("status", status))
+    return _Listing(tuple(equal), None, "-createdAt", scope)
+
+
+def _queue_listing(filters: QueueFilters) -> _Listing:
+    """The admin queue, filtered and sorted."""
+    scope = pagination.scope_of(
+        listing="admin",
+        status=filters.status,
+        category=filters.category,
+        assigned=filters.assigned,
+        assignee=filters.assignee_id,
+        sort=filters.sort,
+    )
+    equal: list[tuple[str, Any]] = []
+    if filters.status is not None:
+        equal.append(("status", filters.status))
+    if filters.category is not None:
+        equal.append(("category", filters.category))
+    if filters.assignee_id is not None:
+        equal.append(("assigned_admin_id", filters.assignee_id.lower()))
+    return _Listing(tuple(equal), filters.assigned, filters.sort, scope)
+
+
+@functools.cache
+def _page_statement(
+    columns: tuple[Any, ...],
+    equal: tuple[str, ...],
+    assigned: bool | None,
+    sort: str,
+    after_cursor: bool,
+) -> Select[Any]:
+    """A listing's page statement, built once per shape; its values are parameters."""
+    conditions: list[ColumnElement[bool]] = [
+        requests_table.c[name] == bindparam(f"equal_{name}") for name in equal
+    ]
+    if assigned is True:
+        conditions.append(requests_table.c.assigned_admin_id.is_not(None))
+    elif assigned is False:
+        conditions.append(requests_table.c.assigned_admin_id.is_(None))
+    key_column = (
+        requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
+    )
+    key = tuple_(key_column, requests_table.c.id)
+    descending = sort.startswith("-")
+    if after_cursor:
+        after = tuple_(
+            bindparam("after_moment", type_=key_column.type),
+            bindparam("after_id", type_=requests_table.c.id.type),
+        )
+        conditions.append(key < after if descending else key > after)
+    order = (
+        (key_column.desc(), requests_table.c.id.desc())
+        if descending
+        else (key_column.asc(), requests_table.c.id.asc())
+    )
+    return select(*columns).where(*conditions).order_by(*order).limit(bindparam("rows"))
+
+
+class SupportDesk:
+    """Every operation on support requests, for customers and admins alike."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._admins_seen: dict[str, tuple[str | None, str | None]] = {}
+
+    # -- customers -------------------------------------------------------------
+
+    async def create_request(
+        self, customer: Principal, *, category: str, subject: str, message: str
+    ) -> RequestRecord:
+        """Open a request with its first message and its event, all or nothing."""
+        now = now_ms()
+        request = {
+            "customer_id": customer.sub,
+            "customer_name": customer.name,
+            "customer_image": customer.picture,
+            "category": category,
+            "subject": subject,
+            "status": Status.OPEN.value,
+            "last_customer_message_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        event = {
+            "type": "created",
+            "actor_type": customer.role.value,
+            "actor_id": customer.sub,
+            "at": now,
+            "changes": {
+                "status": {"from": None, "to": Status.OPEN.value},
+                "category": {"from": None, "to": category},
+                "subject": {"from": None, "to": subject},
+            },
+        }
+        if not self.database.is_sqlite:
+            # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
+            async with self.database.autocommit() as connection:
+                result = await connection.execute(
+                    _CREATE,
+                    {
+                        **request,
+                        "author_type": customer.role.value,
+                        "body": message,
+                        "event_type": event["type"],
+                        "changes": event["changes"],
+                    },
+                )
+                return _detail_record(result.all(), 0)
+        async with self.database.writing() as connection:
+            request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
+            await self._add_message(connection, request_id, customer, message, now)
+            await self._write_events(connection, request_id, [event])
+            return await self._read_detail(connection, request_id)
+
+    async def list_for_customer(
+        self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
+    ) -> Page:
+        """The customer's own requests, newest first."""
+        return await self._page(_customer_listing(customer, status), limit, cursor)
+
+    async def page_versions_for_customer(
+        self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
+    ) -> PageVersions:
+        """What ``list_for_customer`` would show, by reference: one statement, same index."""
+        return await self._page_versions(_customer_listing(customer, status), limit, cursor)
+
+    async def get_for_customer(self, customer: Principal, request_id: int) -> RequestRecord:
+        """One of the customer's requests with its thread."""
+        async with self.database.reading() as connection:
+            return await self._read_detail(connection, request_id, customer_id=customer.sub)
+
+    async def version_for_customer(self, customer: Principal, request_id: int) -> int:
+        """The version of one of the customer's requests: one lookup by primary key; the same
+        404 as ``get_for_customer`` for a request that is not theirs."""
+        return await self._version(request_id, customer_id=customer.sub)
+
+    async def reply_as_customer(
+        self, customer: Principal, request_id: int, body: str
+    ) -> RequestRecord:
+        """Append the customer's reply; a resolved request reopens, a closed one refuses."""
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id, customer_id=customer.sub)
+            outcome = decide(Actor.CUSTOMER, Event.CUSTOMER_REPLY, Status(row.status))
+            _refuse(outcome, request_id)
+            changes = _Changes(row, customer, max(now_ms(), row.updated_at))
+            message_id = await self._add_message(
+                connection, request_id, customer, body, changes.now
+            )
+            changes.record(
+                "customer_replied",
+                messageId=(None, message_id),
+                lastCustomerMessageAt=(row.last_customer_message_at, changes.now),
+            )
+            assert outcome.to is not None
+            changes.set_status(outcome.to)
+            changes.values.update(
+                last_customer_message_at=changes.now,
+                customer_name=customer.name,
+                customer_image=customer.picture,
+            )
+            await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    # -- admins ----------------------------------------------------------------
+
+    async def list_queue(
+        self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
+    ) -> Page:
+        """The queue, filtered and sorted."""
+        await self._remember_admin(admin)
+        return await self._page(_queue_listing(filters), limit, cursor)
+
+    async def queue_page_versions(
+        self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
+    ) -> PageVersions:
+        """What ``list_queue`` would show, by reference: one statement, same index."""
+        await self._remember_admin(admin)
+        return await self._page_versions(_queue_listing(filters), limit, cursor)
+
+    async def get_for_admin(self, admin: Principal, request_id: int) -> RequestRecord:
+        """Any request with its thread."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            return await self._read_detail(connection, request_id)
+
+    async def version_for_admin(self, admin: Principal, request_id: int) -> int:
+        """The version of any request: one lookup by primary key; 404 when there is none."""
+        await self._remember_admin(admin)
+        return await self._version(request_id)
+
+    async def reply_as_admin(self, admin: Principal, request_id: int, body: str) -> RequestRecord:
+        """Append a staff reply; on ``open`` it starts work and takes the request if unowned."""
+        await self._remember_admin(admin)
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id)
+            outcome = decide(Actor.ADMIN, Event.ADMIN_REPLY, Status(row.status))
+            _refuse(outcome, request_id)
+            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
+            message_id = await self._add_message(connection, request_id, admin, body, changes.now)
+            changes.record(
+                "admin_replied",
+                messageId=(None, message_id),
+                lastAdminMessageAt=(row.last_admin_message_at, changes.now),
+            )
+            assert outcome.to is not None
+            changes.set_status(outcome.to)
+            if outcome.assigns_replier and row.assigned_admin_id is None:
+                changes.assign(admin.sub)
+            changes.values["last_admin_message_at"] = changes.now
+            await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    async def update(
+        self, admin: Principal, request_id: int, requested: dict[str, Any]
+    ) -> RequestRecord:
+        """Change status, assignee and note together, or refuse the whole change."""
+        await self._remember_admin(admin)
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, request_id)
+            current = Status(row.status)
+            target = Status(requested.get("status", current))
+            events = [SET_STATUS_EVENTS[target]] if "status" in requested else []
+            if "assignedAdminId" in requested:
+                events.append(Event.ASSIGN)
+            if "resolutionNote" in requested:
+                events.append(Event.SET_NOTE)
+            for event in events:
+                _refuse(decide(Actor.ADMIN, event, current), request_id)
+
+            problems: list[FieldProblem] = []
+            assignee = requested.get("assignedAdminId")
+            if assignee is not None:
+                assignee = assignee.lower()
+                known = await connection.scalar(
+                    select(admins_table.c.id).where(admins_table.c.id == assignee)
+                )
+                if known is None:
+                    problems.append(
+                        FieldProblem("assignedAdminId", "is not an admin this service has seen")
+                    )
+            note = requested.get("resolutionNote")
+            if note is not None and target is not Status.RESOLVED:
+                problems.append(
+                    FieldProblem(
+                        "resolutionNote", "can only be set on a request that is or becomes resolved"
+                    )
+                )
+            if (
+                target is Status.RESOLVED
+                and note is None
+                and not (current is Status.RESOLVED and row.resolution_note)
+            ):
+                problems.append(FieldProblem("resolutionNote", "is required to resolve a request"))
+            if problems:
+                raise RuleViolation(problems)
+
+            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
+            changes.set_status(target)
+            if note is not None:
+                changes.set_note(note)
+            if "assignedAdminId" in requested:
+                changes.assign(assignee)
+            if changes.events:  # a PATCH that changes nothing leaves updatedAt alone
+                await self._apply(connection, changes)
+            return await self._read_detail(connection, request_id)
+
+    async def list_admins(self, admin: Principal) -> list[Any]:
+        """Every admin seen so far, by name."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            result = await connection.execute(
+                select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
+                    admins_table.c.name, admins_table.c.id
+                )
+            )
+            return list(result.all())
+
+    async def list_events(self, admin: Principal, request_id: int) -> list[Any]:
+        """The request's history, oldest first."""
+        await self._remember_admin(admin)
+        async with self.database.reading() as connection:
+            exists = await connection.scalar(
+                select(requests_table.c.id).where(requests_table.c.id == request_id)
+            )
+            if exists is None:
+                raise _not_found(request_id)
+            result = await connection.execute(
+                select(events_table)
+                .where(events_table.c.request_id == request_id)
+                .order_by(events_table.c.id)
+            )
+            return list(result)
+
+    # -- internals -------------------------------------------------------------
+
+    async def _page(self, listing: _Listing, limit: int, cursor: str | None) -> Page:
+        statement, parameters = listing.statement(REQUEST_COLUMNS, limit, cursor)
+        async with self.database.reading() as connection:
+            rows = (await connection.execute(statement, parameters)).all()
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            moment = last.updated_at if listing.sort == "-updatedAt" else last.created_at
+            next_cursor = pagination.encode(moment, last.id, listing.scope)
+        return Page([RequestRecord(row) for row in rows], next_cursor)
+
+    async def _page_versions(
+        self, listing: _Listing, limit: int, cursor: str | None
+    ) -> PageVersions:
+        statement, parameters = listing.statement(VERSION_COLUMNS, limit, cursor)
+        async with self.database.reading() as connection:
+            rows = (await connection.execute(statement, parameters)).all()
+        return PageVersions(tuple((row.id, row.version) for row in rows[:limit]), len(rows) > limit)
+
+    async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
+        parameters: dict[str, Any] = {"request_id": request_id}
+        if customer_id is not None:
+            parameters["customer_id"] = customer_id
+        statement = _VERSION if customer_id is None else _OWNED_VERSION
+        async with self.database.reading() as connection:
+            version = await connection.scalar(statement, parameters)
+        if version is None:
+            raise _not_found(request_id)
+        return int(version)
+
+    async def _lock(
+        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
+    ) -> Any:
+        if customer_id is None:
+            result = await connection.execute(_LOCK_REQUEST, {"request_id": request_id})
+        else:
+            result = await connection.execute(
+                _LOCK_OWNED_REQUEST, {"request_id": request_id, "customer_id": customer_id}
+            )
+        row = result.first()
+        if row is None:
+            raise _not_found(request_id)
+        return row
+
+    async def _read_detail(
+        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
+    ) -> RequestRecord:
+        if customer_id is None:
+            result = await connection.execute(_DETAIL, {"request_id": request_id})
+        else:
+            result = await connection.execute(
+                _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
+            )
+        return _detail_record(result.all(), request_id)
+
+    async def _add_message(
+        self,
+        connection: DbConnection,
+        request_id: int,
+        author: Principal,
+        body: str,
+        now: datetime,
+    ) -> int:
+        result = await connection.execute(
+            _INSERT_MESSAGE,
+            {
+                "request_id": request_id,
+                "author_type": author.role.value,
+                "author_id": author.sub,
+                "author_name": author.name,
+                "author_image": author.picture,
+                "body": body,
+                "created_at": now,
+            },
+        )
+        return int(result.scalar_one())
+
+    async def _apply(self, connection: DbConnection, changes: _Changes) -> None:
+        await connection.execute(
+            _UPDATE_REQUEST,
+            {**changes.values, "updated_at": changes.now, "changed_id": changes.row.id},
+        )
+        await self._write_events(connection, changes.row.id, changes.events)
+
+    async def _write_events(
+        self, connection: DbConnection, request_id: int, events: list[dict[str, Any]]
+    ) -> None:
+        if events:
+            await connection.execute(
+                _INSERT_EVENT, [{"request_id": request_id, **event} for event in events]
+            )
+
+    async def _remember_admin(self, admin: Principal) -> None:
+        """Record an admin seen in a token, once per process unless name or picture change."""
+        seen = (admin.name, admin.picture)
+        if self._admins_seen.get(admin.sub) == seen:
+            return
+        dialect = postgresql if not self.database.is_sqlite else sqlite
+        statement = dialect.insert(admins_table).values(
+            id=admin.sub, name=admin.name, image=admin.picture, first_seen_at=now_ms()
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[admins_table.c.id],
+            set_={"name": statement.excluded.name, "image": statement.excluded.image},
+        )
+        async with self.database.writing() as connection:
+            await connection.execute(statement)
+        self._admins_seen[admin.sub] = seen
