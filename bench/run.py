@@ -16,7 +16,7 @@ It seeds through the API only (customers x requests each, plus one "hot" request
 longer thread), then runs each scenario under wrk (``bench/lua/requests.lua`` replays a
 list of requests, each with its own customer's token). ``--preload N`` first writes N
 other requests straight into the database (``bench/preload.py``) for the scale case.
-See the README's "Benchmarking a deployment" section. Run it with the project's Python environment.
+See bench/README.md ("The benchmark: run.py"). Run it with the project's Python environment.
 """
 
 from __future__ import annotations
@@ -730,7 +730,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
         description=__doc__.split("\n\n")[0],
-        epilog="See the README (Benchmarking a deployment) for what each scenario sends.",
+        epilog="See bench/README.md (What it does) for what each scenario sends.",
     )
     add_setup_arguments(parser)
     run = parser.add_argument_group("load")

@@ -1,6 +1,6 @@
 """The running app against its own contract, with Schemathesis, in-process, on each database.
 
-This is the command-line run in the README's "Checking the contract (QA)" section
+This is the command-line run in docs/testing.md's "Fuzz a deployment: Schemathesis" section
 (``schemathesis run …/openapi.json --checks all --phases
 examples,coverage,fuzzing,stateful`` with the project's ``schemathesis.toml``), driven
 through Schemathesis' engine against the ASGI app: every check
