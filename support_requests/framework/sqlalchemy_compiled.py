@@ -16,7 +16,9 @@ and PostgreSQL:
 - A statement is compiled once per dialect and set of parameter names, cached by the
   statement object itself: storage code builds its statements once, at import. (SQLAlchemy
   caches by a structural key, so that statements built per call hit the cache too; a
-  statement built per call here compiles per call.)
+  statement built per call here compiles per call.) The cache is bounded like SQLAlchemy's
+  (500 entries by default), least recently used dropped, so statements built per call
+  cannot grow it; its 1,024 entries exceed storage's statements times their shapes.
 - Result processors are asked for without the driver's type code (SQLAlchemy passes the
   cursor description's ``type_code``): the types storage uses do not look at it.
 - Statements that need the execution context (Python-side column defaults, expanding ``IN``
@@ -27,10 +29,10 @@ The dependency is bounded to the minor version tested (``SQLAlchemy<2.2`` in pyp
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import Executable
 from sqlalchemy.engine import Dialect
@@ -53,12 +55,12 @@ class CompiledStatement(NamedTuple):
 class Statements:
     """Core statements compiled once per dialect, and their driver parameters and rows."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, *, cache_size: int = 1024) -> None:
         self.dialect = dialect
-        # Weak: a statement built per call takes its compiled forms along when it goes.
-        self._cache: WeakKeyDictionary[Executable, dict[tuple[str, ...], CompiledStatement]] = (
-            WeakKeyDictionary()
-        )
+        # Keyed by the statement object (its hash is its identity) and held, so that no other
+        # statement takes its id while it is cached.
+        self._compiled = functools.lru_cache(maxsize=cache_size)(self._compile)
+        self.cache_info = self._compiled.cache_info
 
     def prepare(
         self, statement: Executable, parameters: Parameters
@@ -66,12 +68,7 @@ class Statements:
         """The compiled statement and, per parameter set, the values the driver takes."""
         many = parameters if isinstance(parameters, list) else [parameters or {}]
         column_keys = tuple(many[0])
-        shapes = self._cache.get(statement)
-        if shapes is None:
-            shapes = self._cache[statement] = {}
-        prepared = shapes.get(column_keys)
-        if prepared is None:
-            prepared = shapes[column_keys] = self._compile(statement, column_keys)
+        prepared = self._compiled(statement, column_keys)
         compiled = prepared.compiled
         binds = prepared.binds
         values: list[Any] = []
