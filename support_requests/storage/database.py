@@ -1,8 +1,8 @@
 """Connections, transactions, and statements run by the driver.
 
-Storage code writes SQLAlchemy Core statements, built once at import;
-``support_requests.framework.sqlalchemy_compiled`` compiles each one once per dialect and
-the driver runs the SQL with SQLAlchemy's bind and result processors applied.
+Storage code writes SQLAlchemy Core statements and builds each one once;
+``support_requests.framework.sqlalchemy_compiled`` compiles it once per dialect and the
+driver runs the SQL with SQLAlchemy's bind and result processors applied.
 SQLAlchemy's ``Connection`` costs 100-300 µs per statement in checkout, execution
 context and result machinery, more than a query on a local database; this path costs
 tens. Driver errors come out as SQLAlchemy's exceptions
