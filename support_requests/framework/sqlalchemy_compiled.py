@@ -14,11 +14,12 @@ its ``bind_processor``/``result_processor``. What is ours, and what
 and PostgreSQL:
 
 - A statement is compiled once per dialect and set of parameter names, cached by the
-  statement object itself: storage code builds its statements once, at import. (SQLAlchemy
-  caches by a structural key, so that statements built per call hit the cache too; a
-  statement built per call here compiles per call.) The cache is bounded like SQLAlchemy's
-  (500 entries by default), least recently used dropped, so statements built per call
-  cannot grow it; its 1,024 entries exceed storage's statements times their shapes.
+  statement object itself: storage code builds each statement once (at import, or once per
+  shape of a listing). SQLAlchemy caches by a structural key, so that statements built per
+  call hit the cache too; a statement built per call here compiles per call. The cache is
+  bounded like SQLAlchemy's (500 entries by default), least recently used dropped, so
+  statements built per call cannot grow it; its 1,024 entries exceed storage's statements
+  times their shapes.
 - Result processors are asked for without the driver's type code (SQLAlchemy passes the
   cursor description's ``type_code``): the types storage uses do not look at it.
 - Statements that need the execution context (Python-side column defaults, expanding ``IN``
