@@ -1,11 +1,11 @@
 """Connections, transactions, and statements run by the driver.
 
-Storage code writes SQLAlchemy Core statements; ``Statements`` compiles each one
-once per dialect (keyed by SQLAlchemy's own cache key, so statements built per call
-hit the cache too) and the driver runs the SQL with SQLAlchemy's bind and result
-processors applied. SQLAlchemy's ``Connection`` costs 100-300 µs per statement in
-checkout, execution context and result machinery, more than a query on a local
-database; this path costs tens. Driver errors come out as SQLAlchemy's exceptions
+Storage code writes SQLAlchemy Core statements and builds each one once;
+``support_requests.framework.sqlalchemy_compiled`` compiles it once per dialect and the
+driver runs the SQL with SQLAlchemy's bind and result processors applied.
+SQLAlchemy's ``Connection`` costs 100-300 µs per statement in checkout, execution
+context and result machinery, more than a query on a local database; this path costs
+tens. Driver errors come out as SQLAlchemy's exceptions
 (``OperationalError``, ``IntegrityError``), so a database that cannot answer is a 503
 and a duplicate key is still an ``IntegrityError``.
 
@@ -33,18 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import namedtuple
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, Executable, create_engine
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.compiler import SQLCompiler
 
+from support_requests.framework.sqlalchemy_compiled import Statements, rows
 from support_requests.storage.models import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -95,112 +94,6 @@ class Result:
         if len(self._rows) > 1:
             raise MultipleResultsFound("Multiple rows were found when one was required")
         return self._rows[0][0]
-
-
-class _Prepared(NamedTuple):
-    """One statement compiled for one dialect, with what turns values into rows."""
-
-    compiled: SQLCompiler
-    sql: str
-    binds: dict[str, Any]
-    positions: tuple[str, ...] | None
-    row: Any  # a namedtuple class, or None when the driver's description names the columns
-    results: tuple[tuple[int, Any], ...]
-
-
-class Statements:
-    """Core statements compiled once per dialect, and their driver parameters and rows."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self._cache: dict[Any, _Prepared] = {}
-
-    def prepare(
-        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None
-    ) -> tuple[_Prepared, list[Any]]:
-        """The compiled statement and, per parameter set, the values the driver takes."""
-        many = parameters if isinstance(parameters, list) else [parameters or {}]
-        column_keys = tuple(many[0])
-        cache_key = statement._generate_cache_key()  # type: ignore[attr-defined]
-        key = None if cache_key is None else (cache_key[0], column_keys)
-        prepared = None if key is None else self._cache.get(key)
-        if prepared is None:
-            prepared = self._compile(statement, cache_key, column_keys)
-            if key is not None:
-                self._cache[key] = prepared
-        extracted, collected = (None, None) if cache_key is None else cache_key[1:]
-        compiled = prepared.compiled
-        binds = prepared.binds
-        values: list[Any] = []
-        for given in many:
-            full = compiled.construct_params(
-                given,
-                escape_names=False,
-                extracted_parameters=extracted,
-                _collected_params=collected,
-            )
-            if prepared.positions is not None:
-                values.append(
-                    tuple(
-                        binds[name](full[name]) if name in binds else full[name]
-                        for name in prepared.positions
-                    )
-                )
-            else:
-                values.append(
-                    {
-                        name: binds[name](value) if name in binds else value
-                        for name, value in full.items()
-                    }
-                )
-        return prepared, values
-
-    def _compile(
-        self, statement: Executable, cache_key: Any, column_keys: tuple[str, ...]
-    ) -> _Prepared:
-        compiled = statement.compile(  # type: ignore[attr-defined]
-            dialect=self.dialect, column_keys=list(column_keys), cache_key=cache_key
-        )
-        if (
-            compiled.insert_prefetch
-            or compiled.update_prefetch
-            or compiled.literal_execute_params
-            or compiled.post_compile_params
-            or compiled.escaped_bind_names
-        ):
-            # Python-side defaults, expanding IN lists and escaped names need SQLAlchemy's
-            # execution context; storage code gives every value and uses none of them.
-            raise NotImplementedError(f"statement needs SQLAlchemy's execution: {compiled}")
-        columns = compiled._result_columns
-        row = (
-            namedtuple("Row", [column.keyname for column in columns], rename=True)
-            if columns
-            else None
-        )
-        results = tuple(
-            (index, processor)
-            for index, column in enumerate(columns)
-            if (processor := column.type._cached_result_processor(self.dialect, None)) is not None
-        )
-        positions = tuple(compiled.positiontup) if compiled.positional else None
-        return _Prepared(
-            compiled, compiled.string, dict(compiled._bind_processors), positions, row, results
-        )
-
-
-def _rows(prepared: _Prepared, description: Any, fetched: Sequence[Any]) -> list[Any]:
-    if not fetched:
-        return []
-    row: Any = prepared.row or namedtuple("Row", [column[0] for column in description], rename=True)
-    if not prepared.results:
-        return [row._make(values) for values in fetched]
-    rows = []
-    for values in fetched:
-        values = list(values)
-        for index, processor in prepared.results:
-            values[index] = processor(values[index])
-        rows.append(row._make(values))
-    return rows
 
 
 def _observe(sql: str, parameters: Any) -> None:
@@ -275,7 +168,7 @@ class _SqliteConnection(_Connection):
             fetched = cursor.fetchall() if cursor.description else []
         except sqlite3.Error as error:
             raise DBAPIError.instance(sql, values, error, sqlite3.Error) from error
-        return Result(_rows(prepared, cursor.description, fetched), cursor.rowcount)
+        return Result(rows(prepared, cursor.description, fetched), cursor.rowcount)
 
     async def _control(self, sql: str) -> None:
         _control_sqlite(self._connection, sql)
@@ -383,7 +276,7 @@ class _PgConnection(_Connection):
         except self._pool.driver_error as error:
             raise self._pool.failed(self._connection, sql, values, error) from error
         description = cursor.description if fetched and prepared.row is None else None
-        return Result(_rows(prepared, description, fetched), cursor.rowcount)
+        return Result(rows(prepared, description, fetched), cursor.rowcount)
 
     async def roll_back(self) -> None:
         """End a failed transaction; a connection that cannot is closed at check-in."""

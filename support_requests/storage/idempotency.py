@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from support_requests.domain.clock import now_ms
@@ -24,6 +24,16 @@ records = cast(Table, IdempotencyRecord.__table__)
 SWEEP_EVERY = timedelta(minutes=1)
 IN_PROGRESS = "in_progress"
 DONE = "done"
+
+# Built once: the driver compiles a statement once and finds it again by identity. (The
+# names of the key's parameters differ from its columns', which an UPDATE's SET takes.)
+_THIS_KEY = (records.c.owner == bindparam("of_owner"), records.c.key == bindparam("of_key"))
+_SWEEP = delete(records).where(records.c.created_at < bindparam("before"))
+_LOCK = select(records).where(*_THIS_KEY).with_for_update()
+_DROP = delete(records).where(*_THIS_KEY)
+_INSERT = insert(records)
+_UPDATE = update(records).where(*_THIS_KEY)
+_RELEASE = _DROP.where(records.c.state == IN_PROGRESS)
 
 
 class KeyReused(Exception):
@@ -61,32 +71,24 @@ class IdempotencyStore:
             if now >= self._next_sweep:
                 # Expired keys are dead weight: drop them, at most once a minute a process.
                 self._next_sweep = now + SWEEP_EVERY
-                await connection.execute(
-                    delete(records).where(records.c.created_at < now - self.ttl)
-                )
-            row = (
-                await connection.execute(
-                    select(records)
-                    .where(records.c.owner == owner, records.c.key == key)
-                    .with_for_update()
-                )
-            ).first()
+                await connection.execute(_SWEEP, {"before": now - self.ttl})
+            this_key = {"of_owner": owner, "of_key": key}
+            row = (await connection.execute(_LOCK, this_key)).first()
             if row is not None and self._expired(row, now):
-                await connection.execute(
-                    delete(records).where(records.c.owner == owner, records.c.key == key)
-                )
+                await connection.execute(_DROP, this_key)
                 row = None
             if row is None:
                 try:
                     async with connection.begin_nested():
                         await connection.execute(
-                            insert(records).values(
-                                owner=owner,
-                                key=key,
-                                fingerprint=fingerprint,
-                                state=IN_PROGRESS,
-                                created_at=now,
-                            )
+                            _INSERT,
+                            {
+                                "owner": owner,
+                                "key": key,
+                                "fingerprint": fingerprint,
+                                "state": IN_PROGRESS,
+                                "created_at": now,
+                            },
                         )
                 except IntegrityError:
                     raise KeyInFlight(key) from None
@@ -101,24 +103,21 @@ class IdempotencyStore:
         """Store the response the key's retries will get."""
         async with self.database.writing() as connection:
             await connection.execute(
-                update(records)
-                .where(records.c.owner == owner, records.c.key == key)
-                .values(
-                    state=DONE,
-                    status_code=response.status_code,
-                    body=response.body,
-                    location=response.location,
-                )
+                _UPDATE,
+                {
+                    "of_owner": owner,
+                    "of_key": key,
+                    "state": DONE,
+                    "status_code": response.status_code,
+                    "body": response.body,
+                    "location": response.location,
+                },
             )
 
     async def release(self, owner: str, key: str) -> None:
         """Give the key up after a failed operation, so that a retry runs it again."""
         async with self.database.writing() as connection:
-            await connection.execute(
-                delete(records).where(
-                    records.c.owner == owner, records.c.key == key, records.c.state == IN_PROGRESS
-                )
-            )
+            await connection.execute(_RELEASE, {"of_owner": owner, "of_key": key})
 
     def _expired(self, row: Any, now: datetime) -> bool:
         age = now - row.created_at

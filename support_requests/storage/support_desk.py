@@ -163,6 +163,16 @@ StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  
 _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
 _OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
 _CREATE = _create_statement()
+_REQUEST_ID = select(requests_table.c.id).where(requests_table.c.id == bindparam("request_id"))
+_EVENTS = (
+    select(events_table)
+    .where(events_table.c.request_id == bindparam("request_id"))
+    .order_by(events_table.c.id)
+)
+_ADMIN_ID = select(admins_table.c.id).where(admins_table.c.id == bindparam("admin_id"))
+_ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
+    admins_table.c.name, admins_table.c.id
+)
 
 
 @dataclass
@@ -567,9 +577,7 @@ class SupportDesk:
             assignee = requested.get("assignedAdminId")
             if assignee is not None:
                 assignee = assignee.lower()
-                known = await connection.scalar(
-                    select(admins_table.c.id).where(admins_table.c.id == assignee)
-                )
+                known = await connection.scalar(_ADMIN_ID, {"admin_id": assignee})
                 if known is None:
                     problems.append(
                         FieldProblem("assignedAdminId", "is not an admin this service has seen")
@@ -604,27 +612,17 @@ class SupportDesk:
         """Every admin seen so far, by name."""
         await self._remember_admin(admin)
         async with self.database.reading() as connection:
-            result = await connection.execute(
-                select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
-                    admins_table.c.name, admins_table.c.id
-                )
-            )
+            result = await connection.execute(_ADMINS)
             return list(result.all())
 
     async def list_events(self, admin: Principal, request_id: int) -> list[Any]:
         """The request's history, oldest first."""
         await self._remember_admin(admin)
         async with self.database.reading() as connection:
-            exists = await connection.scalar(
-                select(requests_table.c.id).where(requests_table.c.id == request_id)
-            )
+            exists = await connection.scalar(_REQUEST_ID, {"request_id": request_id})
             if exists is None:
                 raise _not_found(request_id)
-            result = await connection.execute(
-                select(events_table)
-                .where(events_table.c.request_id == request_id)
-                .order_by(events_table.c.id)
-            )
+            result = await connection.execute(_EVENTS, {"request_id": request_id})
             return list(result)
 
     # -- internals -------------------------------------------------------------
