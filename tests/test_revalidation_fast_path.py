@@ -8,6 +8,7 @@ without it is a 200, and otherwise gets the same status as that GET.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -53,3 +54,23 @@ def test_a_poll_is_304_exactly_where_the_plain_get_is_200(client: Any, base: str
             assert polled == (304 if plain == 200 else plain), (spelling, authorization)
             outcomes.add(plain)
     assert outcomes >= {200, 400, 401}
+
+
+def test_a_fast_304_is_logged_and_counted_like_the_plain_get(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = customer(sub="fast-path-subject")
+    url = f"{MOBILE}/{create(client, owner)['id']}"
+    plain = client.get(url, headers=owner)
+    caplog.set_level(logging.INFO, logger="support_requests.access")
+    caplog.clear()
+
+    polled = client.get(url, headers={**owner, "If-None-Match": plain.headers["etag"]})
+
+    assert polled.status_code == 304
+    remaining = int(plain.headers["ratelimit-remaining"])
+    assert int(polled.headers["ratelimit-remaining"]) == remaining - 1
+    [line] = [r.fields for r in caplog.records if r.name == "support_requests.access"]
+    assert line["route"] == "/api/mobile/support-requests/{id}"
+    assert line["sub"] == "fast-path-subject"
+    assert line["status"] == 304
