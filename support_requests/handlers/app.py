@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import starlette.convertors
 import yaml
 from connexion import AsyncApp
 from connexion.middleware import ConnexionMiddleware
@@ -26,22 +25,23 @@ from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
-from connexion.middleware.swagger_ui import SwaggerUIAPI, SwaggerUIMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import Request
-from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests.framework.connexion_operations import PreparedAsyncApp
+from support_requests.framework.connexion_validation import RequestValidation
+from support_requests.framework.routing import ContractRoutingMiddleware
+from support_requests.framework.swagger_ui import SpecAsWritten
 from support_requests.handlers import conditional, problems
-from support_requests.handlers.auth import TokenVerifier, bearer_security_handler
+from support_requests.handlers.auth import TokenVerifier, bearer_security
 from support_requests.handlers.limits import RateLimit
 from support_requests.handlers.observability import RequestContext, configure_logging
 from support_requests.handlers.operations import OPERATIONS
-from support_requests.handlers.prepared import PreparedAsyncApp
 from support_requests.handlers.settings import Settings
-from support_requests.handlers.validation import VALIDATOR_MAP, RequestValidation
+from support_requests.handlers.validation import VALIDATOR_MAP
 from support_requests.openapi import SPEC_PATH
 from support_requests.storage import schema
 from support_requests.storage.database import Database
@@ -50,26 +50,6 @@ from support_requests.storage.rate_limits import Limit, RateLimiter
 from support_requests.storage.support_desk import SupportDesk
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-class _AnySegment(starlette.convertors.Convertor[str]):
-    """Matches any path segment, so a malformed id reaches validation (400), not 404."""
-
-    regex = "[^/]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return str(value)
-
-
-class ContractRoutingMiddleware(RoutingMiddleware):  # type: ignore[misc]
-    """Connexion's router with integer path segments matched loosely (validated later)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app)
-        starlette.convertors.register_url_convertor("int", _AnySegment())
 
 
 class BodyLimit:
@@ -165,74 +145,6 @@ def _bound(middleware: type, **options: Any) -> type:
 
     Bound.__name__ = middleware.__name__
     return Bound
-
-
-class _SpecAsWrittenAPI(SwaggerUIAPI):  # type: ignore[misc]
-    """``/openapi.json`` as the file says, ``$ref``s and all (Connexion serves an inlined copy)."""
-
-    def _spec_for_prefix(self, request: Request) -> dict[str, Any]:
-        base_path = self._base_path_for_prefix(request)
-        specification = self.specification.with_base_path(base_path) if base_path else None
-        raw: dict[str, Any] = (specification or self.specification).raw
-        return raw
-
-
-class SpecAsWritten(SwaggerUIMiddleware):  # type: ignore[misc]
-    """Connexion's spec and Swagger UI routes, serving the spec as written.
-
-    Connexion sends every request through this router before its own; a request for a
-    path the router cannot match (nor redirect to, by adding or removing a trailing
-    slash) goes to the next app directly, as the router's default would send it.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app)
-        self._may_serve: list[Callable[[str], bool]] = []
-
-    def add_api(self, specification: Any, base_path: str | None = None, **kwargs: Any) -> None:
-        api = _SpecAsWrittenAPI(
-            specification, base_path=base_path, default=self.default_fn, **kwargs
-        )
-        self.router.mount(api.base_path, app=api.router)
-        self._may_serve.append(_paths_served(api.base_path, api.router.routes))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Behind a root_path, routes match part of the path: the router decides.
-        if scope["type"] == "http" and not scope.get("root_path"):
-            path = scope["path"]
-            for may_serve in self._may_serve:
-                if may_serve(path):
-                    break
-            else:
-                await self.app(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-
-def _paths_served(base_path: str, routes: list[Any]) -> Callable[[str], bool]:
-    """Whether a router mounted at ``base_path`` with ``routes`` may match ``path`` (or
-    redirect it); true for any path it cannot rule out."""
-    exact: set[str] = set()
-    mounts: list[str] = []
-    for route in routes:
-        if type(route) is Route and "{" not in route.path:
-            exact.add(route.path)
-        elif type(route) is Mount and "{" not in route.path:
-            mounts.append(route.path + "/")
-        else:
-            return lambda _path: True
-    prefixes, mounted_at = tuple(mounts), base_path + "/"
-
-    def may_serve(path: str) -> bool:
-        if not path.startswith(mounted_at):
-            return True
-        rest = path[len(base_path) :]
-        for candidate in (rest, rest.rstrip("/"), rest + "/"):
-            if candidate in exact or candidate.startswith(prefixes):
-                return True
-        return False
-
-    return may_serve
 
 
 def _middlewares(
@@ -378,7 +290,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         spec,
         resolver=_injecting_resolver(dependencies),
         validator_map=VALIDATOR_MAP,
-        security_map={"bearer": bearer_security_handler(verifier)},
+        security_map={"bearer": bearer_security(verifier)},
         strict_validation=True,
         validate_responses=settings.validate_responses,
         pythonic_params=True,

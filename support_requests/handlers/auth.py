@@ -21,15 +21,18 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from connexion.security import BearerSecurityHandler
+from starlette.types import Scope
 
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
+from support_requests.framework.connexion_security import TokenCheck, bearer_security_handler
+from support_requests.handlers.observability import remember_caller
 from support_requests.handlers.problems import HttpProblem
 from support_requests.handlers.settings import JWKS_ALGORITHMS, Settings, parse_public_key
 
@@ -315,40 +318,45 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(sub=sub, role=role, name=name, picture=picture)
 
 
-def bearer_security_handler(verifier: TokenVerifier) -> type[BearerSecurityHandler]:
-    """A Connexion bearer handler bound to ``verifier``, enforcing each scheme's ``x-role``."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case,
+    split at the first whitespace as Connexion splits it); None for none or another."""
+    parts = (authorization or "").split(maxsplit=1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return None
+    return parts[1]
 
-    class RoleBearerHandler(BearerSecurityHandler):  # type: ignore[misc]
-        def _resolve_func(
-            self, security_scheme: dict[str, Any]
-        ) -> Callable[[str], Coroutine[Any, Any, dict[str, Any]]]:
-            required = Actor(security_scheme.get("x-role", Actor.CUSTOMER.value))
 
-            # Connexion awaits the coroutine (security.py, _generic_check).
-            async def check(token: str) -> dict[str, Any]:
-                principal = await verifier.verify(token)
-                if principal.role is not required:
-                    api = "mobile" if required is Actor.CUSTOMER else "admin"
-                    raise HttpProblem(
-                        403,
-                        "forbidden",
-                        f"This {principal.role.value} token cannot use the {api} API.",
-                    )
-                return {"sub": principal.sub, "principal": principal}
+def required_role(security_scheme: dict[str, Any]) -> Actor:
+    """The role a security scheme of the spec admits (its ``x-role``; customer if none)."""
+    return Actor(security_scheme.get("x-role", Actor.CUSTOMER.value))
 
-            return check
 
-        def _generic_check(
-            self, func: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], _message: str
-        ) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
-            # Connexion's version inspects ``func``'s signature on every request; ours
-            # takes the token alone.
-            async def wrapper(_request: Any, token: str, **_scopes: Any) -> dict[str, Any]:
-                return await func(token)
+async def authenticate(verifier: TokenVerifier, token: str, role: Actor) -> Principal:
+    """The token's principal if it holds ``role``: 401 or 503 from the verifier, else 403."""
+    principal = await verifier.verify(token)
+    if principal.role is not role:
+        api = "mobile" if role is Actor.CUSTOMER else "admin"
+        raise HttpProblem(
+            403, "forbidden", f"This {principal.role.value} token cannot use the {api} API."
+        )
+    return principal
 
-            return wrapper
 
-    return RoleBearerHandler
+def bearer_security(verifier: TokenVerifier) -> type[BearerSecurityHandler]:
+    """The handler class for the spec's bearer schemes, checking each scheme's ``x-role``."""
+
+    def check_for(security_scheme: dict[str, Any]) -> TokenCheck:
+        role = required_role(security_scheme)
+
+        async def check(scope: Scope, token: str) -> dict[str, Any]:
+            principal = await authenticate(verifier, token, role)
+            remember_caller(scope, principal)
+            return {"sub": principal.sub, "principal": principal}
+
+        return check
+
+    return bearer_security_handler(token_of=bearer_token, check_for=check_for)
 
 
 def caller(token_info: dict[str, Any]) -> Principal:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -42,13 +41,22 @@ import orjson
 from connexion import request
 from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
-from support_requests.handlers.auth import TokenVerifier
+from support_requests.framework.routing import path_template
+from support_requests.handlers.auth import (
+    TokenVerifier,
+    authenticate,
+    bearer_token,
+    required_role,
+)
+from support_requests.handlers.observability import remember_caller, remember_operation
 from support_requests.handlers.problems import HttpProblem
+from support_requests.handlers.validation import ContractParameterValidator
 from support_requests.storage.support_desk import PageVersions, SupportDesk
 
 HEADER = "If-None-Match"
@@ -136,69 +144,45 @@ DETAIL_OPERATIONS = {
     "adminGetSupportRequest": View.ADMIN,
 }
 _READS = frozenset({"GET", "HEAD"})
-# More digits than any 64-bit id has: refused before int() (which refuses 4,300 digits).
-_MAX_ID_DIGITS = 20
 
 
 @dataclass(frozen=True)
 class _DetailRoute:
-    """A detail operation as the spec declares it: path, id schema, role, view."""
+    """A detail operation as the spec declares it: its route, parameters, role and view."""
 
     operation_id: str
     path: re.Pattern[str]
-    valid_id: Callable[[int], bool]
+    parameters: ContractParameterValidator
     role: Actor
     view: View
 
 
-def _detail_routes(spec: dict[str, Any]) -> tuple[list[_DetailRoute], Callable[[str], bool]]:
-    """The spec's two detail GETs, and its check of an ``If-None-Match`` value."""
-    components = spec["components"]
-    schemes = components["securitySchemes"]
+def _detail_routes(spec: dict[str, Any]) -> list[_DetailRoute]:
+    """The spec's two detail GETs, matched and checked as the normal stack does."""
+    schemes = spec["components"]["securitySchemes"]
     routes = []
     for template, item in spec["paths"].items():
         operation = item.get("get", {})
         view = DETAIL_OPERATIONS.get(operation.get("operationId", ""))
         if view is None:
             continue
-        (id_parameter,) = [_resolved(spec, p) for p in item.get("parameters", [])]
-        placeholder = re.escape("{" + id_parameter["name"] + "}")
+        declared = item.get("parameters", []) + operation.get("parameters", [])
         (requirement,) = operation["security"]
         (scheme,) = requirement
         routes.append(
             _DetailRoute(
                 operation_id=operation["operationId"],
-                path=re.compile(re.escape(template).replace(placeholder, "([^/]+)")),
-                valid_id=_integer_check(id_parameter["schema"]),
-                role=Actor(schemes[scheme].get("x-role", Actor.CUSTOMER.value)),
+                path=compile_path(path_template(template))[0],
+                parameters=ContractParameterValidator(
+                    [_resolved(spec, p) for p in declared], uri_parser=None
+                ),
+                role=required_role(schemes[scheme]),
                 view=view,
             )
         )
     if len(routes) != len(DETAIL_OPERATIONS):
         raise ValueError(f"the spec does not declare each of {sorted(DETAIL_OPERATIONS)}")
-    header_schema = components["parameters"]["IfNoneMatch"]["schema"]
-    return routes, _string_check(header_schema)
-
-
-# The fast path checks these schemas itself (jsonschema would cost it a tenth of its time);
-# a keyword it does not know is an error at start, not a check skipped.
-_INTEGER_KEYWORDS = {"type", "format", "minimum", "maximum"}
-_STRING_KEYWORDS = {"type", "minLength", "maxLength", "pattern", "x-pattern-message"}
-
-
-def _integer_check(schema: dict[str, Any]) -> Callable[[int], bool]:
-    if schema.get("type") != "integer" or not set(schema) <= _INTEGER_KEYWORDS:
-        raise ValueError(f"an id schema the detail fast path cannot check: {schema}")
-    low, high = schema.get("minimum", -math.inf), schema.get("maximum", math.inf)
-    return lambda value: low <= value <= high
-
-
-def _string_check(schema: dict[str, Any]) -> Callable[[str], bool]:
-    if schema.get("type") != "string" or not set(schema) <= _STRING_KEYWORDS:
-        raise ValueError(f"a header schema the detail fast path cannot check: {schema}")
-    shortest, longest = schema.get("minLength", 0), schema.get("maxLength", math.inf)
-    pattern = re.compile(schema.get("pattern", ""))  # searched, as JSON Schema does
-    return lambda value: shortest <= len(value) <= longest and pattern.search(value) is not None
+    return routes
 
 
 def _resolved(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -214,16 +198,18 @@ class Revalidation:
     """``304`` for a detail poll whose ``If-None-Match`` names the current tag, before the
     framework's routing, validation and handler stack.
 
-    It answers only a ``GET`` or ``HEAD`` of a detail path with a valid ``If-None-Match``
-    that names tags, a well-formed id, no query string, no body, and a bearer token of the
-    operation's role; then it looks the version up (one primary-key probe, scoped to the
-    customer on mobile), and if a tag matches, counts the read against the caller's rate
-    limit and answers ``304``. Everything else, including a request that is not the caller's, a
-    refused token and a changed request, goes on to the normal stack unchanged.
+    It answers only a ``GET`` or ``HEAD`` of a detail path with no query string and no
+    body, whose id and ``If-None-Match`` pass the operation's own parameter validator,
+    whose ``If-None-Match`` names tags, and whose bearer token passes the normal path's
+    ``authenticate`` for the operation's role; then it looks the version up (one
+    primary-key probe, scoped to the customer on mobile), and if a tag matches, counts
+    the read against the caller's rate limit and answers ``304``. Everything else,
+    including a request that is not the caller's, a refused token and a changed request,
+    goes on to the normal stack unchanged, which answers it the same way.
 
-    It sits inside Connexion's exception middleware, so a 429 or a database failure becomes
-    the same problem response as anywhere else; it records the operation and the caller
-    where the access log and the rate limiter look for them.
+    It sits inside Connexion's exception middleware, so a 429 or a database failure
+    becomes the same problem response as anywhere else; it records the operation and the
+    caller for the access log and the rate limiter.
     """
 
     def __init__(
@@ -236,7 +222,7 @@ class Revalidation:
         rate_limit: Callable[[ASGIApp], ASGIApp],
     ) -> None:
         self.app = app
-        self._routes, self._valid_header = _detail_routes(spec)
+        self._routes = _detail_routes(spec)
         self._lookups: dict[View, Callable[[Principal, int], Awaitable[int]]] = {
             View.MOBILE: desk.version_for_customer,
             View.ADMIN: desk.version_for_admin,
@@ -262,53 +248,39 @@ class Revalidation:
             return False
         if "transfer-encoding" in headers:
             return False
-        target = self._target(scope["path"])
+        target = self._target(scope)
         if target is None:
             return False
         route, request_id = target
-        condition = self._condition(values)
+        condition = parse(", ".join(values))
         if condition is None:
             return False
-        principal = await self._principal(headers.get("authorization"), route.role)
-        if principal is None:
+        token = bearer_token(headers.get("authorization"))
+        if token is None:
             return False
         try:
+            principal = await authenticate(self._verifier, token, route.role)
             version = await self._lookups[route.view](principal, request_id)
-        except NotFound:
-            return False  # the normal stack answers the same 404
+        except (HttpProblem, NotFound):
+            return False  # the normal stack answers the same 401, 403, 503 or 404
         etag = detail_tag(route.view, request_id, version)
         if not condition.matches(etag):
             return False
-        extensions = scope.setdefault("extensions", {})
-        extensions["connexion_routing"] = {"api_base_path": "", "operation_id": route.operation_id}
-        extensions["connexion_context"] = {"user": principal.sub}
+        remember_operation(scope, route.operation_id)
+        remember_caller(scope, principal)
         await self._rate_limit(not_modified(etag))(scope, receive, send)
         return True
 
-    def _target(self, path: str) -> tuple[_DetailRoute, int] | None:
+    def _target(self, scope: Scope) -> tuple[_DetailRoute, int] | None:
+        """The detail route the path matches and its id, if its parameters are valid."""
         for route in self._routes:
-            match = route.path.fullmatch(path)
+            match = route.path.match(scope["path"])
             if match is None:
                 continue
-            digits = match.group(1).lstrip("0")
-            if not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_ID_DIGITS:
-                return None  # the normal stack answers 400
-            request_id = int(digits)
-            return (route, request_id) if route.valid_id(request_id) else None
+            try:
+                (request_id,) = route.parameters.path_values(match.groupdict()).values()
+                route.parameters.validate_query(scope)
+            except HttpProblem:
+                return None  # the normal stack answers the same 400 or 422
+            return route, request_id
         return None
-
-    def _condition(self, values: list[str]) -> IfNoneMatch | None:
-        if not all(self._valid_header(value) for value in values):
-            return None  # absent, or the normal stack answers 422
-        return parse(", ".join(values))
-
-    async def _principal(self, authorization: str | None, role: Actor) -> Principal | None:
-        """The caller, when the token is one the operation's security scheme accepts."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        try:
-            principal = await self._verifier.verify(token.strip())
-        except HttpProblem:
-            return None  # the normal stack answers the same 401 or 503
-        return principal if principal.role is role else None

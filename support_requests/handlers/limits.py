@@ -7,11 +7,10 @@ Every answered request of an authenticated caller carries ``RateLimit-Limit``,
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests.handlers.observability import caller_of
 from support_requests.handlers.problems import HttpProblem
 from support_requests.storage.rate_limits import Limit, RateLimiter
 
@@ -30,9 +29,8 @@ class RateLimit:
         self.writes = writes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        context: dict[str, Any] = scope.get("extensions", {}).get("connexion_context", {})
-        caller = context.get("user")
-        if scope["type"] != "http" or not caller:
+        caller = caller_of(scope)
+        if scope["type"] != "http" or caller is None:
             await self.app(scope, receive, send)
             return
         kind = "reads" if scope["method"] in READ_METHODS else "writes"
@@ -40,7 +38,7 @@ class RateLimit:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        verdict = await self.limiter.hit(f"{kind}:{caller}", limit)
+        verdict = await self.limiter.hit(f"{kind}:{caller.sub}", limit)
         headers = {
             "RateLimit-Limit": str(verdict.limit),
             "RateLimit-Remaining": str(verdict.remaining),

@@ -1,8 +1,8 @@
-"""Request ids and one structured log line per request.
+"""Request ids, what a request is about, and one structured log line per request.
 
 ``X-Request-ID`` is taken from the request when it is sane (1 to 128 visible ASCII
-characters) or generated, echoed on the response, and written into every
-problem body as ``requestId``. The log line carries the request id, method,
+characters) or generated, and echoed on the response; ``problems`` writes it into
+every problem body as ``requestId`` when it builds one. The log line carries the request id, method,
 route template, status, duration and the caller's ``sub``: never the token or
 a message body.
 """
@@ -14,20 +14,36 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from support_requests.handlers.problems import PROBLEM_JSON
+from support_requests.domain.principal import Principal
+from support_requests.framework.routing import operation_id_of
 
 access_log = logging.getLogger("support_requests.access")
 
 # What ``logging`` records as the caller when it is told not to look (``_srcfile = None``).
 _NO_CALLER_FILE, _NO_CALLER_LINE, _NO_CALLER_FUNCTION = "(unknown file)", 0, "(unknown function)"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-REQUEST_ID_KEY = "support.request_id"
+_REQUEST_KEY = "support.request"
+
+
+@dataclass
+class RequestInfo:
+    """What is known of the request being answered.
+
+    One object per request, kept in its scope: the routers below pass copies of the
+    scope on, and each copy shares this object, so what is learnt below (the caller,
+    the operation) is seen by the access log above.
+    """
+
+    request_id: str | None = None
+    caller: Principal | None = None
+    operation_id: str | None = None
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -58,14 +74,40 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.propagate = False
 
 
+def _info(scope: Scope) -> RequestInfo:
+    info = scope.get(_REQUEST_KEY)
+    if not isinstance(info, RequestInfo):
+        info = scope[_REQUEST_KEY] = RequestInfo()
+    return info
+
+
 def request_id_of(scope: Scope) -> str | None:
     """The id the current request runs under."""
-    value = scope.get(REQUEST_ID_KEY)
-    return value if isinstance(value, str) else None
+    return _info(scope).request_id
+
+
+def remember_caller(scope: Scope, principal: Principal) -> None:
+    """Record the authenticated caller of a request, for the rate limits and the log."""
+    _info(scope).caller = principal
+
+
+def caller_of(scope: Scope) -> Principal | None:
+    """The authenticated caller of a request, once authentication has run."""
+    return _info(scope).caller
+
+
+def remember_operation(scope: Scope, operation_id: str) -> None:
+    """Record the operation a request was answered as, when the router did not route it."""
+    _info(scope).operation_id = operation_id
+
+
+def operation_of(scope: Scope) -> str | None:
+    """The operationId a request was answered as: recorded, or as the router matched."""
+    return _info(scope).operation_id or operation_id_of(scope)
 
 
 class RequestContext:
-    """Outermost middleware: request id, ``requestId`` in problems, the access log line."""
+    """Outermost middleware: the request id, the access log line."""
 
     def __init__(self, app: ASGIApp, route_of: Callable[[str | None], str | None]) -> None:
         self.app = app
@@ -80,45 +122,28 @@ class RequestContext:
         request_id = (
             offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         )
-        scope[REQUEST_ID_KEY] = request_id
-        extensions: dict[str, Any] = scope.setdefault("extensions", {})
+        scope[_REQUEST_KEY] = info = RequestInfo(request_id)
         status = 500
-        problem_start: Message | None = None
-        problem_chunks: list[bytes] = []
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, problem_start
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                if headers.get("content-type", "").startswith(PROBLEM_JSON):
-                    problem_start = message
-                    return
-            elif message["type"] == "http.response.body" and problem_start is not None:
-                problem_chunks.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                body = _with_request_id(b"".join(problem_chunks), request_id)
-                MutableHeaders(scope=problem_start)["content-length"] = str(len(body))
-                await send(problem_start)
-                await send({"type": "http.response.body", "body": body})
-                return
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                routing = extensions.get("connexion_routing", {})
-                context = extensions.get("connexion_context", {})
+                caller = info.caller
                 fields = {
                     "requestId": request_id,
                     "method": scope["method"],
-                    "route": self.route_of(routing.get("operation_id")) or scope["path"],
+                    "route": self.route_of(operation_of(scope)) or scope["path"],
                     "status": status,
                     "durationMs": round((time.perf_counter() - started) * 1000, 2),
-                    "sub": context.get("user"),
+                    "sub": caller.sub if caller is not None else None,
                 }
                 # ``access_log.info`` with no caller lookup: the line is always written
                 # from here, and looking up the calling frame is a seventh of its cost.
@@ -134,14 +159,3 @@ class RequestContext:
                     extra={"fields": fields},
                 )
                 access_log.handle(record)
-
-
-def _with_request_id(body: bytes, request_id: str) -> bytes:
-    try:
-        problem = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if isinstance(problem, dict):
-        problem["requestId"] = request_id
-        return orjson.dumps(problem)
-    return body

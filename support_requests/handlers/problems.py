@@ -26,6 +26,7 @@ from support_requests.domain.errors import (
     RequestClosed,
     RuleViolation,
 )
+from support_requests.handlers.observability import request_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,13 @@ class HttpProblem(Exception):
 
 
 def problem_body(
-    status: int, code: str, detail: str, errors: Iterable[FieldProblem] = ()
+    status: int,
+    code: str,
+    detail: str,
+    errors: Iterable[FieldProblem] = (),
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The problem document."""
+    """The problem document, naming the request it answers when there is one."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -82,17 +87,13 @@ def problem_body(
     listed = [{"field": e.field, "message": e.message} for e in errors]
     if listed:
         body["errors"] = listed
+    if request_id is not None:
+        body["requestId"] = request_id
     return body
 
 
-def problem_bytes(
-    status: int, code: str, detail: str, errors: Iterable[FieldProblem] = ()
-) -> bytes:
-    """The problem document, serialised."""
-    return orjson.dumps(problem_body(status, code, detail, errors))
-
-
 def problem_response(
+    request: ConnexionRequest,
     status: int,
     code: str,
     detail: str,
@@ -100,7 +101,7 @@ def problem_response(
     errors: Iterable[FieldProblem] = (),
     headers: dict[str, str] | None = None,
 ) -> ConnexionResponse:
-    """A problem response; every 401 carries the Bearer challenge."""
+    """The problem answering ``request``; every 401 carries the Bearer challenge."""
     all_headers = dict(headers or {})
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", BEARER_CHALLENGE)
@@ -108,7 +109,7 @@ def problem_response(
         status_code=status,
         mimetype=PROBLEM_JSON,
         content_type=PROBLEM_JSON,
-        body=problem_bytes(status, code, detail, errors),
+        body=orjson.dumps(problem_body(status, code, detail, errors, request_id_of(request.scope))),
         headers=all_headers,
     )
 
@@ -124,10 +125,10 @@ def validation_problem(errors: list[FieldProblem]) -> HttpProblem:
     )
 
 
-def _on_http_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_http_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, HttpProblem)
     return problem_response(
-        exc.status_code, exc.code, exc.detail, errors=exc.errors, headers=exc.headers
+        request, exc.status_code, exc.code, exc.detail, errors=exc.errors, headers=exc.headers
     )
 
 
@@ -139,26 +140,28 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
 }
 
 
-def _on_domain_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_domain_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, DomainError)
     status, code = _DOMAIN_STATUS[type(exc)]
     errors = exc.problems if isinstance(exc, RuleViolation) else []
-    return problem_response(status, code, exc.detail, errors=errors)
+    return problem_response(request, status, code, exc.detail, errors=errors)
 
 
-def _on_framework_problem(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_framework_problem(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     """Connexion's own problems (no token, wrong media type, empty body)."""
     assert isinstance(exc, ProblemException)
     status = exc.status
     if status >= 500:
         logger.error("framework problem: %r", exc)
-        return problem_response(500, "internal_error", "The server could not answer this request.")
+        return problem_response(
+            request, 500, "internal_error", "The server could not answer this request."
+        )
     detail = {
         401: "A bearer token is required.",
         403: "This token may not use this operation.",
         415: "The body must be sent as application/json.",
     }.get(status, exc.detail or HTTPStatus(status).phrase)
-    return problem_response(status, CODE_BY_STATUS.get(status, "malformed_body"), detail)
+    return problem_response(request, status, CODE_BY_STATUS.get(status, "malformed_body"), detail)
 
 
 def _http_exception_handler(
@@ -171,24 +174,26 @@ def _http_exception_handler(
         if exc.status_code == 405:
             allow = allowed_methods(request.url.path)
             return problem_response(
+                request,
                 405,
                 "method_not_allowed",
                 f"{request.method} is not allowed here; use {allow}.",
                 headers={"Allow": allow},
             )
         if exc.status_code == 404:
-            return problem_response(404, "not_found", "There is nothing at this path.")
+            return problem_response(request, 404, "not_found", "There is nothing at this path.")
         status = exc.status_code
         return problem_response(
-            status, CODE_BY_STATUS.get(status, "malformed_body"), str(exc.detail)
+            request, status, CODE_BY_STATUS.get(status, "malformed_body"), str(exc.detail)
         )
 
     return on_http_exception
 
 
-def _on_database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_database_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     logger.error("database unavailable: %s", type(exc).__name__)
     return problem_response(
+        request,
         503,
         "service_unavailable",
         "The database is unavailable; try again shortly.",
@@ -196,9 +201,11 @@ def _on_database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionR
     )
 
 
-def _on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     logger.error("unexpected error", exc_info=exc)
-    return problem_response(500, "internal_error", "The server could not answer this request.")
+    return problem_response(
+        request, 500, "internal_error", "The server could not answer this request."
+    )
 
 
 def register(app: AsyncApp, allowed_methods: Callable[[str], str]) -> None:

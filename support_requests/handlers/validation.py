@@ -5,8 +5,9 @@ path id to be 400 ``invalid_path_param`` and every body or query violation to
 be one 422 that lists each field. These validators plug into Connexion's
 ``validator_map``; the schemas they apply are the spec's own.
 
-Connexion builds an operation's validators on every request; ``RequestValidation``
-builds them once per operation. Each schema is checked by jsonschema, except that a
+The validators are built once per operation (``framework.connexion_validation``);
+the detail poll's fast path (``conditional.Revalidation``) checks its id and header
+with the same ``ContractParameterValidator``. Each schema is checked by jsonschema, except that a
 value a schema plainly accepts is let through by a check compiled from that schema
 (``accepts``), which knows a few keywords and refuses to compile any schema with
 another. It only ever says "valid" where jsonschema would; anything it does not
@@ -15,30 +16,21 @@ accept goes to jsonschema, so every problem is jsonschema's, as before.
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import math
 import re
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from connexion import utils
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
-from connexion.middleware.request_validation import (
-    RequestValidationAPI,
-    RequestValidationMiddleware,
-    RequestValidationOperation,
-)
-from connexion.operations import AbstractOperation
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from support_requests.domain.errors import FieldProblem
+from support_requests.framework.connexion_operations import remember_parsed_body
 from support_requests.handlers.problems import HttpProblem, validation_problem
 
 _COMPILED: dict[int, tuple[dict[str, Any], Any]] = {}
@@ -273,13 +265,18 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
         return [_Parameter(param) for param in self.parameters.get(location, [])]
 
     def validate(self, scope: Scope) -> None:
-        self._validate_path(scope.get("path_params", {}))
-        self._validate_query(scope)
+        """400 for a bad path parameter, else one 422 for every bad query or header one."""
+        self.path_values(scope.get("path_params", {}))
+        self.validate_query(scope)
 
-    def _validate_path(self, raw_params: dict[str, Any]) -> None:
+    def path_values(self, raw_params: dict[str, Any]) -> dict[str, Any]:
+        """The typed path parameters by (sanitised) name; 400 ``invalid_path_param`` if any
+        is malformed or off its schema."""
+        values: dict[str, Any] = {}
         for key, param in self._path:
             raw = raw_params.get(key)
             value = _coerce(param.schema, str(raw)) if raw is not None else _UNPARSED
+            values[key] = value
             if value is _UNPARSED or not param.is_valid(value):
                 raise HttpProblem(
                     400,
@@ -289,8 +286,10 @@ class ContractParameterValidator(ParameterValidator):  # type: ignore[misc]
                     if param.kind == "integer"
                     else f"The path parameter {param.name} is not valid.",
                 )
+        return values
 
-    def _validate_query(self, scope: Scope) -> None:
+    def validate_query(self, scope: Scope) -> None:
+        """One 422 listing every bad, unknown or missing query parameter and header."""
         problems: list[FieldProblem] = []
         query_params = QueryParams(scope["query_string"])
         declared = self._query
@@ -352,6 +351,7 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
             raise HttpProblem(400, "malformed_body", "The body is not valid Unicode.") from None
         except (ValueError, RecursionError):
             raise HttpProblem(400, "malformed_body", "The body is not valid JSON.") from None
+        remember_parsed_body(scope, body)
         return body
 
     def _validate(self, body: Any) -> dict[str, Any] | None:
@@ -365,123 +365,3 @@ VALIDATOR_MAP: dict[str, Any] = {
     "parameter": ContractParameterValidator,
     "body": MediaTypeDict({"*/*json": ContractJSONBodyValidator}),
 }
-
-
-_NO_VALIDATOR = object()
-_BODY_VALIDATORS_KEPT = 32
-_connexion_logger = logging.getLogger("connexion.middleware.validation")
-
-
-class _OperationValidation(RequestValidationOperation):  # type: ignore[misc]
-    """Connexion's request validation of one operation, with its validators made once.
-
-    The same steps as Connexion's, in its order: parameters, then the media type against
-    the operation's ``consumes``, then the body with the validator its media type maps
-    to. The parameter validator depends only on the operation; a body validator on the
-    operation and the request's media type and charset, so one is kept per pair seen.
-    """
-
-    def __init__(self, next_app: ASGIApp, *, operation: AbstractOperation, **kwargs: Any) -> None:
-        super().__init__(next_app, operation=operation, **kwargs)
-        self._parameter_validator = self._validator_map["parameter"](
-            operation.parameters,
-            uri_parser=self._uri_parser(),
-            strict_validation=self.strict_validation,
-            security_query_params=self.security_query_params,
-        )
-        self._body_validator = functools.lru_cache(maxsize=_BODY_VALIDATORS_KEPT)(
-            self._make_body_validator
-        )
-
-    def extract_content_type(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
-        """Connexion's media type and charset of the request, or the operation's first
-        ``consumes`` and UTF-8; found without ``connexion.utils.extract_content_type``,
-        which builds a ``typing`` alias on every call (a tenth of this middleware)."""
-        content_type = None
-        for name, value in headers:
-            # ASCII lowercasing: no other Latin-1 character lowercases into "content-type".
-            if name.lower() == b"content-type":
-                content_type = value.decode("latin-1")
-                break
-        mime_type, encoding = utils.split_content_type(content_type)
-        if mime_type is None:
-            consumes = self._operation.consumes
-            mime_type = consumes[0] if consumes else "application/octet-stream"
-        return mime_type, "utf-8" if encoding is None else encoding
-
-    def _uri_parser(self) -> Any:
-        return self._operation.uri_parser_class(
-            self._operation.parameters, self._operation.body_definition()
-        )
-
-    def _make_body_validator(self, mime_type: str, encoding: str) -> Any:
-        schema = self._operation.body_schema(mime_type)
-        if not schema:
-            return None
-        try:
-            body_validator = self._validator_map["body"][mime_type]
-        except KeyError:
-            return _NO_VALIDATOR
-        return body_validator(
-            schema=schema,
-            required=self._operation.request_body.get("required", False),
-            nullable=utils.is_nullable(self._operation.body_definition(mime_type)),
-            encoding=encoding,
-            strict_validation=self.strict_validation,
-            uri_parser=self._uri_parser(),
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._parameter_validator.validate(scope)
-        if self._operation.consumes:
-            scope = _with_media_type_as_sent(scope)
-        mime_type, encoding = self.extract_content_type(scope["headers"])
-        self.validate_mime_type(mime_type)
-        validator = self._body_validator(mime_type, encoding)
-        if validator is _NO_VALIDATOR:
-            _connexion_logger.info(
-                f"Skipping validation. No validator registered for content type: {mime_type}."
-            )
-        elif validator is not None:
-            receive, scope = await validator.wrap_receive(receive, scope=scope)
-        await self.next_app(scope, receive, send)
-
-
-def _with_media_type_as_sent(scope: Scope) -> Scope:
-    """The request as validated is the request the handler gets.
-
-    Validation would take a body sent without ``Content-Type`` as the operation's JSON,
-    and compares media types case-insensitively (as RFC 9110 says), while the handler is
-    given the raw bytes of any body not labelled exactly ``application/json``. So: a body
-    without a media type is 415, and a media type is passed on in lower case.
-    """
-    headers = scope["headers"]
-    for index, (name, value) in enumerate(headers):
-        if name.lower() == b"content-type":
-            media_type, _, rest = value.partition(b";")
-            lowered = media_type.strip().lower()
-            if lowered == media_type:
-                return scope
-            headers = list(headers)
-            headers[index] = (name, lowered + (b";" + rest if rest else b""))
-            return {**scope, "headers": headers}
-    declared = Headers(scope=scope).get("content-length")
-    if (declared is not None and declared != "0") or "transfer-encoding" in Headers(scope=scope):
-        raise UnsupportedMediaTypeProblem(detail="The body must be sent as application/json.")
-    return scope
-
-
-class _ValidationAPI(RequestValidationAPI):  # type: ignore[misc]
-    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
-        return _OperationValidation(
-            self.next_app,
-            operation=operation,
-            strict_validation=self.strict_validation,
-            validator_map=self.validator_map,
-        )
-
-
-class RequestValidation(RequestValidationMiddleware):  # type: ignore[misc]
-    """Connexion's request validation middleware, each operation's validators made once."""
-
-    api_cls = _ValidationAPI

@@ -26,13 +26,14 @@ from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.operations import OpenAPIOperation
 from connexion.resolver import Resolver
 from connexion.spec import Specification
-from connexion.utils import get_function_from_name
 from starlette.responses import Response
 
-from support_requests.handlers import prepared
-from support_requests.handlers.app import ContractRoutingMiddleware, load_spec
-from support_requests.handlers.auth import TokenVerifier, bearer_security_handler
-from support_requests.handlers.prepared import ArgumentMap, PreparedAsyncApp
+from support_requests.framework import connexion_operations as prepared
+from support_requests.framework.connexion_operations import ArgumentMap, PreparedAsyncApp
+from support_requests.framework.routing import ContractRoutingMiddleware
+from support_requests.handlers.app import load_spec
+from support_requests.handlers.auth import TokenVerifier, bearer_security
+from support_requests.handlers.operations import OPERATIONS
 from support_requests.handlers.settings import Settings
 from tests.helpers import ADMIN, MOBILE, SECRET, admin, customer
 
@@ -43,12 +44,12 @@ ADMIN_HEADERS = admin()
 Call = tuple[str, dict[str, Any]]
 
 
-def _recording_resolver(calls: list[Call]) -> Resolver:
+def recording_resolver(calls: list[Call]) -> Resolver:
     """Each operationId resolves to a recorder with its handler's signature, its services
     bound the way the app factory binds them."""
 
     def resolve(operation_id: str) -> Callable[..., Any]:
-        handler = get_function_from_name(operation_id)
+        handler = OPERATIONS[operation_id]
         signature = inspect.signature(handler)
 
         async def record(**kwargs: Any) -> Response:
@@ -65,23 +66,26 @@ def _recording_resolver(calls: list[Call]) -> Resolver:
     return Resolver(function_resolver=resolve)
 
 
+def stack(*inner: type) -> list[type]:
+    """Connexion's stack with the contract's routing and security, ``inner`` after them."""
+    return [
+        ServerErrorMiddleware,
+        ExceptionMiddleware,
+        ContractRoutingMiddleware,
+        SecurityMiddleware,
+        *inner,
+        LifespanMiddleware,
+        ContextMiddleware,
+    ]
+
+
 def _app(app_class: type[AsyncApp], calls: list[Call]) -> AsyncApp:
     verifier = TokenVerifier(Settings(database_url="sqlite://", jwt_secret=SECRET.encode()))
-    app = app_class(
-        __name__,
-        middlewares=[
-            ServerErrorMiddleware,
-            ExceptionMiddleware,
-            ContractRoutingMiddleware,
-            SecurityMiddleware,
-            LifespanMiddleware,
-            ContextMiddleware,
-        ],
-    )
+    app = app_class(__name__, middlewares=stack())
     app.add_api(
         load_spec(),
-        resolver=_recording_resolver(calls),
-        security_map={"bearer": bearer_security_handler(verifier)},
+        resolver=recording_resolver(calls),
+        security_map={"bearer": bearer_security(verifier)},
         pythonic_params=True,
     )
     return app
@@ -132,7 +136,7 @@ BODIES: list[tuple[dict[str, str], bytes]] = [
 ]
 
 
-def _requests() -> Iterator[tuple[str, str, dict[str, str], bytes]]:
+def contract_requests() -> Iterator[tuple[str, str, dict[str, str], bytes]]:
     for template, method, operation in _operations():
         scheme = next(iter((operation.get("security") or [{}])[0]), None)
         auth = ADMIN_HEADERS if scheme == "adminToken" else CUSTOMER if scheme else {}
@@ -151,7 +155,7 @@ def _transcript(app_class: type[AsyncApp]) -> list[tuple[int, list[Call]]]:
     calls: list[Call] = []
     transcript = []
     with _app(app_class, calls).test_client(raise_server_exceptions=False) as client:
-        for method, url, headers, body in _requests():
+        for method, url, headers, body in contract_requests():
             calls.clear()
             response = client.request(method, url, headers=headers, content=body)
             transcript.append((response.status_code, list(calls)))
@@ -163,7 +167,9 @@ def test_handlers_get_the_arguments_connexion_gives_them() -> None:
     prepared_once = _transcript(PreparedAsyncApp)
 
     assert len(by_connexion) == len(prepared_once) > 900
-    for request, expected, actual in zip(_requests(), by_connexion, prepared_once, strict=True):
+    for request, expected, actual in zip(
+        contract_requests(), by_connexion, prepared_once, strict=True
+    ):
         assert actual == expected, request
     answered = [calls for _, calls in by_connexion if calls]
     assert len(answered) > 300
@@ -171,7 +177,7 @@ def test_handlers_get_the_arguments_connexion_gives_them() -> None:
 
 def test_every_operation_of_the_contract_has_an_argument_map() -> None:
     specification = Specification.load(load_spec())
-    resolver = _recording_resolver([])
+    resolver = recording_resolver([])
     for template, method, operation in _operations():
         spec_operation = OpenAPIOperation.from_spec(
             specification, path=template, method=method.lower(), resolver=resolver

@@ -1,5 +1,12 @@
 """Connexion's ``AsyncApp`` with each operation's handler chain built once, at start.
 
+Replaces, from connexion 3.3.0: ``connexion.apps.asynchronous.AsyncOperation.fn`` (and
+so ``AsyncApi.make_operation`` and ``AsyncASGIApp.api_cls``), the ``uri_parser`` and
+``_parameter_decorator_cls`` of ``connexion.decorators.StarletteDecorator``, and, for
+the operations it covers, ``AsyncParameterDecorator``'s mapping of a request to
+keyword arguments (``prep_kwargs``). ``PreparedAsyncApp`` sets ``AsyncApp``'s
+private ``_middleware_app`` to use them.
+
 Connexion 3.3 builds an operation's handler chain again on every request:
 ``AsyncOperation.fn`` makes a new ``StarletteDecorator``, whose wrapper makes a new URI
 parser and then wraps the handler in new parameter and response decorators (the
@@ -17,6 +24,12 @@ the security context. An operation with anything else (arrays, objects, styles,
 nullable parameters, form bodies, ``**kwargs`` handlers), and any request it does not
 expect (a form body, a path or query parameter the spec does not declare), goes
 through Connexion's own parameter decorator, unchanged.
+
+A JSON body is parsed once: the body validator hands what it parsed to
+``remember_parsed_body``, and the argument map passes that to the handler instead of
+parsing the bytes again (Connexion's ``ConnexionRequest.get_body``).
+
+Guarded by ``tests/test_framework_operations.py``.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from connexion.utils import (
 )
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
+from starlette.types import Scope
 
 SANITISED_NAMES_KEPT = 1024
 CONTEXT_ARGUMENT = "context_"  # Connexion passes its context to a handler taking this name
@@ -57,8 +71,14 @@ _SCHEMA_KEYS = frozenset(
     | {"default", "description", "example", "x-pattern-message"}
 )
 _SCALARS = frozenset({"integer", "number", "string", "boolean"})
+_PARSED_BODY_KEY = "support.parsed_body"
 
 Sanitise = Callable[[str], str]
+
+
+def remember_parsed_body(scope: Scope, body: Any) -> None:
+    """Keep the request's body as validation parsed it, for the handler's arguments."""
+    scope[_PARSED_BODY_KEY] = body
 
 
 class _Value:
@@ -184,9 +204,11 @@ class ArgumentMap:
             return None
         body = None
         if self._wants_body:
-            body = request.get_body()
-            while asyncio.iscoroutine(body):
-                body = await body
+            body = request.scope.get(_PARSED_BODY_KEY, _ABSENT)
+            if body is _ABSENT:
+                body = request.get_body()
+                while asyncio.iscoroutine(body):
+                    body = await body
         mimetype = request.mimetype
         if mimetype in FORM_CONTENT_TYPES:
             return None
