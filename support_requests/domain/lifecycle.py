@@ -1,8 +1,9 @@
 """The support-request lifecycle as one transition table.
 
-Every (actor, event, status) cell says what happens: the status the request
-moves to, or the error that refuses the event. Both APIs ask this table; no
-other module decides a transition.
+``TRANSITIONS`` is the decisions' table ("Lifecycle") written out: a row per event, a
+column per current status, each cell the status the request moves to or the refusal.
+``decide`` reads a cell and ``allowed_actions`` lists what an actor may do from a status.
+Both APIs ask this table; no other module decides a transition.
 """
 
 from __future__ import annotations
@@ -58,7 +59,55 @@ class Outcome:
 
     @property
     def allowed(self) -> bool:
+        """Whether the event goes ahead."""
         return self.refusal is None
+
+
+# The cells, as the decisions' table writes them.
+_OPEN = Outcome(Status.OPEN)
+_IN_PROGRESS = Outcome(Status.IN_PROGRESS)
+_RESOLVED = Outcome(Status.RESOLVED)
+_CLOSED = Outcome(Status.CLOSED)
+_TAKEN = Outcome(Status.IN_PROGRESS, assigns_replier=True)  # and assigns the replier if unassigned
+_REQUEST_CLOSED = Outcome(refusal=Refusal.REQUEST_CLOSED)  # 400 request_closed
+_INVALID_TRANSITION = Outcome(refusal=Refusal.INVALID_TRANSITION)  # 409 invalid_transition
+_NOT_ALLOWED = Outcome(refusal=Refusal.NOT_ALLOWED)  # 403: not this actor's event
+
+# Who may do each event, and what it does on a request that is open, in_progress, resolved
+# or closed. Any other actor's event is refused as not allowed.
+# fmt: off
+TRANSITIONS: dict[Actor, dict[Event, tuple[Outcome, Outcome, Outcome, Outcome]]] = {
+    Actor.CUSTOMER: {
+        #                       open          in_progress   resolved      closed
+        Event.CUSTOMER_REPLY:  (_OPEN,        _IN_PROGRESS, _OPEN,        _REQUEST_CLOSED),
+    },
+    Actor.ADMIN: {
+        #                       open          in_progress   resolved      closed
+        Event.ADMIN_REPLY:     (_TAKEN,       _IN_PROGRESS, _RESOLVED,    _REQUEST_CLOSED),
+        Event.ASSIGN:          (_OPEN,        _IN_PROGRESS, _RESOLVED,    _INVALID_TRANSITION),
+        Event.SET_NOTE:        (_OPEN,        _IN_PROGRESS, _RESOLVED,    _INVALID_TRANSITION),
+        Event.SET_OPEN:        (_OPEN,        _OPEN,        _OPEN,        _INVALID_TRANSITION),
+        Event.SET_IN_PROGRESS: (_IN_PROGRESS, _IN_PROGRESS, _IN_PROGRESS, _INVALID_TRANSITION),
+        Event.SET_RESOLVED:    (_RESOLVED,    _RESOLVED,    _RESOLVED,    _INVALID_TRANSITION),
+        Event.SET_CLOSED:      (_CLOSED,      _CLOSED,      _CLOSED,      _INVALID_TRANSITION),
+    },
+}
+# fmt: on
+COLUMNS = (Status.OPEN, Status.IN_PROGRESS, Status.RESOLVED, Status.CLOSED)
+
+_CELLS: dict[tuple[Actor, Event, Status], Outcome] = {
+    (actor, event, status): _NOT_ALLOWED for actor in Actor for event in Event for status in Status
+} | {
+    (actor, event, status): outcome
+    for actor, rows in TRANSITIONS.items()
+    for event, row in rows.items()
+    for status, outcome in zip(COLUMNS, row, strict=True)
+}
+
+
+def decide(actor: Actor, event: Event, status: Status) -> Outcome:
+    """The table's cell for this actor doing this event on a request in this status."""
+    return _CELLS[actor, event, status]
 
 
 SET_STATUS_EVENTS: dict[Status, Event] = {
@@ -67,60 +116,7 @@ SET_STATUS_EVENTS: dict[Status, Event] = {
     Status.RESOLVED: Event.SET_RESOLVED,
     Status.CLOSED: Event.SET_CLOSED,
 }
-
-_ADMIN_EVENTS = (Event.ADMIN_REPLY, Event.ASSIGN, Event.SET_NOTE, *SET_STATUS_EVENTS.values())
-
-
-def _build_table() -> dict[tuple[Actor, Event, Status], Outcome]:
-    table: dict[tuple[Actor, Event, Status], Outcome] = {}
-    refused = Outcome(refusal=Refusal.NOT_ALLOWED)
-    for status in Status:
-        closed = status is Status.CLOSED
-        # Customer reply: resolved reopens, closed refuses, otherwise unchanged.
-        if closed:
-            table[Actor.CUSTOMER, Event.CUSTOMER_REPLY, status] = Outcome(
-                refusal=Refusal.REQUEST_CLOSED
-            )
-        elif status is Status.RESOLVED:
-            table[Actor.CUSTOMER, Event.CUSTOMER_REPLY, status] = Outcome(to=Status.OPEN)
-        else:
-            table[Actor.CUSTOMER, Event.CUSTOMER_REPLY, status] = Outcome(to=status)
-        for event in _ADMIN_EVENTS:
-            table[Actor.CUSTOMER, event, status] = refused
-        table[Actor.ADMIN, Event.CUSTOMER_REPLY, status] = refused
-        # Admin reply: open moves to in_progress and assigns the replier if unassigned.
-        if closed:
-            table[Actor.ADMIN, Event.ADMIN_REPLY, status] = Outcome(refusal=Refusal.REQUEST_CLOSED)
-        elif status is Status.OPEN:
-            table[Actor.ADMIN, Event.ADMIN_REPLY, status] = Outcome(
-                to=Status.IN_PROGRESS, assigns_replier=True
-            )
-        else:
-            table[Actor.ADMIN, Event.ADMIN_REPLY, status] = Outcome(to=status)
-        # Assignment, note and status changes: anything, until closed.
-        for event in (Event.ASSIGN, Event.SET_NOTE, *SET_STATUS_EVENTS.values()):
-            if closed:
-                table[Actor.ADMIN, event, status] = Outcome(refusal=Refusal.INVALID_TRANSITION)
-            else:
-                target = _target_of(event) or status
-                table[Actor.ADMIN, event, status] = Outcome(to=target)
-    return table
-
-
-def _target_of(event: Event) -> Status | None:
-    for status, set_event in SET_STATUS_EVENTS.items():
-        if set_event is event:
-            return status
-    return None
-
-
-TRANSITIONS: dict[tuple[Actor, Event, Status], Outcome] = _build_table()
-
-
-def decide(actor: Actor, event: Event, status: Status) -> Outcome:
-    """The table's cell for this actor doing this event on a request in this status."""
-    return TRANSITIONS[actor, event, status]
-
+_TARGETS = {event: status for status, event in SET_STATUS_EVENTS.items()}
 
 MOBILE_ACTIONS: dict[Event, str] = {Event.CUSTOMER_REPLY: "reply"}
 ADMIN_ACTIONS: dict[Event, str] = {
@@ -137,15 +133,11 @@ def allowed_actions(actor: Actor, status: Status) -> list[str]:
 
 def _allowed_actions(actor: Actor, status: Status) -> tuple[str, ...]:
     names = MOBILE_ACTIONS if actor is Actor.CUSTOMER else ADMIN_ACTIONS
-    actions = []
-    for event, name in names.items():
-        outcome = decide(actor, event, status)
-        if not outcome.allowed:
-            continue
-        if _target_of(event) is status:
-            continue
-        actions.append(name)
-    return tuple(actions)
+    return tuple(
+        name
+        for event, name in names.items()
+        if decide(actor, event, status).allowed and _TARGETS.get(event) is not status
+    )
 
 
 _ALLOWED_ACTIONS = {
