@@ -11,7 +11,7 @@ plan and writes; no other module decides a transition.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -325,7 +325,7 @@ def _allow(actor: Actor, event: Event, state: RequestState) -> Outcome:
 
 
 class _Draft:
-    """A plan being written: the state as changed so far, its changes and its entries."""
+    """A plan being written: the request's state, what changes so far, and its entries."""
 
     def __init__(self, state: RequestState, now: datetime) -> None:
         self.state = state
@@ -334,8 +334,10 @@ class _Draft:
         self.changes: dict[str, Any] = {}
         self.events: list[Recorded] = []
 
+    def current(self, name: str) -> Any:
+        return self.changes.get(name, getattr(self.state, name))
+
     def change(self, **values: Any) -> None:
-        self.state = replace(self.state, **values)
         self.changes.update(values)
 
     def record(self, event_type: str, **changes: tuple[Any, Any]) -> None:
@@ -343,31 +345,31 @@ class _Draft:
 
     def move_to(self, target: Status) -> None:
         """Move to ``target`` with the times and note the lifecycle ties to it."""
-        before = self.state
-        if target is before.status:
+        status = self.current("status")
+        if target is status:
             return
-        changes: dict[str, tuple[Any, Any]] = {"status": (before.status, target)}
-        if before.status is Status.RESOLVED:
-            changes["resolvedAt"] = (before.resolved_at, None)
-            changes["resolutionNote"] = (before.resolution_note, None)
+        changes: dict[str, tuple[Any, Any]] = {"status": (status, target)}
+        if status is Status.RESOLVED:
+            changes["resolvedAt"] = (self.current("resolved_at"), None)
+            changes["resolutionNote"] = (self.current("resolution_note"), None)
             self.change(resolved_at=None, resolution_note=None)
         if target is Status.RESOLVED:
-            changes["resolvedAt"] = (before.resolved_at, self.at)
+            changes["resolvedAt"] = (self.current("resolved_at"), self.at)
             self.change(resolved_at=self.at)
         if target is Status.CLOSED:
-            changes["closedAt"] = (before.closed_at, self.at)
+            changes["closedAt"] = (self.current("closed_at"), self.at)
             self.change(closed_at=self.at)
         self.change(status=target)
         self.record("status_changed", **changes)
 
     def assign(self, admin_id: str | None) -> None:
-        before = self.state.assigned_admin_id
+        before = self.current("assigned_admin_id")
         if before != admin_id:
             self.change(assigned_admin_id=admin_id)
             self.record("assignment_changed", assignedAdminId=(before, admin_id))
 
     def write_note(self, note: str) -> None:
-        before = self.state.resolution_note
+        before = self.current("resolution_note")
         if before != note:
             self.change(resolution_note=note)
             self.record("resolution_note_set", resolutionNote=(before, note))
