@@ -1,10 +1,10 @@
 """The transactional operations on support requests.
 
-Each write runs in one transaction: lock the request row, ask the lifecycle
-table, write the change, its messages and its events, and read back the
-detail. A detail read is one statement (the request joined with its thread), a
-page one indexed statement, and the version lookups behind conditional GETs one
-indexed statement each.
+Each write runs in one transaction: lock the request row, have
+``domain.lifecycle`` plan the change, write what the plan says (the row, the
+message, the events), and read back the detail. A detail read is one statement
+(the request joined with its thread), a page one indexed statement, and the
+version lookups behind conditional GETs one indexed statement each.
 """
 
 from __future__ import annotations
@@ -27,22 +27,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from support_requests.domain.clock import iso_ms, now_ms
-from support_requests.domain.errors import (
-    FieldProblem,
-    InvalidTransition,
-    NotFound,
-    RequestClosed,
-    RuleViolation,
-)
+from support_requests.domain.clock import now_ms
+from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import (
-    SET_STATUS_EVENTS,
-    Actor,
-    Event,
-    Outcome,
-    Refusal,
+    Edit,
+    Plan,
+    RequestState,
     Status,
-    decide,
+    plan_edit,
+    plan_opening,
+    plan_reply,
 )
 from support_requests.domain.principal import Principal
 from support_requests.storage import pagination
@@ -64,6 +58,19 @@ _REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("requ
 _OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
 _LOCK_REQUEST = _REQUEST.with_for_update()
 _LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+# An admin's edit locks the request and learns whether the assignee asked for is a known
+# admin in the same statement.
+_LOCK_FOR_EDIT = (
+    select(
+        *REQUEST_COLUMNS,
+        select(admins_table.c.id)
+        .where(admins_table.c.id == bindparam("assignee_id"))
+        .exists()
+        .label("assignee_known"),
+    )
+    .where(requests_table.c.id == bindparam("request_id"))
+    .with_for_update()
+)
 _INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
 _INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_EVENT = insert(events_table)
@@ -169,7 +176,6 @@ _EVENTS = (
     .where(events_table.c.request_id == bindparam("request_id"))
     .order_by(events_table.c.id)
 )
-_ADMIN_ID = select(admins_table.c.id).where(admins_table.c.id == bindparam("admin_id"))
 _ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
     admins_table.c.name, admins_table.c.id
 )
@@ -221,79 +227,36 @@ class QueueFilters:
     sort: str = "-createdAt"
 
 
-class _Changes:
-    """The column values and events one write accumulates."""
+def _state(row: Any) -> RequestState:
+    """What the lifecycle reads of a request row."""
+    return RequestState(
+        id=row.id,
+        status=Status(row.status),
+        assigned_admin_id=row.assigned_admin_id,
+        resolution_note=row.resolution_note,
+        resolved_at=row.resolved_at,
+        closed_at=row.closed_at,
+        last_customer_message_at=row.last_customer_message_at,
+        last_admin_message_at=row.last_admin_message_at,
+        updated_at=row.updated_at,
+    )
 
-    def __init__(self, row: Any, actor: Principal, now: datetime) -> None:
-        self.row = row
-        self.actor = actor
-        self.now = now
-        self.values: dict[str, Any] = {}
-        self.events: list[dict[str, Any]] = []
 
-    def current(self, column: str) -> Any:
-        return self.values.get(column, getattr(self.row, column))
-
-    def record(self, event_type: str, **fields: tuple[Any, Any]) -> None:
-        changes = {
-            name: {"from": _plain(old), "to": _plain(new)} for name, (old, new) in fields.items()
+def _event_rows(
+    request_id: int, actor: Principal, plan: Plan, message_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The rows of ``plan``'s history entries, by ``actor``."""
+    return [
+        {
+            "request_id": request_id,
+            "type": event.type,
+            "actor_type": actor.role.value,
+            "actor_id": actor.sub,
+            "at": plan.at,
+            "changes": event.stored(message_id),
         }
-        self.events.append(
-            {
-                "type": event_type,
-                "actor_type": self.actor.role.value,
-                "actor_id": self.actor.sub,
-                "at": self.now,
-                "changes": changes,
-            }
-        )
-
-    def set_status(self, target: Status) -> None:
-        """Move to ``target`` with the timestamps and note the lifecycle ties to it."""
-        before = Status(self.current("status"))
-        if target is before:
-            return
-        fields: dict[str, tuple[Any, Any]] = {"status": (before.value, target.value)}
-        self.values["status"] = target.value
-        if before is Status.RESOLVED:
-            fields["resolvedAt"] = (self.current("resolved_at"), None)
-            fields["resolutionNote"] = (self.current("resolution_note"), None)
-            self.values["resolved_at"] = None
-            self.values["resolution_note"] = None
-        if target is Status.RESOLVED:
-            fields["resolvedAt"] = (self.current("resolved_at"), self.now)
-            self.values["resolved_at"] = self.now
-        if target is Status.CLOSED:
-            fields["closedAt"] = (self.current("closed_at"), self.now)
-            self.values["closed_at"] = self.now
-        self.record("status_changed", **fields)
-
-    def assign(self, admin_id: str | None) -> None:
-        before = self.current("assigned_admin_id")
-        if before == admin_id:
-            return
-        self.values["assigned_admin_id"] = admin_id
-        self.record("assignment_changed", assignedAdminId=(before, admin_id))
-
-    def set_note(self, note: str) -> None:
-        before = self.current("resolution_note")
-        if before == note:
-            return
-        self.values["resolution_note"] = note
-        self.record("resolution_note_set", resolutionNote=(before, note))
-
-
-def _plain(value: Any) -> Any:
-    return iso_ms(value) if isinstance(value, datetime) else value
-
-
-def _refuse(outcome: Outcome, request_id: int) -> None:
-    if outcome.refusal is Refusal.REQUEST_CLOSED:
-        raise RequestClosed(f"Support request {request_id} is closed and takes no more replies.")
-    if outcome.refusal is not None:
-        raise InvalidTransition(
-            f"Support request {request_id} is closed; its status, assignee and note are final."
-        )
+        for event in plan.events
+    ]
 
 
 def _detail_record(rows: list[Any], request_id: int) -> RequestRecord:
@@ -414,31 +377,19 @@ class SupportDesk:
         self, customer: Principal, *, category: str, subject: str, message: str
     ) -> RequestRecord:
         """Open a request with its first message and its event, all or nothing."""
-        now = now_ms()
+        plan = plan_opening(category, subject, now_ms())
         request = {
             "customer_id": customer.sub,
             "customer_name": customer.name,
             "customer_image": customer.picture,
             "category": category,
             "subject": subject,
-            "status": Status.OPEN.value,
-            "last_customer_message_at": now,
-            "created_at": now,
-            "updated_at": now,
+            **plan.changes,
+            "created_at": plan.at,
             "version": 1,
         }
-        event = {
-            "type": "created",
-            "actor_type": customer.role.value,
-            "actor_id": customer.sub,
-            "at": now,
-            "changes": {
-                "status": {"from": None, "to": Status.OPEN.value},
-                "category": {"from": None, "to": category},
-                "subject": {"from": None, "to": subject},
-            },
-        }
         if not self.database.is_sqlite:
+            (created,) = plan.events
             # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
             async with self.database.autocommit() as connection:
                 result = await connection.execute(
@@ -447,15 +398,15 @@ class SupportDesk:
                         **request,
                         "author_type": customer.role.value,
                         "body": message,
-                        "event_type": event["type"],
-                        "changes": event["changes"],
+                        "event_type": created.type,
+                        "changes": created.stored(),
                     },
                 )
                 return _detail_record(result.all(), 0)
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
-            await self._add_message(connection, request_id, customer, message, now)
-            await self._write_events(connection, request_id, [event])
+            await self._add_message(connection, request_id, customer, message, plan.at)
+            await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
             return await self._read_detail(connection, request_id)
 
     async def list_for_customer(
@@ -485,27 +436,18 @@ class SupportDesk:
     ) -> RequestRecord:
         """Append the customer's reply; a resolved request reopens, a closed one refuses."""
         async with self.database.writing() as connection:
-            row = await self._lock(connection, request_id, customer_id=customer.sub)
-            outcome = decide(Actor.CUSTOMER, Event.CUSTOMER_REPLY, Status(row.status))
-            _refuse(outcome, request_id)
-            changes = _Changes(row, customer, max(now_ms(), row.updated_at))
-            message_id = await self._add_message(
-                connection, request_id, customer, body, changes.now
+            row = await self._lock(
+                connection, _LOCK_OWNED_REQUEST, request_id=request_id, customer_id=customer.sub
             )
-            changes.record(
-                "customer_replied",
-                messageId=(None, message_id),
-                lastCustomerMessageAt=(row.last_customer_message_at, changes.now),
-            )
-            assert outcome.to is not None
-            changes.set_status(outcome.to)
-            changes.values.update(
-                last_customer_message_at=changes.now,
+            # The request shows the customer as their latest reply's token names them.
+            return await self._reply(
+                connection,
+                row,
+                customer,
+                body,
                 customer_name=customer.name,
                 customer_image=customer.picture,
             )
-            await self._apply(connection, changes)
-            return await self._read_detail(connection, request_id)
 
     # -- admins ----------------------------------------------------------------
 
@@ -538,74 +480,23 @@ class SupportDesk:
         """Append a staff reply; on ``open`` it starts work and takes the request if unowned."""
         await self._remember_admin(admin)
         async with self.database.writing() as connection:
-            row = await self._lock(connection, request_id)
-            outcome = decide(Actor.ADMIN, Event.ADMIN_REPLY, Status(row.status))
-            _refuse(outcome, request_id)
-            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
-            message_id = await self._add_message(connection, request_id, admin, body, changes.now)
-            changes.record(
-                "admin_replied",
-                messageId=(None, message_id),
-                lastAdminMessageAt=(row.last_admin_message_at, changes.now),
-            )
-            assert outcome.to is not None
-            changes.set_status(outcome.to)
-            if outcome.assigns_replier and row.assigned_admin_id is None:
-                changes.assign(admin.sub)
-            changes.values["last_admin_message_at"] = changes.now
-            await self._apply(connection, changes)
-            return await self._read_detail(connection, request_id)
+            row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
+            return await self._reply(connection, row, admin, body)
 
     async def update(
         self, admin: Principal, request_id: int, requested: dict[str, Any]
     ) -> RequestRecord:
         """Change status, assignee and note together, or refuse the whole change."""
         await self._remember_admin(admin)
+        edit = Edit.of(requested)
         async with self.database.writing() as connection:
-            row = await self._lock(connection, request_id)
-            current = Status(row.status)
-            target = Status(requested.get("status", current))
-            events = [SET_STATUS_EVENTS[target]] if "status" in requested else []
-            if "assignedAdminId" in requested:
-                events.append(Event.ASSIGN)
-            if "resolutionNote" in requested:
-                events.append(Event.SET_NOTE)
-            for event in events:
-                _refuse(decide(Actor.ADMIN, event, current), request_id)
-
-            problems: list[FieldProblem] = []
-            assignee = requested.get("assignedAdminId")
-            if assignee is not None:
-                assignee = assignee.lower()
-                known = await connection.scalar(_ADMIN_ID, {"admin_id": assignee})
-                if known is None:
-                    problems.append(
-                        FieldProblem("assignedAdminId", "is not an admin this service has seen")
-                    )
-            note = requested.get("resolutionNote")
-            if note is not None and target is not Status.RESOLVED:
-                problems.append(
-                    FieldProblem(
-                        "resolutionNote", "can only be set on a request that is or becomes resolved"
-                    )
-                )
-            if (
-                target is Status.RESOLVED
-                and note is None
-                and not (current is Status.RESOLVED and row.resolution_note)
-            ):
-                problems.append(FieldProblem("resolutionNote", "is required to resolve a request"))
-            if problems:
-                raise RuleViolation(problems)
-
-            changes = _Changes(row, admin, max(now_ms(), row.updated_at))
-            changes.set_status(target)
-            if note is not None:
-                changes.set_note(note)
-            if "assignedAdminId" in requested:
-                changes.assign(assignee)
-            if changes.events:  # a PATCH that changes nothing leaves updatedAt alone
-                await self._apply(connection, changes)
+            row = await self._lock(
+                connection, _LOCK_FOR_EDIT, request_id=request_id, assignee_id=edit.assignee
+            )
+            plan = plan_edit(
+                _state(row), edit, assignee_known=bool(row.assignee_known), now=now_ms()
+            )
+            await self._write(connection, request_id, admin, plan)
             return await self._read_detail(connection, request_id)
 
     async def list_admins(self, admin: Principal) -> list[Any]:
@@ -659,18 +550,22 @@ class SupportDesk:
         return int(version)
 
     async def _lock(
-        self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
+        self, connection: DbConnection, statement: Select[Any], **parameters: Any
     ) -> Any:
-        if customer_id is None:
-            result = await connection.execute(_LOCK_REQUEST, {"request_id": request_id})
-        else:
-            result = await connection.execute(
-                _LOCK_OWNED_REQUEST, {"request_id": request_id, "customer_id": customer_id}
-            )
-        row = result.first()
+        row = (await connection.execute(statement, parameters)).first()
         if row is None:
-            raise _not_found(request_id)
+            raise _not_found(parameters["request_id"])
         return row
+
+    async def _reply(
+        self, connection: DbConnection, row: Any, author: Principal, body: str, **also: Any
+    ) -> RequestRecord:
+        """Append ``author``'s reply to the locked request ``row``, as the lifecycle plans it;
+        ``also`` are more columns to write with it."""
+        plan = plan_reply(_state(row), author.role, author.sub, now_ms())
+        message_id = await self._add_message(connection, row.id, author, body, plan.at)
+        await self._write(connection, row.id, author, plan, message_id, **also)
+        return await self._read_detail(connection, row.id)
 
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
@@ -705,20 +600,23 @@ class SupportDesk:
         )
         return int(result.scalar_one())
 
-    async def _apply(self, connection: DbConnection, changes: _Changes) -> None:
-        await connection.execute(
-            _UPDATE_REQUEST,
-            {**changes.values, "updated_at": changes.now, "changed_id": changes.row.id},
-        )
-        await self._write_events(connection, changes.row.id, changes.events)
-
-    async def _write_events(
-        self, connection: DbConnection, request_id: int, events: list[dict[str, Any]]
+    async def _write(
+        self,
+        connection: DbConnection,
+        request_id: int,
+        actor: Principal,
+        plan: Plan,
+        message_id: int | None = None,
+        **also: Any,
     ) -> None:
-        if events:
-            await connection.execute(
-                _INSERT_EVENT, [{"request_id": request_id, **event} for event in events]
-            )
+        """Write ``plan``'s changes (with ``also``) and its events; a plan that changes nothing
+        writes nothing."""
+        if not plan.changes:
+            return
+        await connection.execute(
+            _UPDATE_REQUEST, {**plan.changes, **also, "changed_id": request_id}
+        )
+        await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
 
     async def _remember_admin(self, admin: Principal) -> None:
         """Record an admin seen in a token, once per process unless name or picture change."""
