@@ -452,6 +452,40 @@ def test_pdf_with_a_name_that_only_starts_like_js_is_accepted(tmp_path):
     )
 
 
+def test_pdf_stream_bytes_that_look_like_a_script_name_are_not_refused(tmp_path):
+    content = b"\x9c/JS\x00\xff/Launch)\x01 endstreamish"
+    stream = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content)
+
+    assert upload(tmp_path, pdf(stream)).content_type == "application/pdf"
+
+
+def test_pdf_script_after_a_stream_is_refused(tmp_path):
+    stream = b"<< /Length 3 >>\nstream\nabc\nendstream"
+
+    invalid(tmp_path, pdf(stream, b"<< /S /JavaScript /JS (x) >>"), "active_content")
+
+
+@pytest.mark.parametrize("shift", range(-8, 9, 4))
+def test_pdf_script_across_a_piece_boundary_is_refused(tmp_path, shift):
+    head = pdf()[: pdf().index(b"1 0 obj")]
+    filler = b"%" + b"x" * (16 * 64 * 1024 - len(head) - 1 + shift) + b"\n"
+    data = pdf(b"<< /S /JavaScript >>")
+    data = data.replace(b"1 0 obj", filler + b"1 0 obj", 1)
+
+    invalid(tmp_path, data, "active_content")
+
+
+def test_webp_unknown_chunks_are_dropped(tmp_path):
+    data = encoded(picture(20, 20), "WEBP", lossless=True, exif=secret_exif())
+    extra = b"ZZZZ" + (12).to_bytes(4, "little") + b"<html>SECRET"
+    data = data[:4] + (len(data) - 8 + len(extra)).to_bytes(4, "little") + data[8:] + extra
+
+    inspected = upload(tmp_path, data)
+
+    assert b"ZZZZ" not in inspected.path.read_bytes()
+    assert_no_secrets(inspected)
+
+
 def test_pdf_with_html_after_its_end_is_refused_as_a_polyglot(tmp_path):
     detail = invalid(tmp_path, pdf(trailer_extra=b"<html><script>x</script>"), "polyglot")
 
@@ -520,6 +554,13 @@ def test_html_svg_and_xml_are_refused(tmp_path, markup, kind):
 
     assert detail.startswith(f"The file is {kind} (it starts with ")
     assert detail.endswith("HTML, SVG and XML are refused because a browser would run them.")
+
+
+@pytest.mark.parametrize("text", ["BMW app crashed at login\n", "ID3 tags are lost\n"])
+def test_text_that_starts_like_a_weak_signature_is_still_text(tmp_path, text):
+    inspected = upload(tmp_path, text.encode())
+
+    assert inspected.content_type == "text/plain; charset=utf-8"
 
 
 def test_text_that_mentions_html_further_on_is_text(tmp_path):

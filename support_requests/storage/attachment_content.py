@@ -13,7 +13,7 @@ Every image is decoded in full by Pillow, restricted to the format the bytes cla
 through ``pillow-heif``), so a lie or a truncation fails; more pixels than Pillow's own
 ``Image.MAX_IMAGE_PIXELS`` is refused, checked on every call (no warning filter is set).
 Every image also has its structure walked by hand, which refuses bytes after its end.
-The thumbnail is made from the cleaned image: longest side at most 320 px, aspect kept,
+The thumbnail is made from the pixels as stored: longest side at most 320 px, aspect kept,
 PNG when the image has transparency, otherwise JPEG (quality 80). ICC colour profiles are
 kept everywhere (they describe the pixels, a Display P3 photo changes colour without one);
 everything else that is not pixels is dropped.
@@ -24,26 +24,35 @@ everything else that is not pixels is dropped.
   The pixels and compression are untouched. Every chunk's CRC is checked.
 - JPEG without an EXIF orientation (or orientation 1): segments are copied byte for byte
   without APP0 (JFIF, may hold a thumbnail), APP1 (EXIF incl. GPS, XMP), other APPn and
-  COM; APP2 ICC_PROFILE and APP14 Adobe (colour transform) stay. Lossless.
+  COM; APP2 ICC_PROFILE and APP14 Adobe (colour transform) stay. Lossless. The further
+  pictures a camera puts after the EOI under a Multi-Picture (MPF) header are dropped.
 - JPEG with orientation 2-8: the rotation cannot be done losslessly with Pillow, so the
   image is turned upright and re-encoded with its own quantisation tables and chroma
   subsampling (Pillow's ``quality="keep"`` by hand): no visible re-compression.
 - GIF (animated too): blocks are copied byte for byte; every frame, graphic control
-  extension and the NETSCAPE/ANIMEXTS loop extension stay; comments, plain-text and
-  other application extensions (XMP, ICC) go. Identical pixels in every frame.
-- WebP (lossy, lossless, animated): RIFF chunks are copied byte for byte without EXIF and
-  XMP (and the VP8X flags that announce them); lossless stays lossless, lossy is not
-  re-encoded. The WebP EXIF orientation is not applied (libwebp ignores it too).
+  extension, the NETSCAPE/ANIMEXTS loop and the ICC extension stay; comments, plain-text
+  and other application extensions (XMP) go. Identical pixels in every frame.
+- WebP (lossy, lossless, animated): RIFF chunks are copied byte for byte, only VP8, VP8L,
+  VP8X, ALPH, ANIM, ANMF and ICCP, so EXIF, XMP and unknown chunks go (and the VP8X flags
+  for EXIF and XMP are cleared); lossless stays lossless, lossy is not re-encoded. The
+  EXIF orientation is not applied (libwebp ignores it too).
 - HEIC: ISOBMFF cannot be edited without rewriting item offsets, so the primary image is
   decoded, turned upright and re-encoded as HEIC at quality 90 without EXIF or XMP (ICC
   kept). The one format that is re-compressed; at 90 the difference is not visible.
 - PDF: copied as sent after checks: ``%PDF-`` first, ``%%EOF`` in the last KiB and only
   whitespace after it, and no ``/JavaScript``, ``/JS``, ``/Launch``, ``/EmbeddedFile(s)``
-  or ``/RichMedia`` name (hex-escaped spellings included) in the uncompressed text.
-  Names inside compressed object streams are not seen; PDFs are served as downloads.
+  or ``/RichMedia`` name (hex-escaped spellings included) outside streams. Stream bytes
+  are skipped (compressed data holds such bytes by chance), so names inside object
+  streams are not seen; PDFs are served as downloads, never inline.
 - Plain text: copied as sent; it must be UTF-8 with no control character but tab, line
   feed, carriage return and form feed, and must not start (after a BOM and whitespace)
   with ``<!doctype html``, ``<html``, ``<svg``, ``<?xml`` or ``<script``.
+
+Polyglots: a file is refused when bytes follow the end of its format (PNG IEND, JPEG EOI
+but MPF pictures, GIF trailer, WebP RIFF size, the last HEIC box, a PDF's last ``%%EOF``
+but whitespace), since that is where a second format (ZIP, HTML, a script) is appended.
+A second format hidden inside an image's metadata is not looked for: only pixel and
+colour structures are copied, so it never reaches the stored file.
 """
 
 from __future__ import annotations
@@ -121,9 +130,11 @@ def inspect_upload(source: Path, workdir: Path) -> Inspected:
         head = src.read(8192)
     kind = filetype.guess(head)
     found: str | None = kind.mime if kind is not None else None
-    clean = _CLEANERS.get(found) if found is not None else _clean_text
+    # filetype's weaker signatures ("BM" for BMP, "ID3" for MP3) also match plain
+    # sentences, so anything it names that is not an accepted type may still be text.
+    clean = _CLEANERS.get(found) if found is not None else None
     if clean is None:
-        raise unsupported(found)
+        clean = functools.partial(_clean_text, found=found)
     descriptor, name = tempfile.mkstemp(dir=workdir, prefix="attachment-", suffix=".part")
     target = Path(name)
     try:
@@ -330,7 +341,7 @@ def _clean_png(src: BinaryIO, out: BinaryIO) -> _Cleaned:
 
 # -- GIF ------------------------------------------------------------------------------------
 
-_GIF_KEPT_APPLICATIONS: Final = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0"})
+_GIF_KEPT_APPLICATIONS: Final = frozenset({b"NETSCAPE2.0", b"ANIMEXTS1.0", b"ICCRGBG1012"})
 
 
 def _copy_sub_blocks(src: BinaryIO, out: BinaryIO | None, label: str) -> None:
@@ -384,7 +395,7 @@ def _clean_gif(src: BinaryIO, out: BinaryIO) -> _Cleaned:
 
 # -- WebP -----------------------------------------------------------------------------------
 
-_WEBP_DROPPED: Final = frozenset({b"EXIF", b"XMP "})
+_WEBP_KEPT: Final = frozenset({b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"})
 _VP8X_EXIF_AND_XMP: Final = 0x08 | 0x04
 
 
@@ -402,7 +413,7 @@ def _clean_webp(src: BinaryIO, out: BinaryIO) -> _Cleaned:
         if src.tell() + padded > end:
             raise _damaged(label, f"its {kind!r} chunk runs past the RIFF size")
         name = f"its {kind.decode('latin-1')} chunk"
-        if kind in _WEBP_DROPPED:
+        if kind not in _WEBP_KEPT:
             _copy_exact(src, None, padded, label, name)
         elif kind == b"VP8X":
             data = bytearray(_read_exact(src, padded, label, name))
@@ -600,22 +611,31 @@ def _clean_heic(src: BinaryIO, out: BinaryIO) -> _Cleaned:
 
 
 def _pdf_name(name: bytes) -> bytes:
-    """A regex for a PDF name, each character also in its ``#xx`` escape."""
-    parts = [b"(?:%s|#%X)" % (re.escape(bytes((c,))), c) for c in name]
-    return b"/" + b"".join(parts)
+    """A regex for a PDF name, each character also in its ``#xx`` escape (either case)."""
+
+    def character(c: int) -> bytes:
+        escape = b"".join(
+            b"[%s%s]" % (d.upper(), d.lower()) if d.isalpha() else d
+            for d in (bytes((x,)) for x in b"%02X" % c)
+        )
+        return b"(?:%s|#%s)" % (re.escape(bytes((c,))), escape)
+
+    return b"/" + b"".join(character(c) for c in name)
 
 
-_PDF_ACTIVE: Final = re.compile(
-    b"(?:"
-    + b"|".join(
-        _pdf_name(n)
-        for n in (b"JavaScript", b"JS", b"Launch", b"EmbeddedFiles", b"EmbeddedFile", b"RichMedia")
-    )
-    + b")(?![A-Za-z0-9])",
-    re.IGNORECASE,
+_PDF_ACTIVE_NAMES: Final = (
+    b"JavaScript", b"JS", b"Launch", b"EmbeddedFiles", b"EmbeddedFile", b"RichMedia"
+)  # fmt: skip
+# Outside streams, the next active name or the start of a stream; a stream's bytes are
+# skipped up to its "endstream", because compressed data holds "/JS" by chance (about once
+# in 16 MiB) and would refuse good documents.
+_PDF_TOKEN: Final = re.compile(
+    b"(?P<active>(?:"
+    + b"|".join(_pdf_name(name) for name in _PDF_ACTIVE_NAMES)
+    + b")(?![A-Za-z0-9#]))|(?<![A-Za-z])stream(?:\r\n|\n)"
 )
 _PDF_TAIL: Final = 1024
-_PDF_OVERLAP: Final = 64
+_PDF_LOOKAHEAD: Final = 64  # longer than any token, so none is cut at a piece's edge
 
 
 def _clean_pdf(src: BinaryIO, out: BinaryIO) -> _Cleaned:
@@ -623,21 +643,37 @@ def _clean_pdf(src: BinaryIO, out: BinaryIO) -> _Cleaned:
     if src.read(5) != b"%PDF-":
         raise _damaged(label, "it does not start with %PDF-")
     src.seek(0)
-    carried = b""
+    pending = b""
     tail = b""
-    while piece := src.read(PIECE * 16):
+    in_stream = False
+    while True:
+        piece = src.read(PIECE * 16)
         out.write(piece)
-        window = carried + piece
-        found = _PDF_ACTIVE.search(window)
-        if found:
-            name = found.group().decode("latin-1")
-            raise InvalidAttachment(
-                "active_content",
-                f"The PDF contains {name} (scripts, launch actions, embedded files or "
-                "rich media); save it without them and upload again.",
-            )
-        carried = window[-_PDF_OVERLAP:]
         tail = (tail + piece)[-_PDF_TAIL:]
+        data = pending + piece
+        limit = len(data) if not piece else max(0, len(data) - _PDF_LOOKAHEAD)
+        position = 0
+        while position < limit:
+            if in_stream:
+                found = data.find(b"endstream", position)
+                if found == -1 or found >= limit:
+                    break
+                in_stream, position = False, found + len(b"endstream")
+                continue
+            token = _PDF_TOKEN.search(data, position)
+            if token is None or token.start() >= limit:
+                break
+            if token.group("active"):
+                raise InvalidAttachment(
+                    "active_content",
+                    f"The PDF contains {token.group().decode('latin-1')} (scripts, launch "
+                    "actions, embedded files or rich media); save it without them and upload "
+                    "again.",
+                )
+            in_stream, position = True, token.end()
+        pending = data[max(position, limit) :]
+        if not piece:
+            break
     end = tail.rfind(b"%%EOF")
     if end == -1:
         raise _damaged(label, "there is no %%EOF at its end (truncated)")
@@ -670,7 +706,8 @@ def _refuse_markup(lead: str) -> None:
             )
 
 
-def _clean_text(src: BinaryIO, out: BinaryIO) -> _Cleaned:
+def _clean_text(src: BinaryIO, out: BinaryIO, found: str | None = None) -> _Cleaned:
+    """UTF-8 text copied as sent; ``found`` is the type filetype saw, named if it is not text."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     consumed = 0
     characters = 0
@@ -681,6 +718,8 @@ def _clean_text(src: BinaryIO, out: BinaryIO) -> _Cleaned:
         try:
             text = decoder.decode(piece, final=not piece)
         except UnicodeDecodeError as exc:
+            if found is not None:
+                raise unsupported(found) from None
             offset = consumed - pending + exc.start
             raise UnsupportedAttachmentType(
                 f"The file is not UTF-8 text (byte {offset} is not valid UTF-8) nor another "
@@ -688,6 +727,8 @@ def _clean_text(src: BinaryIO, out: BinaryIO) -> _Cleaned:
                 "plain text."
             ) from None
         control = _TEXT_CONTROL.search(text)
+        if control and found is not None:
+            raise unsupported(found)
         if control:
             raise UnsupportedAttachmentType(
                 f"The file has a control character (U+{ord(control.group()):04X} at character "
