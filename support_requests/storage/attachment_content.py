@@ -549,7 +549,8 @@ def _clean_jpeg(src: BinaryIO, out: BinaryIO) -> _Cleaned:
     label = "a JPEG image"
     _walk_jpeg(src, None)
     image = _decode(src, "JPEG", label)
-    assert isinstance(image, JpegImagePlugin.JpegImageFile)
+    if not isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO is one too
+        raise _damaged(label, f"Pillow reads it as {image.format}")
     orientation = image.getexif().get(0x0112, 1)
     if orientation not in range(2, 9):
         src.seek(0)
@@ -647,9 +648,9 @@ def _clean_pdf(src: BinaryIO, out: BinaryIO) -> _Cleaned:
     tail = b""
     in_stream = False
     while True:
-        piece = src.read(PIECE * 16)
+        piece = src.read(PIECE)
         out.write(piece)
-        tail = (tail + piece)[-_PDF_TAIL:]
+        tail = (tail + piece[-_PDF_TAIL:])[-_PDF_TAIL:]
         data = pending + piece
         limit = len(data) if not piece else max(0, len(data) - _PDF_LOOKAHEAD)
         position = 0
