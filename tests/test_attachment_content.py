@@ -233,6 +233,24 @@ def test_png_with_transparency_gets_a_png_thumbnail_and_same_pixels(tmp_path):
     assert Image.open(io.BytesIO(inspected.thumbnail or b"")).size == (46, 320)
 
 
+def test_animated_png_keeps_its_frames(tmp_path):
+    frames = [picture(60, 40), picture(60, 40).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "SECRET-APNG")
+    data = encoded(frames[0], "PNG", save_all=True, append_images=frames[1:], pnginfo=info)
+
+    inspected = upload(tmp_path, data)
+
+    assert inspected.content_type == "image/png"
+    assert_no_secrets(inspected)
+    original, cleaned = Image.open(io.BytesIO(data)), reopened(inspected)
+    assert getattr(cleaned, "n_frames", 1) == 2
+    for frame in range(2):
+        original.seek(frame)
+        cleaned.seek(frame)
+        assert cleaned.tobytes() == original.tobytes()
+
+
 def test_a_small_image_keeps_its_size_in_the_thumbnail(tmp_path):
     inspected = upload(tmp_path, encoded(picture(40, 20), "PNG"))
 
