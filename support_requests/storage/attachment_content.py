@@ -248,11 +248,12 @@ def _decode(src: BinaryIO, pillow_format: str, label: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise _damaged(label, f"{pillow_format} decoding failed ({_short(exc)})") from None
     _check_pixels(*image.size)
+    primary = image.tell()  # a HEIC's primary image need not be its first
     try:
         for frame in range(getattr(image, "n_frames", 1)):
             image.seek(frame)
             image.load()
-        image.seek(0)
+        image.seek(primary)
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(exc) from None
