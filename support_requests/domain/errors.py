@@ -4,7 +4,11 @@ DomainError
 ├── NotFound             the request does not exist or is not the caller's
 ├── RequestClosed        a reply to a closed request
 ├── InvalidTransition    a change the lifecycle does not allow from here
-└── RuleViolation        a body that is well-formed but breaks a rule (422)
+├── RuleViolation        a body that is well-formed but breaks a rule (422)
+│   └── InvalidAttachment          an empty, damaged, disguised or badly named upload
+│                                  (``domain.attachments``; 422, field ``file``)
+└── UnsupportedAttachmentType      an upload of a type not accepted
+                                   (``domain.attachments``; 415 ``unsupported_attachment_type``)
 """
 
 from __future__ import annotations
