@@ -77,7 +77,9 @@ async def reply(
     admin = caller(token_info)
 
     async def run() -> Response:
-        record = await desk.reply_as_admin(admin, id_, body["body"].strip())
+        record = await desk.reply_as_admin(
+            admin, id_, body["body"].strip(), attachments=body.get("attachments", ())
+        )
         return envelope("Reply added successfully", admin_detail(record), status=201)
 
     return await once(idempotency, admin, body, run)

@@ -8,10 +8,12 @@ uvicorn factory that reads ``SUPPORT_*`` once, at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import gc
 import inspect
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,43 +38,63 @@ from support_requests.framework.connexion_validation import RequestValidation
 from support_requests.framework.routing import ContractRoutingMiddleware
 from support_requests.framework.swagger_ui import SpecAsWritten
 from support_requests.handlers import conditional, problems
+from support_requests.handlers.attachments import Uploads, too_large
 from support_requests.handlers.auth import TokenVerifier, bearer_security
 from support_requests.handlers.limits import RateLimit
 from support_requests.handlers.observability import RequestContext, configure_logging
 from support_requests.handlers.operations import OPERATIONS
+from support_requests.handlers.render import ATTACHMENT_PATHS
 from support_requests.handlers.settings import Settings
 from support_requests.handlers.validation import VALIDATOR_MAP
 from support_requests.openapi import SPEC_PATH
 from support_requests.storage import schema
+from support_requests.storage.attachments import AttachmentStore
 from support_requests.storage.database import Database
 from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.rate_limits import Limit, RateLimiter
 from support_requests.storage.support_desk import SupportDesk
 
+logger = logging.getLogger(__name__)
+
 MAX_BODY_BYTES = 64 * 1024
+UPLOAD_PATHS = frozenset(ATTACHMENT_PATHS.values())
+# Room for the part's headers and the boundaries around the file's bytes.
+MULTIPART_FRAMING_BYTES = 16 * 1024
 
 
 class BodyLimit:
-    """413 for a body over 64 KiB, by ``Content-Length`` or by counting what arrives."""
+    """413 for a body over 64 KiB (an upload: over ``upload_bytes`` plus the multipart
+    framing), by ``Content-Length`` or by counting what arrives, so nothing past the limit
+    is read."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, upload_bytes: int) -> None:
         self.app = app
+        self.upload_bytes = upload_bytes
+
+    def _limit(self, scope: Scope) -> tuple[int, Callable[[], problems.HttpProblem]]:
+        if scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
+            return self.upload_bytes + MULTIPART_FRAMING_BYTES, self._upload_too_large
+        return MAX_BODY_BYTES, _too_large
+
+    def _upload_too_large(self) -> problems.HttpProblem:
+        return too_large(self.upload_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, refusal = self._limit(scope)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            raise _too_large()
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise refusal()
         received = 0
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise _too_large()
+            if received > limit:
+                raise refusal()
             return message
 
         if declared is None and "transfer-encoding" in Headers(scope=scope):
@@ -148,7 +170,12 @@ def _bound(middleware: type, **options: Any) -> type:
 
 
 def _middlewares(
-    request_context: type, rate_limit: type, revalidation: type, *, validate_responses: bool
+    request_context: type,
+    rate_limit: type,
+    revalidation: type,
+    body_limit: type,
+    *,
+    validate_responses: bool,
 ) -> list[Any]:
     """Connexion's stack, with ours: request context and headers outermost (they see every
     response, problems included), the detail polls' 304 right inside the problem mapping,
@@ -159,7 +186,7 @@ def _middlewares(
         if middleware is ResponseValidationMiddleware and not validate_responses:
             continue
         if middleware is RoutingMiddleware:
-            stack += [ContractRoutingMiddleware, BodyLimit]
+            stack += [ContractRoutingMiddleware, body_limit]
             continue
         if middleware is SwaggerUIMiddleware:
             stack.append(SpecAsWritten)
@@ -244,11 +271,14 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
     desk = SupportDesk(database)
+    attachments = AttachmentStore(database, settings.attachment_dir)
     verifier = TokenVerifier(settings)
     dependencies = {
         "desk": desk,
         "idempotency": IdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds),
         "database": database,
+        "attachments": attachments,
+        "uploads": Uploads.create(settings.attachment_max_bytes),
         "expected_revision": None if settings.create_schema else schema.head(),
     }
     rate_limit = _bound(
@@ -270,9 +300,15 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             await asyncio.to_thread(
                 schema.ensure_current, settings.database_url, initialise_empty=database.is_sqlite
             )
+        cleanup = asyncio.create_task(
+            _delete_expired_uploads(attachments, settings.attachment_cleanup_seconds)
+        )
         if on_started is not None:
             on_started()
         yield
+        cleanup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cleanup
         await database.dispose()
 
     app = PreparedAsyncApp(
@@ -282,6 +318,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             request_context,
             rate_limit,
             revalidation,
+            _bound(BodyLimit, upload_bytes=settings.attachment_max_bytes),
             validate_responses=settings.validate_responses,
         ),
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
@@ -297,6 +334,20 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     )
     problems.register(app, _allowed_methods(spec))
     return app
+
+
+async def _delete_expired_uploads(attachments: AttachmentStore, every_seconds: float) -> None:
+    """Uploads never attached are deleted once expired: at start, then every
+    ``every_seconds``, off every request's path. A failed round is logged and retried."""
+    while True:
+        try:
+            deleted = await attachments.delete_expired()
+        except Exception:
+            logger.exception("deleting expired uploads failed; retrying later")
+        else:
+            if deleted:
+                logger.info("deleted %d expired uploads", deleted)
+        await asyncio.sleep(every_seconds)
 
 
 def freeze_start_up_objects() -> None:

@@ -31,6 +31,7 @@ async def create_request(
             category=body["category"],
             subject=body["subject"].strip(),
             message=body["message"].strip(),
+            attachments=body.get("attachments", ()),
         )
         return envelope(
             "Support request created successfully",
@@ -96,7 +97,9 @@ async def reply(
     customer = caller(token_info)
 
     async def run() -> Response:
-        record = await desk.reply_as_customer(customer, id_, body["body"].strip())
+        record = await desk.reply_as_customer(
+            customer, id_, body["body"].strip(), attachments=body.get("attachments", ())
+        )
         return envelope("Reply added successfully", mobile_detail(record), status=201)
 
     return await once(idempotency, customer, body, run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from support_requests.handlers import admin, health, mobile
+from support_requests.handlers import admin, attachments, health, mobile
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
     # mobile
@@ -26,6 +26,14 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "adminReplyToSupportRequest": admin.reply,
     "listSupportRequestEvents": admin.list_events,
     "listAdmins": admin.list_admins,
+    # attachments
+    "uploadAttachment": attachments.upload_attachment,
+    "downloadAttachment": attachments.download_attachment,
+    "downloadAttachmentThumbnail": attachments.download_attachment_thumbnail,
+    "adminUploadAttachment": attachments.admin_upload_attachment,
+    "adminDownloadAttachment": attachments.admin_download_attachment,
+    "adminDownloadAttachmentThumbnail": attachments.admin_download_attachment_thumbnail,
+    "adminRemoveAttachment": attachments.remove_attachment,
     # health
     "checkLiveness": health.liveness,
     "checkReadiness": health.readiness,

@@ -18,6 +18,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from support_requests.domain.attachments import UnsupportedAttachmentType
 from support_requests.domain.errors import (
     DomainError,
     FieldProblem,
@@ -42,6 +43,7 @@ CODE_BY_STATUS = {
     409: "invalid_transition",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     422: "validation_failed",
     500: "internal_error",
     503: "service_unavailable",
@@ -137,12 +139,14 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     RequestClosed: (400, "request_closed"),
     InvalidTransition: (409, "invalid_transition"),
     RuleViolation: (422, "validation_failed"),
+    UnsupportedAttachmentType: (415, UnsupportedAttachmentType.CODE),
 }
 
 
 def _on_domain_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     assert isinstance(exc, DomainError)
-    status, code = _DOMAIN_STATUS[type(exc)]
+    # The nearest mapped class: InvalidAttachment is a RuleViolation (422).
+    status, code = next(_DOMAIN_STATUS[c] for c in type(exc).__mro__ if c in _DOMAIN_STATUS)
     errors = exc.problems if isinstance(exc, RuleViolation) else []
     return problem_response(request, status, code, exc.detail, errors=errors)
 
@@ -159,9 +163,14 @@ def _on_framework_problem(request: ConnexionRequest, exc: Exception) -> Connexio
     detail = {
         401: "A bearer token is required.",
         403: "This token may not use this operation.",
-        415: "The body must be sent as application/json.",
+        415: f"The body must be sent as {_media_type_for(request.url.path)}.",
     }.get(status, exc.detail or HTTPStatus(status).phrase)
     return problem_response(request, status, CODE_BY_STATUS.get(status, "malformed_body"), detail)
+
+
+def _media_type_for(path: str) -> str:
+    """What an operation's body is: uploads are multipart, everything else JSON."""
+    return "multipart/form-data" if path.endswith("/attachments") else "application/json"
 
 
 def _http_exception_handler(

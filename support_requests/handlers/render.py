@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from support_requests.domain.clock import iso_ms
 from support_requests.domain.lifecycle import Actor, Status, allowed_actions
+from support_requests.storage.attachments import StoredAttachment
 from support_requests.storage.support_desk import RequestRecord
 
 
@@ -46,6 +47,7 @@ def mobile_detail(record: RequestRecord) -> dict[str, Any]:
             "authorName": m.author_name,
             "authorImage": m.author_image,
             "body": m.body,
+            "attachments": _attachments(record, m.id, Actor.CUSTOMER),
             "createdAt": iso_ms(m.created_at),
         }
         for m in record.messages
@@ -77,11 +79,56 @@ def admin_detail(record: RequestRecord) -> dict[str, Any]:
             "authorName": m.author_name,
             "authorImage": m.author_image,
             "body": m.body,
+            "attachments": _attachments(record, m.id, Actor.ADMIN),
             "createdAt": iso_ms(m.created_at),
         }
         for m in record.messages
     ]
     return detail
+
+
+# Where each side uploads and downloads attachments.
+ATTACHMENT_PATHS = {
+    Actor.CUSTOMER: "/api/mobile/attachments",
+    Actor.ADMIN: "/api/admin/attachments",
+}
+_NO_ATTACHMENTS: list[Any] = []
+
+
+def _attachments(record: RequestRecord, message_id: int, viewer: Actor) -> list[dict[str, Any]]:
+    return [
+        attachment_entry(a, viewer) for a in record.attachments.get(message_id, _NO_ATTACHMENTS)
+    ]
+
+
+def attachment_entry(attachment: Any, viewer: Actor) -> dict[str, Any]:
+    """A file on a message, with the urls ``viewer`` downloads it from (none once removed)."""
+    url = None if attachment.removed else f"{ATTACHMENT_PATHS[viewer]}/{attachment.id}"
+    return {
+        "id": attachment.id,
+        "fileName": attachment.file_name,
+        "contentType": attachment.content_type,
+        "size": attachment.size,
+        "width": attachment.width,
+        "height": attachment.height,
+        "url": url,
+        "thumbnailUrl": f"{url}/thumbnail" if url and attachment.has_thumbnail else None,
+        "removed": attachment.removed,
+    }
+
+
+def uploaded_attachment(attachment: StoredAttachment) -> dict[str, Any]:
+    """An upload, as its ``201`` shows it: to be attached before ``expiresAt``."""
+    return {
+        "id": attachment.id,
+        "fileName": attachment.file_name,
+        "contentType": attachment.content_type,
+        "size": attachment.size,
+        "width": attachment.width,
+        "height": attachment.height,
+        "createdAt": iso_ms(attachment.created_at),
+        "expiresAt": iso_ms(attachment.expires_at),
+    }
 
 
 def envelope(

@@ -33,6 +33,8 @@ DEFAULT_RATE_LIMIT_READS = "12000/minute"
 DEFAULT_RATE_LIMIT_WRITES = "3000/minute"
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600
 DEFAULT_DATA_DIR = ".supportdesk"
+DEFAULT_ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_ATTACHMENT_CLEANUP_SECONDS = 600.0
 KEY_VARIABLES = ("SUPPORT_JWT_SECRET", "SUPPORT_JWT_PUBLIC_KEY", "SUPPORT_JWKS_URL")
 JWKS_ALGORITHMS = ("RS256", "ES256")
 DEFAULT_JWKS_TIMEOUT = 3.0
@@ -80,6 +82,11 @@ class Settings:
     jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
     jwks_cache_seconds: float = DEFAULT_JWKS_CACHE_SECONDS
     jwks_refetch_seconds: float = DEFAULT_JWKS_REFETCH_SECONDS
+    # Attachments: the largest upload, and where the bytes live (None: in the database).
+    attachment_max_bytes: int = DEFAULT_ATTACHMENT_MAX_BYTES
+    attachment_dir: Path | None = None
+    # How often the server deletes uploads that expired unattached.
+    attachment_cleanup_seconds: float = DEFAULT_ATTACHMENT_CLEANUP_SECONDS
 
     def __post_init__(self) -> None:
         configured = [
@@ -164,6 +171,7 @@ class Settings:
         secret = env.get("SUPPORT_JWT_SECRET")
         public_key_path = env.get("SUPPORT_JWT_PUBLIC_KEY")
         jwks_url = env.get("SUPPORT_JWKS_URL") or None
+        attachment_dir = env.get("SUPPORT_ATTACHMENT_DIR")
         key = secret.encode() if secret else None
         public_key = read_public_key(Path(public_key_path)) if public_key_path else None
         dev_secret_path = None
@@ -191,6 +199,10 @@ class Settings:
             jwks_refetch_seconds=_seconds(
                 env, "SUPPORT_JWKS_REFETCH_SECONDS", DEFAULT_JWKS_REFETCH_SECONDS
             ),
+            attachment_max_bytes=_whole(
+                env, "SUPPORT_ATTACHMENT_MAX_BYTES", DEFAULT_ATTACHMENT_MAX_BYTES
+            ),
+            attachment_dir=Path(attachment_dir) if attachment_dir else None,
         )
 
 

@@ -27,9 +27,11 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, QueryParams
+from starlette.formparsers import MultiPartException
 from starlette.types import Scope
 
 from support_requests.domain.errors import FieldProblem
+from support_requests.framework.connexion_multipart import SpooledMultipartValidator
 from support_requests.framework.connexion_operations import remember_parsed_body
 from support_requests.handlers.problems import HttpProblem, validation_problem
 
@@ -361,7 +363,28 @@ class ContractJSONBodyValidator(JSONRequestBodyValidator):  # type: ignore[misc]
         return None
 
 
+class ContractMultipartValidator(SpooledMultipartValidator):
+    """A multipart body (uploads): 400 ``malformed_body`` when it is not multipart at all,
+    then every schema error (a missing ``file``, another part) as one 422."""
+
+    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
+        try:
+            return await super()._parse(stream, scope=scope)
+        except MultiPartException:
+            raise HttpProblem(
+                400, "malformed_body", "The body is not valid multipart/form-data."
+            ) from None
+
+    def _validate(self, body: Any) -> dict[str, Any] | None:
+        errors = _errors(self._schema, body, None)
+        if errors:
+            raise validation_problem(_field_problems(errors))
+        return None
+
+
 VALIDATOR_MAP: dict[str, Any] = {
     "parameter": ContractParameterValidator,
-    "body": MediaTypeDict({"*/*json": ContractJSONBodyValidator}),
+    "body": MediaTypeDict(
+        {"*/*json": ContractJSONBodyValidator, "multipart/form-data": ContractMultipartValidator}
+    ),
 }
