@@ -491,8 +491,10 @@ def test_admin_reply_uploads_on_the_admin_side(cli: Cli) -> None:
     assert replied.exit_code == 0, replied.output
     [upload] = cli.api.uploads
     assert upload.path == "/api/admin/attachments"
-    assert cli.api.sent[-1][2] == {"body": "Try this.", "attachments": list(cli.api.stored)}
-    assert "+ workaround.txt (text/plain, 43 B) id" in flat(replied.stdout)
+    [upload_id] = cli.api.stored
+    assert cli.api.sent[-1][2] == {"body": "Try this.", "attachments": [upload_id]}
+    staff_bubble = flat(replied.stdout.replace("┃", " "))
+    assert f"+ workaround.txt (text/plain, 43 B) id {upload_id}" in staff_bubble
 
 
 @pytest.mark.parametrize("problem", ["missing", "a directory"])
@@ -631,7 +633,7 @@ def test_get_saves_under_the_servers_file_name_in_the_current_directory(cli: Cli
     assert got.exit_code == 0, got.output
     assert cli.api.downloads == [f"/api/mobile/attachments/{stored.id}"]
     assert (cli.workdir / "crash.log").read_bytes() == b"E/crash: boom\n"
-    assert f"Saved {cli.workdir / 'crash.log'} (text/plain, 14 B)." in flat(got.stdout)
+    assert "Saved crash.log (text/plain, 14 B)." in flat(got.stdout)
     assert sorted(p.name for p in cli.workdir.iterdir() if p.name.startswith(".crash")) == []
 
 
@@ -769,3 +771,14 @@ def test_remove_as_a_customer_says_it_needs_an_admin_token(cli: Cli) -> None:
     assert removed.exit_code == 1
     assert "Admin commands need an admin token" in flat(removed.stderr)
     assert not cli.api.stored[shot].removed
+
+
+def test_get_an_id_that_starts_with_a_dash_after_double_dash(cli: Cli) -> None:
+    stored = cli.api.seed("alice", "crash.log", b"boom\n")
+    cli.api.stored["-" + stored.id[1:]] = cli.api.stored.pop(stored.id)
+    stored.id = "-" + stored.id[1:]
+
+    got = cli("--as", "alice", "attachments", "get", "--", stored.id)
+
+    assert got.exit_code == 0, got.output
+    assert cli.api.downloads == [f"/api/mobile/attachments/{stored.id}"]

@@ -48,7 +48,10 @@ app = typer.Typer(
 )
 admin_app = typer.Typer(help="Files on messages: remove one.", no_args_is_help=True)
 
-AttachmentId = Annotated[str, typer.Argument(metavar="ID", help="The attachment's id.")]
+AttachmentId = Annotated[
+    str,
+    typer.Argument(metavar="ID", help="The attachment's id (after -- when it starts with -)."),
+]
 AttachOption = Annotated[
     list[Path] | None,
     typer.Option(
@@ -149,7 +152,7 @@ def _target(output: Path | None, header: str | None, attachment_id: str) -> Path
         or "attachment"
     )
     if output is None:
-        return Path.cwd() / name
+        return Path(name)
     return output / name if output.is_dir() else output
 
 
@@ -194,7 +197,7 @@ def get(
 def _save(chunks: Iterator[bytes], target: Path) -> int:
     """Write beside ``target`` first, so a broken download never leaves half a file."""
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed or removed below)
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
+        dir=target.parent.absolute(), prefix=f".{target.name}.", suffix=".part", delete=False
     )
     size = 0
     try:

@@ -113,10 +113,12 @@ def attachment_facts(attachment: Mapping[str, Any]) -> str:
     return f"{attachment['fileName']} ({', '.join(facts)})"
 
 
-def attachment_line(attachment: Mapping[str, Any]) -> str:
-    """A file on a message: its facts, then the id to download it with, or ``removed``."""
-    where = "removed" if attachment["removed"] else f"id {attachment['id']}"
-    return f"{attachment_facts(attachment)} {where}"
+def attachment_lines(attachment: Mapping[str, Any]) -> list[str]:
+    """A file on a message: its facts, then the id to download it with (a line of its own,
+    so it is never wrapped), or ``removed``."""
+    if attachment["removed"]:
+        return [f"{ATTACHMENT_MARK}{attachment_facts(attachment)} removed"]
+    return [f"{ATTACHMENT_MARK}{attachment_facts(attachment)}", f"  id {attachment['id']}"]
 
 
 def _person(name: str | None, fallback: str) -> str:
@@ -254,11 +256,13 @@ def conversation(
         body = Text(message["body"])
         # A server older than contract 1.1 sends no attachments.
         attachments: list[dict[str, Any]] = message.get("attachments", [])
-        files = [attachment_line(attachment) for attachment in attachments]
-        for line, attachment in zip(files, attachments, strict=True):
-            body.append(f"\n{ATTACHMENT_MARK}{line}", style="dim" if attachment["removed"] else "")
+        files: list[str] = []
+        for attachment in attachments:
+            for line in attachment_lines(attachment):
+                body.append(f"\n{line}", style="dim" if attachment["removed"] else "")
+                files.append(line)
         when = local_time(message["createdAt"])
-        lines = [*message["body"].splitlines(), *(ATTACHMENT_MARK + line for line in files)]
+        lines = [*message["body"].splitlines(), *files]
         content = max((cell_len(line) for line in lines), default=0)
         size = min(bubble_max, max(content, cell_len(label) + 6, cell_len(when) + 6) + 4)
         panel = Panel(
