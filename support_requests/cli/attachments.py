@@ -79,9 +79,10 @@ class LocalFile:
 def opened(paths: list[Path] | None) -> Iterator[list[LocalFile]]:
     """Every ``--attach`` file open for reading, or a message and exit 1 before any is sent."""
     paths = paths or []
-    limit = int(spec_schema("AttachmentIds")["maxItems"])
-    if len(paths) > limit:
-        fail(f"{len(paths)} files given with --attach; a message takes at most {limit}.")
+    if paths:
+        limit = int(spec_schema("AttachmentIds")["maxItems"])
+        if len(paths) > limit:
+            fail(f"{len(paths)} files given with --attach; a message takes at most {limit}.")
     with ExitStack() as stack:
         files = []
         for path in paths:
