@@ -10,7 +10,17 @@ import typer
 from rich.console import Group
 from rich.text import Text
 
-from support_requests.cli.client import ADMIN, ADMINS, ApiClient, ApiReply, fetch_pages, joined_text
+from support_requests.cli import attachments
+from support_requests.cli.attachments import AttachOption, opened, upload_all, with_attachments
+from support_requests.cli.client import (
+    ADMIN,
+    ADMIN_ATTACHMENTS,
+    ADMINS,
+    ApiClient,
+    ApiReply,
+    fetch_pages,
+    joined_text,
+)
 from support_requests.cli.context import (
     AllPagesOption,
     CursorOption,
@@ -43,6 +53,8 @@ Note = Annotated[
     ),
 ]
 SORTS = "-createdAt (newest first, the default), createdAt or -updatedAt"
+
+app.add_typer(attachments.admin_app, name="attachments")
 
 
 # -- fetching ------------------------------------------------------------------
@@ -196,13 +208,15 @@ def reply(
         Path | None,
         typer.Option("--body-file", metavar="FILE", help="Read the reply from FILE ('-': stdin)."),
     ] = None,
+    attach: AttachOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Reply as staff (an open request moves to in progress and becomes yours if unowned)."""
     text = text_input(body, body_file, option="--body", file_option="--body-file")
-    with api(ctx, json_output=json_output) as client:
-        path = f"{ADMIN}/{request_id}/messages"
-        _change(client, "POST", path, {"body": text}, json_output=json_output)
+    with opened(attach) as files, api(ctx, json_output=json_output) as client:
+        ids = upload_all(client, ADMIN_ATTACHMENTS, files)
+        change = with_attachments({"body": text}, ids)
+        _change(client, "POST", f"{ADMIN}/{request_id}/messages", change, json_output=json_output)
 
 
 @app.command()

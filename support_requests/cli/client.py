@@ -3,7 +3,7 @@
 Every failure prints one readable block on stderr and exits 1 (with ``--json``
 an API problem document is also printed on stdout, exactly as received):
 
-ApiClient.call
+ApiClient.call, ApiClient.download
 ├── cannot connect     nothing listens at the API URL
 ├── timeout            no answer within ``--timeout`` seconds
 ├── transport error    the connection broke, or the other end does not speak HTTP
@@ -14,10 +14,11 @@ ApiClient.call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import httpx
 import orjson
@@ -27,6 +28,8 @@ from support_requests.cli.render import fail, print_json_text
 MOBILE = "/api/mobile/support-requests"
 ADMIN = "/api/admin/support-requests"
 ADMINS = "/api/admin/admins"
+MOBILE_ATTACHMENTS = "/api/mobile/attachments"
+ADMIN_ATTACHMENTS = "/api/admin/attachments"
 
 
 def cli_version() -> str:
@@ -92,11 +95,36 @@ class ApiClient(httpx.Client):
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        files: Mapping[str, tuple[str, IO[bytes]]] | None = None,
     ) -> ApiReply:
-        """Send one request; return the parsed success, or print the failure and exit 1."""
+        """Send one request; return the parsed success, or print the failure and exit 1.
+
+        ``files`` sends ``multipart/form-data``, each file streamed from its handle.
+        """
         query = {name: value for name, value in (params or {}).items() if value is not None}
+        with self._reaching():
+            response = self.request(method, path, params=query, json=body, files=files)
+        if response.is_success:
+            return self._success(response)
+        self._problem(response)
+
+    @contextmanager
+    def download(self, path: str) -> Iterator[httpx.Response]:
+        """A successful ``GET`` whose body is still to be streamed; else the failure, exit 1."""
+        with (
+            self._reaching(),
+            self.stream("GET", path, headers={"Accept": "*/*"}) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                self._problem(response)
+            yield response
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Transport failures (while sending, or while a body streams in) as messages."""
         try:
-            response = self.request(method, path, params=query, json=body)
+            yield
         except httpx.TimeoutException:
             fail(
                 f"{self.api_url} did not answer within {self._timeout_seconds:g} s.",
@@ -110,9 +138,6 @@ class ApiClient(httpx.Client):
             )
         except httpx.HTTPError as exc:
             fail(f"The connection to {self.api_url} failed: {_reason(exc)}.")
-        if response.is_success:
-            return self._success(response)
-        self._problem(response)
 
     def _success(self, response: httpx.Response) -> ApiReply:
         try:

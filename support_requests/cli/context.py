@@ -185,6 +185,13 @@ def caller_id(client: ApiClient) -> str:
     return sub
 
 
+def acts_as_admin(client: ApiClient) -> bool:
+    """Whether the token in use is an admin's, by its (unverified) ``role`` claim, as ``login``
+    decides; ``--as-admin`` mints such a token."""
+    claims = unverified_claims(client.token) or {}
+    return claims.get("role") == "admin"
+
+
 def text_input(value: str | None, file: Path | None, *, option: str, file_option: str) -> str:
     """Text from an option, a file (``-`` for stdin), or piped stdin."""
     if value is not None and file is not None:
@@ -207,13 +214,18 @@ def text_input(value: str | None, file: Path | None, *, option: str, file_option
     return text
 
 
-def _spec_enum(schema: str) -> list[str]:
+def spec_schema(name: str) -> dict[str, Any]:
+    """One of the contract's schemas, for the limits and values it states."""
     import yaml
 
     from support_requests.openapi import SPEC_PATH
 
     document: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
-    return [str(value) for value in document["components"]["schemas"][schema]["enum"]]
+    return dict(document["components"]["schemas"][name])
+
+
+def _spec_enum(schema: str) -> list[str]:
+    return [str(value) for value in spec_schema(schema)["enum"]]
 
 
 def complete_category(incomplete: str) -> list[str]:

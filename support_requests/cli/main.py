@@ -1,6 +1,6 @@
 """``supportctl``: the root command, its global options, and ``login``.
 
-API commands (``mobile``, ``admin``) are an HTTP client of a running server;
+API commands (``mobile``, ``admin``, ``attachments``) are an HTTP client of a running server;
 local operator commands (``serve``, ``db``, ``demo``, ``token``, ``version``)
 work on this machine. Exit codes: 0 success, 1 a failure (the API refused,
 or it cannot be reached), 2 a usage error.
@@ -16,7 +16,7 @@ import httpx
 import typer
 from rich.text import Text
 
-from support_requests.cli import admin, demo, mobile, operator, tokens
+from support_requests.cli import admin, attachments, demo, mobile, operator, tokens
 from support_requests.cli.client import ADMINS, MOBILE, ApiClient
 from support_requests.cli.context import (
     DEFAULT_API_URL,
@@ -49,6 +49,7 @@ app = typer.Typer(
 )
 app.add_typer(mobile.app, name="mobile", rich_help_panel=API_PANEL)
 app.add_typer(admin.app, name="admin", rich_help_panel=API_PANEL)
+app.add_typer(attachments.app, name="attachments", rich_help_panel=API_PANEL)
 app.add_typer(operator.db_app, name="db", rich_help_panel=LOCAL_PANEL)
 app.add_typer(demo.app, name="demo", rich_help_panel=LOCAL_PANEL)
 app.add_typer(tokens.app, name="token", rich_help_panel=LOCAL_PANEL)

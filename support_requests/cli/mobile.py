@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from support_requests.cli.client import MOBILE, ApiReply, fetch_pages, joined_text
+from support_requests.cli.attachments import AttachOption, opened, upload_all, with_attachments
+from support_requests.cli.client import (
+    MOBILE,
+    MOBILE_ATTACHMENTS,
+    ApiReply,
+    fetch_pages,
+    joined_text,
+)
 from support_requests.cli.context import (
     AllPagesOption,
     CursorOption,
@@ -67,14 +74,15 @@ def create(
             "--message-file", metavar="FILE", help="Read the first message from FILE ('-': stdin)."
         ),
     ] = None,
+    attach: AttachOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Open a support request with its first message."""
     text = text_input(message, message_file, option="--message", file_option="--message-file")
-    with api(ctx, json_output=json_output) as client:
-        reply = client.call(
-            "POST", MOBILE, body={"category": category, "subject": subject, "message": text}
-        )
+    with opened(attach) as files, api(ctx, json_output=json_output) as client:
+        ids = upload_all(client, MOBILE_ATTACHMENTS, files)
+        body = {"category": category, "subject": subject, "message": text}
+        reply = client.call("POST", MOBILE, body=with_attachments(body, ids))
     _show_detail(reply, json_output=json_output)
 
 
@@ -120,10 +128,13 @@ def reply(
     request_id: RequestId,
     body: Body = None,
     body_file: BodyFile = None,
+    attach: AttachOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Reply to one of your requests (a resolved one reopens)."""
     text = text_input(body, body_file, option="--body", file_option="--body-file")
-    with api(ctx, json_output=json_output) as client:
-        answer = client.call("POST", f"{MOBILE}/{request_id}/messages", body={"body": text})
+    with opened(attach) as files, api(ctx, json_output=json_output) as client:
+        ids = upload_all(client, MOBILE_ATTACHMENTS, files)
+        path = f"{MOBILE}/{request_id}/messages"
+        answer = client.call("POST", path, body=with_attachments({"body": text}, ids))
     _show_detail(answer, json_output=json_output)

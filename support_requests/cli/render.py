@@ -34,6 +34,7 @@ STATUS_STYLES = {
 CUSTOMER_STYLE = "blue"
 STAFF_STYLE = "green"
 NOTHING = "-"
+ATTACHMENT_MARK = "+ "
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -90,6 +91,34 @@ def admin_label(admin_id: str | None, admin_names: Mapping[str, str | None]) -> 
         return NOTHING
     name = admin_names.get(admin_id)
     return f"{name} ({admin_id})" if name else admin_id
+
+
+def human_size(size: int) -> str:
+    """Bytes as people read them: ``512 B``, ``48.2 KiB``, ``2.0 MiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if round(value, 1) < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def attachment_facts(attachment: Mapping[str, Any]) -> str:
+    """A file's name, type, size and an image's pixels: ``a.png (image/png, 48.2 KiB, 64x48)``."""
+    facts = [attachment["contentType"].split(";")[0], human_size(attachment["size"])]
+    if attachment["width"] is not None and attachment["height"] is not None:
+        facts.append(f"{attachment['width']}x{attachment['height']}")
+    return f"{attachment['fileName']} ({', '.join(facts)})"
+
+
+def attachment_lines(attachment: Mapping[str, Any]) -> list[str]:
+    """A file on a message: its facts, then the id to download it with (a line of its own,
+    so it is never wrapped), or ``removed``."""
+    if attachment["removed"]:
+        return [f"{ATTACHMENT_MARK}{attachment_facts(attachment)} removed"]
+    return [f"{ATTACHMENT_MARK}{attachment_facts(attachment)}", f"  id {attachment['id']}"]
 
 
 def _person(name: str | None, fallback: str) -> str:
@@ -206,6 +235,8 @@ def conversation(
 ) -> RenderableType:
     """The thread as a chat: customer messages on the left, staff on the right.
 
+    A message's files are listed under its text, one line each.
+
     Besides colour, the two sides differ in alignment, border and label, so
     they stay distinct without colour.
     """
@@ -223,8 +254,16 @@ def conversation(
         else:
             label = f"{_person(name, message.get('authorId') or 'Customer')} (customer)"
         body = Text(message["body"])
+        # A server older than contract 1.1 sends no attachments.
+        attachments: list[dict[str, Any]] = message.get("attachments", [])
+        files: list[str] = []
+        for attachment in attachments:
+            for line in attachment_lines(attachment):
+                body.append(f"\n{line}", style="dim" if attachment["removed"] else "")
+                files.append(line)
         when = local_time(message["createdAt"])
-        content = max((cell_len(line) for line in message["body"].splitlines()), default=0)
+        lines = [*message["body"].splitlines(), *files]
+        content = max((cell_len(line) for line in lines), default=0)
         size = min(bubble_max, max(content, cell_len(label) + 6, cell_len(when) + 6) + 4)
         panel = Panel(
             body,
