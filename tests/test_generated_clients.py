@@ -27,7 +27,8 @@ import pytest
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from tests.helpers import mint
-from tests.live import serving
+from tests.servers import app_in_thread
+
 
 BIN = Path(sys.executable).parent
 PACKAGE = "support_requests_client"
@@ -42,7 +43,7 @@ GENERATOR_NOTICES = (
 
 @pytest.fixture
 def live_url(settings: Settings) -> Iterator[str]:
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         yield base_url
 
 
@@ -204,7 +205,7 @@ def served_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
         jwt_secret=b"k" * 32,
         data_dir=directory,
     )
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         spec = httpx.get(f"{base_url}/openapi.json", timeout=30).text
     path = directory / "support_requests.openapi.json"
     path.write_text(spec)

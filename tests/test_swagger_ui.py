@@ -22,7 +22,8 @@ from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.openapi import SPEC_PATH
 from tests.helpers import SECRET
-from tests.live import serving
+from tests.servers import app_in_thread
+
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,7 +41,7 @@ def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         jwt_secret=SECRET.encode(),
         data_dir=data_dir,
     )
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         yield f"{base_url}/ui/"
 
 

@@ -22,9 +22,11 @@ from tests.helpers import (
     customer,
     known_admin,
     move_to,
+    snapshot,
     stored_request,
     stored_rows,
 )
+
 
 CELLS = list(itertools.product(Actor, Event, Status))
 NOTE = "Fixed in app version 4.2.1."
@@ -63,14 +65,6 @@ def _send(
     return client.patch(f"{ADMIN}/{request_id}", json=body, headers=headers)
 
 
-def _snapshot(db: Any, request_id: int) -> tuple[Any, ...]:
-    return (
-        stored_request(db, request_id),
-        stored_rows(db, "messages", request_id),
-        stored_rows(db, "request_events", request_id),
-    )
-
-
 @pytest.mark.parametrize(
     ("actor", "event", "status"),
     CELLS,
@@ -86,7 +80,7 @@ def test_http_api_follows_the_transition_table_cell(
     if status is not Status.OPEN:
         move_to(client, staff, request_id, status.value)
     headers = owner if actor is Actor.CUSTOMER else staff
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     row_before = before[0]
 
     response = _send(client, event, request_id, headers, admin_id_of(assignee))
@@ -97,7 +91,7 @@ def test_http_api_follows_the_transition_table_cell(
         assert response.status_code == code, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == problem
-        assert _snapshot(db, request_id) == before
+        assert snapshot(db, request_id) == before
         return
 
     assert outcome.to is not None
@@ -106,7 +100,7 @@ def test_http_api_follows_the_transition_table_cell(
         assert response.status_code == 422, response.text
         assert response.json()["code"] == "validation_failed"
         assert response.json()["errors"][0]["field"] == "resolutionNote"
-        assert _snapshot(db, request_id) == before
+        assert snapshot(db, request_id) == before
         return
 
     replying = event in (Event.CUSTOMER_REPLY, Event.ADMIN_REPLY)
