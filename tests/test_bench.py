@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
 PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")
 SCENARIO_KEYS = {"name", "request", "rps", "p50_ms", "p99_ms", "http_errors", "socket_errors"}
@@ -25,7 +27,6 @@ needs_wrk = pytest.mark.skipif(
 )
 
 
-@pytest.mark.slow
 @needs_wrk
 @pytest.mark.parametrize(
     "backend",

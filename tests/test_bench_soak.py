@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 SOAK = BENCH_DIR / "soak.py"
 SAMPLE_KEYS = {"t_s", "rss_mib", "rss_kib", "processes", "requests", "slice_requests", "rps"}
@@ -28,7 +30,6 @@ needs_wrk = pytest.mark.skipif(
 )
 
 
-@pytest.mark.slow
 @needs_wrk
 def test_soak_samples_the_server_memory_under_load_and_writes_its_report(
     tmp_path: Path,

@@ -41,6 +41,7 @@ from tests.servers import (
     supportctl_server,
 )
 
+pytestmark = pytest.mark.slow
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

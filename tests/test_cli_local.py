@@ -382,6 +382,7 @@ def schema_version() -> str:
     return str(yaml.safe_load(SPEC_PATH.read_text())["info"]["version"])
 
 
+@pytest.mark.slow
 def test_shell_completion_offers_the_contracts_categories_and_statuses() -> None:
     def complete(words: str) -> list[str]:
         env = clean_environment(
@@ -404,6 +405,7 @@ def test_shell_completion_offers_the_contracts_categories_and_statuses() -> None
     assert "queue" in complete("supportctl admin ")
 
 
+@pytest.mark.slow
 def test_show_completion_prints_the_script_to_install() -> None:
     completed = subprocess.run(
         [SUPPORTCTL, "--show-completion", "bash"],

@@ -29,6 +29,7 @@ from support_requests.handlers.settings import Settings
 from tests.helpers import mint
 from tests.servers import app_in_thread
 
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 PACKAGE = "support_requests_client"

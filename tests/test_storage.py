@@ -272,6 +272,7 @@ def _size(path: str) -> int:
     return Path(path).stat().st_size
 
 
+@pytest.mark.slow
 def test_the_sqlite_wal_stays_bounded_under_continuous_writes_and_reads(tmp_path):
     """Writes interleaved with reads (a busy server): the WAL is checkpointed and restarts,
     so its file stays near SQLite's 1,000-page threshold instead of growing with the data."""

@@ -24,6 +24,7 @@ from support_requests.openapi import SPEC_PATH
 from tests.helpers import SECRET
 from tests.servers import app_in_thread
 
+pytestmark = pytest.mark.slow
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

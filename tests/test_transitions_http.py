@@ -27,6 +27,10 @@ from tests.helpers import (
     stored_rows,
 )
 
+# The exhaustive sweep runs in the full suite; the fast tier checks the table itself
+# (test_lifecycle) and each transition rule by name through HTTP (test_admin_requests,
+# test_mobile_reply).
+pytestmark = pytest.mark.slow
 
 CELLS = list(itertools.product(Actor, Event, Status))
 NOTE = "Fixed in app version 4.2.1."
