@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 import uuid
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import jwt
+import pytest
 
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
@@ -254,6 +256,15 @@ def refusing_message_inserts(db: Any) -> Iterator[None]:
         with db.begin() as connection:
             for statement in drop:
                 connection.exec_driver_sql(statement)
+
+
+def require_tool(present: bool, tool: str, install: str) -> None:
+    """Skip when ``tool`` is missing, except under CI (which installs every tool): fail there."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} is not installed: CI must {install}")
+    pytest.skip(f"{tool} is not installed: {install}")
 
 
 def flat(text: str) -> str:

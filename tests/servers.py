@@ -84,7 +84,7 @@ def app_in_thread(app: Any) -> Iterator[str]:
         if _wait_until_ready(url, thread.is_alive):
             break
     else:
-        raise RuntimeError("no free port for the test server")
+        raise RuntimeError(f"the test server did not start ({PORT_ATTEMPTS} ports tried)")
     try:
         yield url
     finally:

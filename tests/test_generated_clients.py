@@ -26,7 +26,7 @@ import pytest
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
-from tests.helpers import mint
+from tests.helpers import mint, require_tool
 from tests.servers import app_in_thread
 
 pytestmark = pytest.mark.slow
@@ -196,10 +196,7 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
 @pytest.fixture(scope="module")
 def served_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The live server's ``/openapi.json``, saved for the generator."""
-    if shutil.which("java") is None:
-        if os.environ.get("CI"):
-            pytest.fail("java is not installed: CI needs a JRE for openapi-generator-cli")
-        pytest.skip("java is not installed (openapi-generator-cli needs a JRE)")
+    require_tool(shutil.which("java") is not None, "java", "install a JRE (openapi-generator-cli)")
     directory = tmp_path_factory.mktemp("openapi-generator")
     settings = Settings(
         database_url=f"sqlite:///{directory / 'support.db'}",

@@ -7,7 +7,6 @@ but the loopback test server.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import yaml
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.openapi import SPEC_PATH
-from tests.helpers import SECRET
+from tests.helpers import SECRET, require_tool
 from tests.servers import app_in_thread
 
 pytestmark = pytest.mark.slow
@@ -32,10 +31,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: CI must `apt-get install -y chromium`")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    require_tool(CHROMIUM is not None, "chromium", "apt-get install -y chromium")
     data_dir = tmp_path_factory.mktemp("swagger-ui")
     settings = Settings(
         database_url=f"sqlite:///{data_dir / 'support.db'}",
