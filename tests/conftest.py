@@ -117,14 +117,6 @@ def db(database_url: str) -> Iterator[sa.Engine]:
 
 
 # Heavy modules whose owners have not marked them yet: 300 generated examples a check.
-SLOW_MODULES = ("test_validation_checks.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``SLOW_MODULES`` slow, so that ``-m "not slow"`` (the fast tier) leaves them out."""
-    for item in items:
-        if item.path.name in SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
