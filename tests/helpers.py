@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
@@ -265,6 +267,23 @@ def require_tool(present: bool, tool: str, install: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{tool} is not installed: CI must {install}")
     pytest.skip(f"{tool} is not installed: {install}")
+
+
+def run_ok(
+    *command: str | Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``command`` run to its end (5 minutes at most); its exit code must be 0."""
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def flat(text: str) -> str:

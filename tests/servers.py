@@ -241,11 +241,14 @@ def running_servers(
 
 
 @contextmanager
-def supportctl_server(env: Mapping[str, str], workdir: Path, *extra_args: str) -> Iterator[Server]:
-    """``supportctl serve`` with ``env``, run in ``workdir``, until the block ends."""
+def supportctl_server(
+    env: Mapping[str, str], workdir: Path, *extra_args: str, supportctl: str | Path = SUPPORTCTL
+) -> Iterator[Server]:
+    """``supportctl serve`` (this environment's, or the ``supportctl`` given) with ``env``,
+    run in ``workdir``, until the block ends."""
 
     def command(port: int) -> list[str]:
-        return [SUPPORTCTL, "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+        return [str(supportctl), "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
 
     with ExitStack() as stack:
         launch = _Launch(command, dict(env), workdir, workdir / "server.log")

@@ -13,7 +13,6 @@ import importlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import pytest
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
-from tests.helpers import mint, require_tool
+from tests.helpers import mint, require_tool, run_ok
 from tests.servers import app_in_thread
 
 pytestmark = pytest.mark.slow
@@ -50,18 +49,8 @@ def live_url(settings: Settings) -> Iterator[str]:
 
 def _run(*command: str | Path, cwd: Path) -> str:
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
+    result = run_ok(*command, cwd=cwd, env=environment)
+    return result.stdout + result.stderr
 
 
 # -- Python -------------------------------------------------------------------------------
