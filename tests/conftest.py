@@ -9,6 +9,7 @@ tests ran.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,26 @@ def reset_pg(url: str) -> None:
         Base.metadata.create_all(engine)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file with every table of the models, empty, made once: tests get copies
+    (creating the tables in each test's file costs more than most tests)."""
+    path = tmp_path_factory.mktemp("template") / "support.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database on each backend."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A fresh database on each backend: every table of the models present and empty."""
     if request.param == "postgresql":
         assert PG_URL is not None
         request.node.add_marker(pytest.mark.postgres)
         reset_pg(PG_URL)
         return PG_URL
+    shutil.copyfile(sqlite_template, tmp_path / "support.db")
     return f"sqlite:///{tmp_path / 'support.db'}"
 
 
@@ -101,6 +114,9 @@ def db(database_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(sync_url(database_url))
     yield engine
     engine.dispose()
+
+
+# Heavy modules whose owners have not marked them yet: 300 generated examples a check.
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

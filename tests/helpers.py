@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import jwt
+import pytest
+
+from support_requests.domain.lifecycle import Actor
+from support_requests.domain.principal import Principal
+from support_requests.storage.database import Database
+from support_requests.storage.support_desk import SupportDesk
+
+T = TypeVar("T")
 
 SECRET = "test-secret-" + "x" * 40
 MOBILE = "/api/mobile/support-requests"
 ADMIN = "/api/admin/support-requests"
+BORDERS = re.compile(r"[│╭╮╰╯─]+")
 
 
 def mint(sub: str | None = None, *, secret: str = SECRET, ttl: int = 3600, **claims: Any) -> str:
@@ -53,8 +67,54 @@ def create(client: Any, headers: dict[str, str], **fields: Any) -> dict[str, Any
     return dict(response.json()["data"])
 
 
+def post_reply(
+    client: Any, headers: dict[str, str], request_id: int, body: Any, *, api: str = MOBILE
+) -> Any:
+    """POST a message to the request through ``api`` (``MOBILE`` or ``ADMIN``): the response."""
+    return client.post(f"{api}/{request_id}/messages", json={"body": body}, headers=headers)
+
+
+def reply(
+    client: Any,
+    headers: dict[str, str],
+    request_id: int,
+    body: str = "More detail.",
+    *,
+    api: str = MOBILE,
+) -> dict[str, Any]:
+    """Reply through ``api`` and return the request's detail (asserting 201)."""
+    response = post_reply(client, headers, request_id, body, api=api)
+    assert response.status_code == 201, response.text
+    return dict(response.json()["data"])
+
+
+def customer_principal(name: str | None = "Alex") -> Principal:
+    """A fresh random customer, as the services see one (no token)."""
+    return Principal(sub=f"customer-{uuid.uuid4().hex}", role=Actor.CUSTOMER, name=name)
+
+
+def admin_principal() -> Principal:
+    """A fresh random admin, as the services see one (no token)."""
+    return Principal(sub=str(uuid.uuid4()), role=Actor.ADMIN, name="Agent")
+
+
+def with_desk(database_url: str, work: Callable[[SupportDesk], Awaitable[T]]) -> T:
+    """Run ``work`` against a desk on a fresh engine, disposed afterwards."""
+
+    async def run() -> T:
+        database = Database(database_url)
+        try:
+            await database.create_schema()
+            return await work(SupportDesk(database))
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
 # -- admin API shortcuts and stored-state readers (issue 2/6) -------------------
 
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -98,6 +158,15 @@ def stored_rows(db: Any, table_name: str, request_id: int) -> list[dict[str, Any
             table.select().where(table.c.request_id == request_id).order_by(table.c.id)
         )
         return [dict(row._mapping) for row in rows]
+
+
+def snapshot(db: Any, request_id: int) -> tuple[Any, ...]:
+    """Everything stored about a request (row, messages, events): a refused call leaves it."""
+    return (
+        stored_request(db, request_id),
+        stored_rows(db, "messages", request_id),
+        stored_rows(db, "request_events", request_id),
+    )
 
 
 # -- problem and timestamp assertions (issue 1/6) --------------------------------
@@ -145,11 +214,22 @@ def problem_properties() -> frozenset[str]:
     return _problem_properties
 
 
-def without_id(content: bytes, request_id: int) -> bytes:
+def _without_id(content: bytes, request_id: int) -> bytes:
     """A response body with the request id, as a whole number, replaced by ``{id}``."""
-    import re
-
     return re.sub(rb"(?<![0-9A-Za-z])%d(?![0-9A-Za-z])" % request_id, b"{id}", content)
+
+
+def assert_same_not_found(foreign: Any, foreign_id: int, missing: Any, missing_id: int) -> None:
+    """Another customer's request answered exactly as a missing one: the same 404, byte for
+    byte but for the id, with the same headers."""
+    assert_problem(foreign, 404, "not_found")
+    assert_problem(missing, 404, "not_found")
+    normalized = _without_id(foreign.content, foreign_id)
+    assert b"{id}" in normalized
+    assert normalized == _without_id(missing.content, missing_id)
+    assert {k: v for k, v in foreign.headers.items() if k != "content-length"} == {
+        k: v for k, v in missing.headers.items() if k != "content-length"
+    }
 
 
 @contextmanager
@@ -178,3 +258,34 @@ def refusing_message_inserts(db: Any) -> Iterator[None]:
         with db.begin() as connection:
             for statement in drop:
                 connection.exec_driver_sql(statement)
+
+
+def require_tool(present: bool, tool: str, install: str) -> None:
+    """Skip when ``tool`` is missing, except under CI (which installs every tool): fail there."""
+    if present:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} is not installed: CI must {install}")
+    pytest.skip(f"{tool} is not installed: {install}")
+
+
+def run_ok(
+    *command: str | Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``command`` run to its end (5 minutes at most); its exit code must be 0."""
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def flat(text: str) -> str:
+    """Command output as one line: panel borders dropped, whitespace runs made one space."""
+    return " ".join(BORDERS.sub(" ", text).split())

@@ -1,9 +1,13 @@
-"""Real server processes for tests: uvicorn running ``handlers.app:app_from_environment``.
+"""Real servers for tests, each on a free loopback port, always stopped when the block ends.
 
-Each server is a subprocess in its own process group, on a free loopback port,
-configured only through ``SUPPORT_*`` variables as in production (rate limits
-off). ``running_servers`` starts them together, waits until each answers, and
-always stops them when the block ends: SIGTERM, then SIGKILL after 10 s.
+- ``app_in_thread``: uvicorn serving an app object in a background thread of this process.
+- ``running_servers``: uvicorn processes running ``handlers.app:app_from_environment``,
+  configured only through ``SUPPORT_*`` variables as in production (rate limits off).
+- ``supportctl_server``: a ``supportctl serve`` process, as an operator starts it.
+
+Every process runs in its own process group and is stopped by its id: SIGTERM, then
+SIGKILL after 10 s. A server that cannot bind its port (another test took it between
+the probe and the bind) is started again on a new one.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import uvicorn
 
 from support_requests.storage import schema
 from support_requests.storage.database import sync_url
@@ -31,30 +38,103 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 PORT_ATTEMPTS = 4
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Server:
-    """One running server process and where its output goes."""
-
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        """Everything the server wrote so far (stdout and stderr)."""
-        return self.log_path.read_text(errors="replace")
+SUPPORTCTL = str(Path(sys.executable).with_name("supportctl"))
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def migrated_database(url: str) -> None:
-    """The service's tables, empty, at the newest Alembic revision (as ``db upgrade`` leaves
-    them), so that server processes start on a ready schema instead of racing to create it."""
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/openapi.json", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_until_ready(url: str, alive: Callable[[], bool]) -> bool:
+    """True once the server at ``url`` answers; False if it ended first (e.g. port taken)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        if _answers(url):
+            return True
+        time.sleep(0.05)
+    raise RuntimeError(f"the server at {url} did not answer within {START_TIMEOUT:.0f} s")
+
+
+# -- in this process -----------------------------------------------------------------
+
+
+@contextmanager
+def app_in_thread(app: Any) -> Iterator[str]:
+    """Serve ``app`` in a background thread until the block ends; yields its base URL."""
+    for _ in range(PORT_ATTEMPTS):
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        if _wait_until_ready(url, thread.is_alive):
+            break
+    else:
+        raise RuntimeError(f"the test server did not start ({PORT_ATTEMPTS} ports tried)")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=STOP_TIMEOUT)
+
+
+# -- processes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server process: its URL, the environment it runs in, and its log."""
+
+    url: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+def clean_environment(**overrides: str) -> dict[str, str]:
+    """This environment minus ``SUPPORT_*``, colour and time zone variables, plus ``overrides``."""
+    dropped = ("SUPPORT_", "NO_COLOR", "FORCE_COLOR", "TZ")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="120", **overrides)
+    return env
+
+
+def server_environment(database_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """A clean environment plus the server's configuration (rate limits off)."""
+    env = clean_environment(
+        SUPPORT_DATABASE_URL=database_url,
+        SUPPORT_JWT_SECRET=SECRET,
+        SUPPORT_DATA_DIR=str(data_dir),
+        SUPPORT_RATE_LIMIT_READS="off",
+        SUPPORT_RATE_LIMIT_WRITES="off",
+    )
+    env.update(overrides)  # may replace the defaults above (e.g. turn rate limits on)
+    return env
+
+
+def empty_database(url: str) -> None:
+    """Drop every table of the service (Alembic's too), so ``db init`` starts from nothing."""
     engine = sa.create_engine(sync_url(url))
     try:
         Base.metadata.drop_all(engine)
@@ -62,54 +142,17 @@ def migrated_database(url: str) -> None:
             connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     finally:
         engine.dispose()
+
+
+def migrated_database(url: str) -> None:
+    """The service's tables, empty, at the newest Alembic revision (as ``db upgrade`` leaves
+    them), so that server processes start on a ready schema instead of racing to create it."""
+    empty_database(url)
     schema.upgrade(url)
 
 
-def server_environment(database_url: str, data_dir: Path, **overrides: str) -> dict[str, str]:
-    """This process's environment without ``SUPPORT_*``, plus the server's configuration."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_")}
-    env.update(
-        SUPPORT_DATABASE_URL=database_url,
-        SUPPORT_JWT_SECRET=SECRET,
-        SUPPORT_DATA_DIR=str(data_dir),
-        SUPPORT_RATE_LIMIT_READS="off",
-        SUPPORT_RATE_LIMIT_WRITES="off",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(overrides)  # may replace the defaults above (e.g. turn rate limits on)
-    return env
-
-
-def _spawn(env: Mapping[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "support_requests.handlers.app:app_from_environment",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """End the process group this module started, by its id."""
     if process.poll() is not None:
         return
     with suppress(ProcessLookupError):
@@ -122,52 +165,91 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=STOP_TIMEOUT)
 
 
-def _answers(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/openapi.json", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
+@dataclass(frozen=True)
+class _Launch:
+    """How to start one server process: its command line for a port, environment and log."""
 
+    command: Callable[[int], list[str]]
+    env: dict[str, str]
+    cwd: Path
+    log_path: Path
 
-def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str) -> bool:
-    """True once the server answers; False if it exited first (e.g. the port was taken)."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if _answers(base_url):
-            return True
-        time.sleep(0.05)
-    raise RuntimeError(f"the server at {base_url} did not answer within {START_TIMEOUT:.0f} s")
+    def spawn(self, stack: ExitStack) -> Server:
+        """Start it on a free port; ``stack`` stops it when it closes."""
+        port = free_port()
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                self.command(port),
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack.callback(stop, process)
+        return Server(f"http://127.0.0.1:{port}", self.env, self.log_path, process)
+
+    def ready(self, server: Server, stack: ExitStack) -> Server:
+        """``server`` once it answers, or a new one if its port was taken meanwhile."""
+        for _ in range(PORT_ATTEMPTS):
+            if _wait_until_ready(server.url, server.running):
+                return server
+            if "address already in use" not in server.log():
+                raise RuntimeError(
+                    f"the server exited with {server.process.returncode}:\n{server.log()}"
+                )
+            server = self.spawn(stack)
+        raise RuntimeError(f"no free port for the server:\n{server.log()}")
 
 
 @contextmanager
 def running_servers(
-    database_url: str, data_dir: Path, *, count: int = 1, **env_overrides: str
+    database_url: str, data_dir: Path, *, count: int = 1, workers: int = 1, **env_overrides: str
 ) -> Iterator[list[Server]]:
-    """``count`` server processes on one database, started together, stopped at the end."""
+    """``count`` uvicorn processes (of ``workers`` each) on one database, started together."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = server_environment(database_url, data_dir, **env_overrides)
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "support_requests.handlers.app:app_from_environment",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+
     with ExitStack() as stack:
-        pending = []
-        for index in range(count):
-            log_path = data_dir / f"server-{index}.log"
-            process, base_url = _spawn(env, log_path)
-            stack.callback(_stop, process)
-            pending.append((process, base_url, log_path))
-        servers = []
-        for process, base_url, log_path in pending:
-            for _ in range(PORT_ATTEMPTS):
-                if _wait_until_ready(process, base_url):
-                    break
-                if "address already in use" not in log_path.read_text(errors="replace"):
-                    raise RuntimeError(
-                        f"the server exited with {process.returncode}:\n"
-                        + log_path.read_text(errors="replace")
-                    )
-                process, base_url = _spawn(env, log_path)
-                stack.callback(_stop, process)
-            else:
-                raise RuntimeError("no free port for the server:\n" + log_path.read_text())
-            servers.append(Server(base_url, process, log_path))
-        yield servers
+        launches = [
+            _Launch(command, env, PROJECT_ROOT, data_dir / f"server-{index}.log")
+            for index in range(count)
+        ]
+        started = [launch.spawn(stack) for launch in launches]
+        yield [
+            launch.ready(server, stack) for launch, server in zip(launches, started, strict=True)
+        ]
+
+
+@contextmanager
+def supportctl_server(
+    env: Mapping[str, str], workdir: Path, *extra_args: str, supportctl: str | Path = SUPPORTCTL
+) -> Iterator[Server]:
+    """``supportctl serve`` (this environment's, or the ``supportctl`` given) with ``env``,
+    run in ``workdir``, until the block ends."""
+
+    def command(port: int) -> list[str]:
+        return [str(supportctl), "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+
+    with ExitStack() as stack:
+        launch = _Launch(command, dict(env), workdir, workdir / "server.log")
+        yield launch.ready(launch.spawn(stack), stack)

@@ -18,12 +18,15 @@ from tests.helpers import (
     UUID_PATTERN,
     admin,
     admin_id_of,
+    assert_problem,
     bearer,
     create,
     customer,
     known_admin,
     mint,
     move_to,
+    post_reply,
+    snapshot,
     stored_request,
     stored_rows,
 )
@@ -35,31 +38,6 @@ ADMIN_ON_OPEN = ["reply", "assign", "status:in_progress", "status:resolved", "st
 
 def _patch(client: Any, headers: dict[str, str], request_id: int, body: Any) -> Any:
     return client.patch(f"{ADMIN}/{request_id}", json=body, headers=headers)
-
-
-def _admin_reply(client: Any, headers: dict[str, str], request_id: int, text: str) -> Any:
-    return client.post(f"{ADMIN}/{request_id}/messages", json={"body": text}, headers=headers)
-
-
-def _customer_reply(client: Any, headers: dict[str, str], request_id: int, text: str) -> Any:
-    return client.post(f"{MOBILE}/{request_id}/messages", json={"body": text}, headers=headers)
-
-
-def _snapshot(db: Any, request_id: int) -> tuple[Any, ...]:
-    return (
-        stored_request(db, request_id),
-        stored_rows(db, "messages", request_id),
-        stored_rows(db, "request_events", request_id),
-    )
-
-
-def _problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    return body
 
 
 def _fields(response: Any) -> list[str]:
@@ -81,7 +59,7 @@ def test_admin_detail_is_the_mobile_detail_plus_assignee_customer_and_author_ids
     alice = customer(name="Alice", picture="https://cdn.example.com/alice.png")
     staff = known_admin(client, name="Sam Staff", picture="https://cdn.example.com/sam.png")
     request_id = create(client, alice)["id"]
-    _admin_reply(client, staff, request_id, "Thanks, we are looking into it.")
+    post_reply(client, staff, request_id, "Thanks, we are looking into it.", api=ADMIN)
     mobile = client.get(f"{MOBILE}/{request_id}", headers=alice).json()["data"]
 
     response = client.get(f"{ADMIN}/{request_id}", headers=admin())
@@ -136,13 +114,13 @@ ADMIN_OPERATIONS = {
 @pytest.mark.parametrize("operation", list(ADMIN_OPERATIONS))
 def test_admin_operation_on_an_unknown_request_is_404(client: Any, db: Any, operation: str) -> None:
     existing = create(client, customer())["id"]
-    before = _snapshot(db, existing)
+    before = snapshot(db, existing)
     method, template, body = ADMIN_OPERATIONS[operation]
     path = template.format(base=ADMIN, id=existing + 1000)
     response = client.request(method, path, json=body, headers=admin())
-    problem = _problem(response, 404, "not_found")
+    problem = assert_problem(response, 404, "not_found")
     assert str(existing + 1000) in problem["detail"]
-    assert _snapshot(db, existing) == before
+    assert snapshot(db, existing) == before
     assert stored_rows(db, "messages", existing + 1000) == []
 
 
@@ -155,7 +133,7 @@ def test_admin_operation_with_a_malformed_id_is_400(
     response = client.request(
         method, template.format(base=ADMIN, id=bad_id), json=body, headers=admin()
     )
-    _problem(response, 400, "invalid_path_param")
+    assert_problem(response, 400, "invalid_path_param")
 
 
 # -- admin reply -------------------------------------------------------------------
@@ -165,7 +143,7 @@ def test_admin_reply_on_open_starts_work_and_assigns_the_replier(client: Any, db
     request_id = create(client, customer())["id"]
     staff = admin(name="Sam Staff", picture="https://cdn.example.com/sam.png")
 
-    response = _admin_reply(client, staff, request_id, "  We are looking into it.  ")
+    response = post_reply(client, staff, request_id, "  We are looking into it.  ", api=ADMIN)
 
     assert response.status_code == 201, response.text
     data = response.json()["data"]
@@ -194,7 +172,7 @@ def test_admin_reply_on_open_keeps_an_existing_assignee(client: Any, db: Any) ->
     request_id = create(client, customer())["id"]
     _patch(client, owner_admin, request_id, {"assignedAdminId": admin_id_of(owner_admin)})
 
-    response = _admin_reply(client, admin(), request_id, "Another agent chiming in.")
+    response = post_reply(client, admin(), request_id, "Another agent chiming in.", api=ADMIN)
 
     assert response.status_code == 201, response.text
     assert response.json()["data"]["status"] == "in_progress"
@@ -208,7 +186,7 @@ def test_admin_reply_on_in_progress_keeps_status_and_takes_no_ownership(
     request_id = create(client, customer())["id"]
     move_to(client, admin(), request_id, "in_progress")
 
-    response = _admin_reply(client, admin(), request_id, "Still on it.")
+    response = post_reply(client, admin(), request_id, "Still on it.", api=ADMIN)
 
     assert response.status_code == 201, response.text
     assert response.json()["data"]["status"] == "in_progress"
@@ -221,7 +199,7 @@ def test_admin_reply_on_resolved_stays_resolved_with_its_note(client: Any, db: A
     request_id = create(client, customer())["id"]
     resolved = move_to(client, admin(), request_id, "resolved")
 
-    response = _admin_reply(client, admin(), request_id, "One more tip: restart the app.")
+    response = post_reply(client, admin(), request_id, "One more tip: restart the app.", api=ADMIN)
 
     assert response.status_code == 201, response.text
     data = response.json()["data"]
@@ -239,13 +217,13 @@ def test_admin_reply_on_closed_is_400_request_closed_and_stores_nothing(
 ) -> None:
     request_id = create(client, customer())["id"]
     move_to(client, admin(), request_id, "closed")
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
 
-    response = _admin_reply(client, admin(), request_id, "Too late.")
+    response = post_reply(client, admin(), request_id, "Too late.", api=ADMIN)
 
-    problem = _problem(response, 400, "request_closed")
+    problem = assert_problem(response, 400, "request_closed")
     assert problem["message"] == problem["detail"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 @pytest.mark.parametrize(
@@ -257,11 +235,11 @@ def test_admin_reply_with_an_invalid_body_is_422_and_stores_nothing(
     client: Any, db: Any, body: dict[str, Any]
 ) -> None:
     request_id = create(client, customer())["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = client.post(f"{ADMIN}/{request_id}/messages", json=body, headers=admin())
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert _fields(response)
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 # -- PATCH -------------------------------------------------------------------------
@@ -290,11 +268,11 @@ def test_resolving_without_a_note_is_422_and_changes_nothing(
     request_id = create(client, customer())["id"]
     if start != "open":
         move_to(client, admin(), request_id, start)
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = _patch(client, admin(), request_id, {"status": "resolved"})
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert _fields(response) == ["resolutionNote"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 def test_resolving_again_uses_the_stored_note(client: Any, db: Any) -> None:
@@ -376,13 +354,13 @@ def test_any_change_after_close_is_409_invalid_transition(
         k: (admin_id_of(known_admin(client)) if v == "KNOWN" else v)
         for k, v in CHANGES_AFTER_CLOSE[change].items()
     }
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
 
     response = _patch(client, staff, request_id, body)
 
-    problem = _problem(response, 409, "invalid_transition")
+    problem = assert_problem(response, 409, "invalid_transition")
     assert str(request_id) in problem["detail"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 def test_assigning_to_a_seen_admin_then_unassigning(client: Any, db: Any) -> None:
@@ -421,11 +399,11 @@ def test_assignee_uuid_in_upper_case_is_stored_in_canonical_lower_case(
 def test_assigning_to_an_admin_the_service_never_saw_is_422(client: Any, db: Any) -> None:
     request_id = create(client, customer())["id"]
     never_seen = str(uuid.uuid4())
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = _patch(client, admin(), request_id, {"assignedAdminId": never_seen})
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert _fields(response) == ["assignedAdminId"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 def test_a_customer_id_is_not_an_admin_to_assign(client: Any, db: Any) -> None:
@@ -434,7 +412,7 @@ def test_a_customer_id_is_not_an_admin_to_assign(client: Any, db: Any) -> None:
     customer_uuid = str(uuid.uuid4())
     create(client, bearer(mint(customer_uuid)))
     response = _patch(client, admin(), request_id, {"assignedAdminId": customer_uuid})
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert stored_request(db, request_id)["assigned_admin_id"] is None
 
 
@@ -467,11 +445,11 @@ def test_patch_breaking_the_schema_is_422_and_changes_nothing(
     client: Any, db: Any, body: dict[str, Any], fields: list[str]
 ) -> None:
     request_id = create(client, customer())["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = _patch(client, admin(), request_id, body)
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert _fields(response) == fields
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 @pytest.mark.parametrize(
@@ -491,23 +469,23 @@ def test_note_on_a_request_that_is_not_and_does_not_become_resolved_is_422(
     request_id = create(client, customer())["id"]
     if start != "open":
         move_to(client, admin(), request_id, start)
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = _patch(client, admin(), request_id, body)
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert _fields(response) == ["resolutionNote"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 def test_patch_lists_every_rule_it_breaks_and_applies_none_of_the_change(
     client: Any, db: Any
 ) -> None:
     request_id = create(client, customer())["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     body = {"status": "in_progress", "assignedAdminId": str(uuid.uuid4()), "resolutionNote": NOTE}
     response = _patch(client, admin(), request_id, body)
-    _problem(response, 422, "validation_failed")
+    assert_problem(response, 422, "validation_failed")
     assert sorted(_fields(response)) == ["assignedAdminId", "resolutionNote"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 def test_status_and_assignee_change_together_in_one_patch(client: Any, db: Any) -> None:
@@ -530,11 +508,11 @@ def test_patch_that_changes_nothing_writes_no_event_and_keeps_updated_at(
     client: Any, db: Any
 ) -> None:
     request_id = create(client, customer())["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     response = _patch(client, admin(), request_id, {"status": "open", "assignedAdminId": None})
     assert response.status_code == 200, response.text
     assert response.json()["data"]["updatedAt"] == response.json()["data"]["createdAt"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
 
 
 # -- the admins list -----------------------------------------------------------------
@@ -545,7 +523,7 @@ def test_admins_lists_every_admin_whose_token_was_accepted_by_name(client: Any) 
     bo = admin(name="Bo")
     request_id = create(client, customer())["id"]
     assert client.get(f"{ADMIN}/{request_id}", headers=zoe).status_code == 200
-    assert _admin_reply(client, bo, request_id, "Hi.").status_code == 201
+    assert post_reply(client, bo, request_id, "Hi.", api=ADMIN).status_code == 201
 
     response = client.get(ADMINS, headers=bo)
 
@@ -605,12 +583,12 @@ def test_events_record_a_full_lifecycle_oldest_first(client: Any) -> None:
     alice_id = client.get(f"{ADMIN}/{request_id}", headers=first).json()["data"]["customer"]["id"]
 
     steps = [created]
-    steps.append(_customer_reply(client, alice, request_id, "Any news?").json()["data"])
-    steps.append(_admin_reply(client, first, request_id, "Checking.").json()["data"])
+    steps.append(post_reply(client, alice, request_id, "Any news?").json()["data"])
+    steps.append(post_reply(client, first, request_id, "Checking.", api=ADMIN).json()["data"])
     steps.append(_patch(client, first, request_id, {"assignedAdminId": b}).json()["data"])
     steps.append(move_to(client, second, request_id, "resolved"))
     steps.append(_patch(client, second, request_id, {"resolutionNote": "Refunded."}).json()["data"])
-    steps.append(_customer_reply(client, alice, request_id, "Not received.").json()["data"])
+    steps.append(post_reply(client, alice, request_id, "Not received.").json()["data"])
     steps.append(move_to(client, first, request_id, "closed"))
     times = [step["updatedAt"] for step in steps]
     thread = client.get(f"{ADMIN}/{request_id}", headers=first).json()["data"]["messages"]
@@ -715,8 +693,8 @@ def test_a_refused_change_leaves_no_event(client: Any, db: Any, failure: str) ->
 
     if failure == "reply-on-closed":
         responses = [
-            _customer_reply(client, owner, request_id, "Hello?"),
-            _admin_reply(client, staff, request_id, "Hello."),
+            post_reply(client, owner, request_id, "Hello?"),
+            post_reply(client, staff, request_id, "Hello.", api=ADMIN),
         ]
         expected = {400}
     elif failure == "change-after-close":
@@ -739,7 +717,7 @@ def test_a_refused_change_leaves_no_event(client: Any, db: Any, failure: str) ->
 
 
 def test_events_of_an_unknown_request_is_404(client: Any) -> None:
-    _problem(client.get(f"{ADMIN}/4242/events", headers=admin()), 404, "not_found")
+    assert_problem(client.get(f"{ADMIN}/4242/events", headers=admin()), 404, "not_found")
 
 
 # -- allowedActions on every view ----------------------------------------------------
@@ -803,15 +781,15 @@ def test_customer_token_on_an_admin_operation_is_403_and_changes_nothing(
 ) -> None:
     owner = customer()
     request_id = create(client, owner)["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     method, template, body = ALL_ADMIN_OPERATIONS[operation]
     path = template.format(base=ADMIN, id=request_id)
 
     response = client.request(method, path, json=body, headers=owner)
 
-    problem = _problem(response, 403, "forbidden")
+    problem = assert_problem(response, 403, "forbidden")
     assert problem["message"] == problem["detail"]
-    assert _snapshot(db, request_id) == before
+    assert snapshot(db, request_id) == before
     assert _count(db, "admins") == 0
 
 
@@ -820,14 +798,14 @@ def test_admin_token_on_a_mobile_operation_is_403_and_changes_nothing(
     client: Any, db: Any, operation: str
 ) -> None:
     request_id = create(client, customer())["id"]
-    before = _snapshot(db, request_id)
+    before = snapshot(db, request_id)
     method, template, body = MOBILE_OPERATIONS[operation]
     path = template.format(base=MOBILE, id=request_id)
 
     response = client.request(method, path, json=body, headers=admin())
 
-    _problem(response, 403, "forbidden")
-    assert _snapshot(db, request_id) == before
+    assert_problem(response, 403, "forbidden")
+    assert snapshot(db, request_id) == before
     assert _count(db, "support_requests") == 1
     assert _count(db, "messages") == 1
 
@@ -838,7 +816,7 @@ def test_admin_operation_without_a_token_is_401_with_the_bearer_challenge(
 ) -> None:
     method, template, body = ALL_ADMIN_OPERATIONS[operation]
     response = client.request(method, template.format(base=ADMIN, id=1), json=body)
-    _problem(response, 401, "unauthenticated")
+    assert_problem(response, 401, "unauthenticated")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -858,11 +836,11 @@ def test_mobile_responses_contain_no_admin_uuid_after_assignment_and_admin_repli
         headers=owner,
     )
     request_id = created.json()["data"]["id"]
-    _admin_reply(client, first, request_id, "Looking.")
+    post_reply(client, first, request_id, "Looking.", api=ADMIN)
     _patch(client, first, request_id, {"assignedAdminId": admin_id_of(second)})
-    _admin_reply(client, second, request_id, "Reset sent.")
+    post_reply(client, second, request_id, "Reset sent.", api=ADMIN)
     move_to(client, second, request_id, "resolved")
-    reply = _customer_reply(client, owner, request_id, "Works now.")
+    reply = post_reply(client, owner, request_id, "Works now.")
     admin_view = client.get(f"{ADMIN}/{request_id}", headers=first)
     assert uuid_in_text.search(admin_view.text), "the admin view should show the UUIDs"
 

@@ -15,18 +15,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.helpers import require_tool
+
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
 PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")
 SCENARIO_KEYS = {"name", "request", "rps", "p50_ms", "p99_ms", "http_errors", "socket_errors"}
 
-needs_wrk = pytest.mark.skipif(
-    shutil.which("wrk") is None and not os.environ.get("CI"),
-    reason="wrk is not installed (apt-get install wrk); in CI it is installed and required",
-)
 
-
-@pytest.mark.slow
-@needs_wrk
 @pytest.mark.parametrize(
     "backend",
     [
@@ -41,6 +38,7 @@ needs_wrk = pytest.mark.skipif(
     ],
 )
 def test_bench_runs_every_scenario_and_writes_its_report(backend: str, tmp_path: Path) -> None:
+    require_tool(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
     out = tmp_path / "report.json"
     command = [sys.executable, str(BENCH), "--start", "--out", str(out), "--preload", "50"]
     command += ["--customers", "3", "--requests", "2", "--hot-messages", "3"]

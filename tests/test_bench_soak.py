@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,22 +16,20 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers import require_tool
+
+pytestmark = pytest.mark.slow
+
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 SOAK = BENCH_DIR / "soak.py"
 SAMPLE_KEYS = {"t_s", "rss_mib", "rss_kib", "processes", "requests", "slice_requests", "rps"}
 VERDICT_KEYS = {"warm_rss_mib", "end_rss_mib", "growth_mib", "growth_percent"}
 
-needs_wrk = pytest.mark.skipif(
-    shutil.which("wrk") is None and not os.environ.get("CI"),
-    reason="wrk is not installed (apt-get install wrk); in CI it is installed and required",
-)
 
-
-@pytest.mark.slow
-@needs_wrk
 def test_soak_samples_the_server_memory_under_load_and_writes_its_report(
     tmp_path: Path,
 ) -> None:
+    require_tool(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
     out = tmp_path / "soak.json"
     command = [sys.executable, str(SOAK), "--start", "--out", str(out)]
     command += ["--customers", "3", "--requests", "2", "--hot-messages", "3"]

@@ -30,16 +30,18 @@ from typer.testing import CliRunner, Result
 
 from support_requests.cli.main import app
 from support_requests.cli.tokens import admin_id_for
-from tests.cli_server import (
+from tests.conftest import BACKENDS, PG_URL, reset_pg
+from tests.helpers import flat, mint
+from tests.servers import (
     SUPPORTCTL,
     Server,
     clean_environment,
     empty_database,
-    flat,
-    serving,
+    free_port,
+    supportctl_server,
 )
-from tests.conftest import BACKENDS, PG_URL, reset_pg
-from tests.helpers import mint
+
+pytestmark = pytest.mark.slow
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -59,7 +61,7 @@ def server(
         subprocess.run(
             [SUPPORTCTL, "db", "init"], env=env, check=True, capture_output=True, timeout=60
         )
-    with serving(env, workdir) as running:
+    with supportctl_server(env, workdir) as running:
         yield running
 
 
@@ -414,10 +416,7 @@ def test_token_signed_with_another_key_is_refused_with_a_hint_about_keys(
 
 
 def test_cannot_connect_says_so_and_exits_1(cli: Cli) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # Nothing listens on the port once the probe is closed.
+    port = free_port()
     result = cli("--api-url", f"http://127.0.0.1:{port}", "--as", "alice", "mobile", "list")
     assert result.exit_code == 1
     error = flat(result.stderr)

@@ -25,8 +25,9 @@ from support_requests.cli.tokens import admin_id_for
 from support_requests.storage import schema
 from support_requests.storage.database import sync_url
 from support_requests.storage.models import Base
-from tests.cli_server import SUPPORTCTL, clean_environment, empty_database, flat, serving
 from tests.conftest import BACKENDS, PG_URL, reset_pg
+from tests.helpers import flat
+from tests.servers import SUPPORTCTL, clean_environment, empty_database, supportctl_server
 
 SECRET = "cli-test-secret-" + "s" * 40
 
@@ -346,7 +347,7 @@ def test_serve_rejects_an_unknown_log_level(run: Any) -> None:
 @pytest.mark.slow
 def test_serve_runs_several_workers_without_a_server_header(tmp_path: Path) -> None:
     env = clean_environment(SUPPORT_DATA_DIR=str(tmp_path / "data"), SUPPORT_JWT_SECRET=SECRET)
-    with serving(env, tmp_path, "--workers", "2") as server:
+    with supportctl_server(env, tmp_path, "--workers", "2") as server:
         response = httpx.get(f"{server.url}/api/mobile/support-requests", timeout=5)
         assert response.status_code == 401
         assert "server" not in response.headers
@@ -381,6 +382,7 @@ def schema_version() -> str:
     return str(yaml.safe_load(SPEC_PATH.read_text())["info"]["version"])
 
 
+@pytest.mark.slow
 def test_shell_completion_offers_the_contracts_categories_and_statuses() -> None:
     def complete(words: str) -> list[str]:
         env = clean_environment(
@@ -403,6 +405,7 @@ def test_shell_completion_offers_the_contracts_categories_and_statuses() -> None
     assert "queue" in complete("supportctl admin ")
 
 
+@pytest.mark.slow
 def test_show_completion_prints_the_script_to_install() -> None:
     completed = subprocess.run(
         [SUPPORTCTL, "--show-completion", "bash"],

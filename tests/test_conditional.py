@@ -13,8 +13,7 @@ import dataclasses
 import logging
 import re
 import sqlite3
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import jwt
@@ -22,8 +21,6 @@ import pytest
 import sqlalchemy as sa
 
 from support_requests.domain.errors import NotFound
-from support_requests.domain.lifecycle import Actor
-from support_requests.domain.principal import Principal
 from support_requests.handlers.app import create_app
 from support_requests.handlers.conditional import IfNoneMatch, parse
 from support_requests.handlers.settings import Settings
@@ -34,21 +31,25 @@ from tests.helpers import (
     ADMIN,
     MOBILE,
     SECRET,
+    TRANSACTION_CONTROL,
     admin_id_of,
+    admin_principal,
     assert_problem,
     bearer,
     create,
     customer,
+    customer_principal,
     known_admin,
     mint,
     move_to,
+    reply,
+    with_desk,
 )
 
 T = TypeVar("T")
 REQUESTS = Base.metadata.tables["support_requests"]
 POLLED = "private, no-cache"
 STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{1,62}"')
-TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -96,11 +97,6 @@ def _assert_not_modified(response: Any, etag: str) -> None:
     assert response.headers.get("content-length", "0") == "0"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-request-id"]
-
-
-def _reply(client: Any, url: str, headers: dict[str, str], body: str = "More detail.") -> None:
-    response = client.post(f"{url}/messages", json={"body": body}, headers=headers)
-    assert response.status_code == 201, response.text
 
 
 def _setting(settings: Settings, **changes: Any) -> Iterator[Any]:
@@ -219,7 +215,7 @@ def test_detail_after_a_customer_reply_is_200_with_a_new_etag(client, view):
     url, headers = views.url_and_headers(view)
     etag = views.etag(view)
 
-    _reply(client, views.mobile_url, views.customer, "It crashes again.")
+    reply(client, views.customer, views.id, "It crashes again.")
     response = _get(client, url, headers, etag)
 
     assert _assert_polled_200(response) != etag
@@ -232,7 +228,7 @@ def test_detail_after_an_admin_reply_is_200_with_a_new_etag(client, view):
     url, headers = views.url_and_headers(view)
     etag = views.etag(view)
 
-    _reply(client, views.admin_url, views.admin, "We are on it.")
+    reply(client, views.admin, views.id, "We are on it.", api=ADMIN)
     response = _get(client, url, headers, etag)
 
     new_etag = _assert_polled_200(response)
@@ -422,7 +418,7 @@ def test_conditional_detail_keeps_every_other_answer_of_the_contract(client):
 
 def test_mobile_etags_show_no_admin_uuid(client):
     views = Views(client)
-    _reply(client, views.admin_url, views.admin)
+    reply(client, views.admin, views.id, api=ADMIN)
     admin_id = _sub_of(views.admin).lower()
 
     detail = _get(client, views.mobile_url, views.customer)
@@ -488,9 +484,9 @@ def test_list_after_a_reply_on_an_item_is_200_with_a_new_etag(client, view, side
     etag = _assert_polled_200(_get(client, url, headers))
 
     if side == "customer":
-        _reply(client, views.mobile_url, views.customer)
+        reply(client, views.customer, views.id)
     else:
-        _reply(client, views.admin_url, views.admin)
+        reply(client, views.admin, views.id, api=ADMIN)
     response = _get(client, url, headers, etag)
 
     assert _assert_polled_200(response) != etag
@@ -683,7 +679,7 @@ def test_a_304_detail_over_http_runs_one_statement_and_reads_no_message(
 ):
     views = Views(unlimited)
     for _ in range(3):
-        _reply(unlimited, views.mobile_url, views.customer)
+        reply(unlimited, views.customer, views.id)
     url, headers = views.url_and_headers(view)
     etag = views.etag(view)
 
@@ -701,26 +697,6 @@ def test_a_304_detail_over_http_runs_one_statement_and_reads_no_message(
 # -- storage: one indexed statement per revalidation ----------------------------------------
 
 
-def _customer() -> Principal:
-    return Principal(sub=f"customer-{uuid.uuid4().hex}", role=Actor.CUSTOMER, name="Alex")
-
-
-def _admin() -> Principal:
-    return Principal(sub=str(uuid.uuid4()), role=Actor.ADMIN, name="Agent")
-
-
-def _with_desk(database_url: str, work: Callable[[SupportDesk], Awaitable[T]]) -> T:
-    async def run() -> T:
-        database = Database(database_url)
-        try:
-            await database.create_schema()
-            return await work(SupportDesk(database))
-        finally:
-            await database.dispose()
-
-    return asyncio.run(run())
-
-
 def _without_transaction_control(statements: list[str]) -> list[str]:
     return [s for s in statements if not s.lstrip().upper().startswith(TRANSACTION_CONTROL)]
 
@@ -735,7 +711,7 @@ def _plan(engine: sa.Engine, statement: str, parameters: Any) -> str:
 
 
 def test_detail_revalidation_is_one_indexed_lookup(database_url, db, statements):
-    alice, agent = _customer(), _admin()
+    alice, agent = customer_principal(), admin_principal()
 
     async def work(desk: SupportDesk) -> dict[str, Any]:
         record = await desk.create_request(alice, category="other", subject="s", message="m")
@@ -752,7 +728,7 @@ def test_detail_revalidation_is_one_indexed_lookup(database_url, db, statements)
             "counts": [customer_statements, len(statements.seen)],
         }
 
-    result = _with_desk(database_url, work)
+    result = with_desk(database_url, work)
 
     assert result["versions"] == [3, 3]
     assert result["counts"] == [1, 2]
@@ -770,7 +746,7 @@ def test_detail_revalidation_is_one_indexed_lookup(database_url, db, statements)
 
 def test_a_version_lookup_leaves_its_pooled_connection_as_it_found_it(database_url, db):
     """The lookup runs outside a transaction; the next user of the connection is inside one."""
-    alice = _customer()
+    alice = customer_principal()
 
     class Refused(Exception):
         pass
@@ -804,7 +780,7 @@ def test_a_version_lookup_leaves_its_pooled_connection_as_it_found_it(database_u
 
 
 def test_version_lookup_of_another_customers_request_is_not_found(database_url):
-    alice, bob = _customer(), _customer()
+    alice, bob = customer_principal(), customer_principal()
 
     async def work(desk: SupportDesk) -> list[str]:
         record = await desk.create_request(alice, category="other", subject="s", message="m")
@@ -815,7 +791,7 @@ def test_version_lookup_of_another_customers_request_is_not_found(database_url):
             refusals.append(str(refused.value))
         return refusals
 
-    assert _with_desk(database_url, work) == [
+    assert with_desk(database_url, work) == [
         "Support request 1 was not found.",
         "Support request 2 was not found.",
     ]
@@ -824,7 +800,7 @@ def test_version_lookup_of_another_customers_request_is_not_found(database_url):
 def test_list_revalidation_is_one_statement_that_reads_the_page_by_reference(
     database_url, statements
 ):
-    alice, agent = _customer(), _admin()
+    alice, agent = customer_principal(), admin_principal()
     log = statements
 
     async def work(desk: SupportDesk) -> dict[str, Any]:
@@ -850,7 +826,7 @@ def test_list_revalidation_is_one_statement_that_reads_the_page_by_reference(
             "page": page,
         }
 
-    result = _with_desk(database_url, work)
+    result = with_desk(database_url, work)
 
     first, second, third = result["ids"]
     assert result["counts"] == [1, 2]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from support_requests.openapi import SPEC_PATH
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECTRAL = ROOT / "node_modules" / ".bin" / "spectral"
@@ -27,10 +27,7 @@ SPEC_NAME = SPEC_PATH.relative_to(ROOT)
 
 @pytest.fixture(scope="module", autouse=True)
 def _spectral_installed() -> None:
-    if not SPECTRAL.exists():
-        if os.environ.get("CI"):
-            pytest.fail("spectral is not installed: CI must run `npm ci` first")
-        pytest.skip("spectral is not installed: run `npm ci`")
+    require_tool(SPECTRAL.exists(), "spectral", "run `npm ci`")
 
 
 def lint(root: Path) -> list[dict[str, Any]]:

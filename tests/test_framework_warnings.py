@@ -19,16 +19,17 @@ import httpx
 import pytest
 
 from support_requests.framework.import_warnings import ignore_connexion_import_warnings
-from tests.cli_server import clean_environment, serving
 from tests.helpers import SECRET
+from tests.servers import clean_environment, supportctl_server
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_prints_no_warning(tmp_path: Path, workers: str) -> None:
     env = clean_environment(
         SUPPORT_DATA_DIR=str(tmp_path / "data"), SUPPORT_JWT_SECRET=SECRET, PYTHONWARNINGS="default"
     )
-    with serving(env, tmp_path, "--workers", workers) as server:
+    with supportctl_server(env, tmp_path, "--workers", workers) as server:
         assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
         log = server.log()
     assert "Application startup complete" in log

@@ -13,7 +13,6 @@ import importlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,8 +25,10 @@ import pytest
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
-from tests.helpers import mint
-from tests.live import serving
+from tests.helpers import mint, require_tool, run_ok
+from tests.servers import app_in_thread
+
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 PACKAGE = "support_requests_client"
@@ -42,24 +43,14 @@ GENERATOR_NOTICES = (
 
 @pytest.fixture
 def live_url(settings: Settings) -> Iterator[str]:
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         yield base_url
 
 
 def _run(*command: str | Path, cwd: Path) -> str:
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    return output
+    result = run_ok(*command, cwd=cwd, env=environment)
+    return result.stdout + result.stderr
 
 
 # -- Python -------------------------------------------------------------------------------
@@ -194,17 +185,14 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
 @pytest.fixture(scope="module")
 def served_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The live server's ``/openapi.json``, saved for the generator."""
-    if shutil.which("java") is None:
-        if os.environ.get("CI"):
-            pytest.fail("java is not installed: CI needs a JRE for openapi-generator-cli")
-        pytest.skip("java is not installed (openapi-generator-cli needs a JRE)")
+    require_tool(shutil.which("java") is not None, "java", "install a JRE (openapi-generator-cli)")
     directory = tmp_path_factory.mktemp("openapi-generator")
     settings = Settings(
         database_url=f"sqlite:///{directory / 'support.db'}",
         jwt_secret=b"k" * 32,
         data_dir=directory,
     )
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         spec = httpx.get(f"{base_url}/openapi.json", timeout=30).text
     path = directory / "support_requests.openapi.json"
     path.write_text(spec)

@@ -14,7 +14,7 @@ from support_requests.handlers.app import create_app
 from support_requests.handlers.idempotency import fingerprint
 from support_requests.handlers.settings import Settings
 from tests.helpers import ADMIN, MOBILE, admin, create, customer
-from tests.live import serving
+from tests.servers import app_in_thread
 
 BODY = {"category": "payment", "subject": "Charged twice", "message": "Two charges on 1 May."}
 
@@ -179,7 +179,7 @@ def test_twenty_concurrent_retries_with_one_key_create_one_request(settings: Set
             )
         return [r.status_code for r in responses]
 
-    with serving(app) as base:
+    with app_in_thread(app) as base:
         statuses = asyncio.run(fire(base))
         final = httpx.post(base + MOBILE, json=BODY, headers={**alice, "Idempotency-Key": key})
     assert set(statuses) <= {201, 409}

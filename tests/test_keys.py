@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import ConfigurationError, KeyMode, Settings
 from tests.helpers import MOBILE, SECRET, bearer, mint
+from tests.servers import free_port
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -196,10 +196,7 @@ def idp() -> Iterator[JwksServer]:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    return f"http://127.0.0.1:{free_port()}/.well-known/jwks.json"
 
 
 def jwks_settings(tmp_path: Path, url: str, **timing: Any) -> Settings:

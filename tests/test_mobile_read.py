@@ -18,12 +18,13 @@ from tests.helpers import (
     UUID_PATTERN,
     admin_id_of,
     assert_problem,
+    assert_same_not_found,
     create,
     customer,
     error_fields,
     known_admin,
     move_to,
-    without_id,
+    reply,
 )
 
 REQUESTS = Base.metadata.tables["support_requests"]
@@ -72,18 +73,6 @@ def _walk(client: Any, headers: dict[str, str], **params: Any) -> list[list[dict
         assert len(pages) < 200, "pagination does not end"
 
 
-def _admin_reply(client: Any, headers: dict[str, str], request_id: int, body: str) -> Any:
-    response = client.post(f"{ADMIN}/{request_id}/messages", json={"body": body}, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()["data"]
-
-
-def _reply(client: Any, headers: dict[str, str], request_id: int, body: str) -> Any:
-    response = client.post(f"{MOBILE}/{request_id}/messages", json={"body": body}, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()["data"]
-
-
 def _same_created_at(db: sa.Engine, moment: datetime) -> None:
     with db.begin() as connection:
         connection.execute(sa.update(REQUESTS).values(created_at=moment))
@@ -98,7 +87,7 @@ def test_detail_returns_metadata_and_the_thread(client):
     created = create(
         client, alice, category="technical", subject="App crashes on checkout", message="Crash."
     )
-    replied = _admin_reply(client, agent, created["id"], "Thanks, we are looking into it.")
+    replied = reply(client, agent, created["id"], "Thanks, we are looking into it.", api=ADMIN)
 
     response = client.get(f"{MOBILE}/{created['id']}", headers=alice)
 
@@ -150,10 +139,10 @@ def test_thread_is_in_chronological_order(client, db):
     alice = customer()
     agent = known_admin(client)
     created = create(client, alice, message="one")
-    _admin_reply(client, agent, created["id"], "two")
-    _reply(client, alice, created["id"], "three")
-    _admin_reply(client, agent, created["id"], "four")
-    _reply(client, alice, created["id"], "five")
+    reply(client, agent, created["id"], "two", api=ADMIN)
+    reply(client, alice, created["id"], "three")
+    reply(client, agent, created["id"], "four", api=ADMIN)
+    reply(client, alice, created["id"], "five")
 
     data = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
 
@@ -183,14 +172,7 @@ def test_another_customers_request_is_the_same_404_as_a_missing_one(client):
     foreign = client.get(f"{MOBILE}/{theirs['id']}", headers={**stranger, **trace})
     missing = client.get(f"{MOBILE}/{missing_id}", headers={**stranger, **trace})
 
-    assert_problem(foreign, 404, "not_found")
-    assert_problem(missing, 404, "not_found")
-    normalized = without_id(foreign.content, theirs["id"])
-    assert b"{id}" in normalized
-    assert normalized == without_id(missing.content, missing_id)
-    assert {k: v for k, v in foreign.headers.items() if k != "content-length"} == {
-        k: v for k, v in missing.headers.items() if k != "content-length"
-    }
+    assert_same_not_found(foreign, theirs["id"], missing, missing_id)
     # The owner still sees it.
     assert client.get(f"{MOBILE}/{theirs['id']}", headers=owner).status_code == 200
 
@@ -229,7 +211,7 @@ def test_list_items_are_the_detail_without_messages(client):
     agent = known_admin(client)
     first = create(client, alice, category="payment", subject="Charged twice")
     second = create(client, alice, category="account")
-    _admin_reply(client, agent, first["id"], "Refund on the way.")
+    reply(client, agent, first["id"], "Refund on the way.", api=ADMIN)
     move_to(client, agent, first["id"], "resolved")
 
     items = _list(client, alice).json()["data"]
@@ -448,7 +430,7 @@ def test_no_uuid_anywhere_in_mobile_responses(client):
         f"{ADMIN}/{request_id}", json={"assignedAdminId": admin_id_of(other)}, headers=agent
     )
     assert assigned.status_code == 200, assigned.text
-    _admin_reply(client, agent, request_id, "Refunded.")
+    reply(client, agent, request_id, "Refunded.", api=ADMIN)
 
     responses = [
         created,
@@ -479,7 +461,7 @@ def test_timestamps_are_utc_with_milliseconds(client):
     agent = known_admin(client)
     before = datetime.now(UTC) - timedelta(seconds=1)
     created = create(client, alice)
-    _admin_reply(client, agent, created["id"], "Looking.")
+    reply(client, agent, created["id"], "Looking.", api=ADMIN)
     move_to(client, agent, created["id"], "resolved")
     resolved = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
     move_to(client, agent, created["id"], "closed")

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,13 +16,12 @@ import pytest
 import sqlalchemy as sa
 
 from support_requests.handlers.app import create_app
-from support_requests.handlers.settings import Settings
 from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
     MOBILE,
-    SECRET,
     assert_problem,
+    assert_same_not_found,
     bearer,
     create,
     customer,
@@ -36,18 +29,16 @@ from tests.helpers import (
     known_admin,
     mint,
     move_to,
+    post_reply,
+    snapshot,
     stored_request,
     stored_rows,
-    without_id,
 )
+from tests.servers import migrated_database, running_servers
 
 REQUESTS = Base.metadata.tables["support_requests"]
 PAST = datetime(2020, 1, 2, 3, 4, 5, 678000)
 CONCURRENT_REPLIES = 30
-
-
-def _reply(client: Any, headers: dict[str, str], request_id: int, body: Any) -> Any:
-    return client.post(f"{MOBILE}/{request_id}/messages", json={"body": body}, headers=headers)
 
 
 def _backdate(db: sa.Engine, request_id: int) -> None:
@@ -60,21 +51,12 @@ def _backdate(db: sa.Engine, request_id: int) -> None:
         )
 
 
-def _snapshot(db: sa.Engine, request_id: int) -> tuple[Any, ...]:
-    """Everything a refused reply must leave untouched."""
-    return (
-        stored_request(db, request_id),
-        stored_rows(db, "messages", request_id),
-        stored_rows(db, "request_events", request_id),
-    )
-
-
 def test_reply_returns_201_with_the_updated_detail(client, db):
     sub = f"customer-{uuid.uuid4().hex}"
     alice = bearer(mint(sub, name="Alex Customer", picture="https://cdn.example.com/a.png"))
     created = create(client, alice)
 
-    response = _reply(client, alice, created["id"], "Here is more detail about the issue.")
+    response = post_reply(client, alice, created["id"], "Here is more detail about the issue.")
 
     assert response.status_code == 201, response.text
     assert response.headers["content-type"] == "application/json"
@@ -114,7 +96,7 @@ def test_reply_moves_last_customer_message_at_and_updated_at(client, db):
     created = create(client, alice)
     _backdate(db, created["id"])
 
-    data = _reply(client, alice, created["id"], "Still broken.").json()["data"]
+    data = post_reply(client, alice, created["id"], "Still broken.").json()["data"]
 
     added = data["messages"][-1]
     assert data["lastCustomerMessageAt"] == added["createdAt"]
@@ -133,7 +115,7 @@ def test_reply_is_trimmed_and_keeps_the_authors_claims_as_they_were_when_written
     after = bearer(mint(sub, name="Alexandra", picture="https://cdn.example.com/new.png"))
     created = create(client, before)
 
-    data = _reply(client, after, created["id"], "  \n Thanks!\t ").json()["data"]
+    data = post_reply(client, after, created["id"], "  \n Thanks!\t ").json()["data"]
 
     assert [(m["authorName"], m["authorImage"], m["body"]) for m in data["messages"]] == [
         ("Alex", None, "It crashes."),
@@ -152,8 +134,8 @@ def test_reply_on_open_or_in_progress_keeps_the_status(client, db):
     )
     assert answered.json()["data"]["status"] == "in_progress"
 
-    still_open = _reply(client, alice, waiting["id"], "Any news?").json()["data"]
-    still_working = _reply(client, alice, working["id"], "Thanks.").json()["data"]
+    still_open = post_reply(client, alice, waiting["id"], "Any news?").json()["data"]
+    still_working = post_reply(client, alice, working["id"], "Thanks.").json()["data"]
 
     assert (still_open["status"], still_open["isAssigned"]) == ("open", False)
     assert (still_working["status"], still_working["isAssigned"]) == ("in_progress", True)
@@ -169,7 +151,7 @@ def test_reply_on_resolved_reopens_it(client, db):
     resolved = move_to(client, agent, created["id"], "resolved")
     assert resolved["resolvedAt"] is not None and resolved["resolutionNote"]
 
-    response = _reply(client, alice, created["id"], "No, it still crashes.")
+    response = post_reply(client, alice, created["id"], "No, it still crashes.")
 
     assert response.status_code == 201, response.text
     data = response.json()["data"]
@@ -192,13 +174,13 @@ def test_reply_on_closed_is_400_and_stores_nothing(client, db):
     agent = known_admin(client)
     created = create(client, alice)
     move_to(client, agent, created["id"], "closed")
-    before = _snapshot(db, created["id"])
+    before = snapshot(db, created["id"])
 
-    response = _reply(client, alice, created["id"], "Hello?")
+    response = post_reply(client, alice, created["id"], "Hello?")
 
     body = assert_problem(response, 400, "request_closed")
     assert str(created["id"]) in body["detail"]
-    assert _snapshot(db, created["id"]) == before
+    assert snapshot(db, created["id"]) == before
     detail = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
     assert detail["status"] == "closed"
     assert detail["allowedActions"] == []
@@ -209,25 +191,18 @@ def test_reply_to_another_customers_request_is_the_same_404_as_a_missing_one(cli
     owner, stranger = customer(), customer()
     theirs = create(client, owner)
     missing_id = theirs["id"] + 1000
-    before = _snapshot(db, theirs["id"])
+    before = snapshot(db, theirs["id"])
     trace = {"X-Request-ID": "reply-trace"}
 
-    foreign = _reply(client, {**stranger, **trace}, theirs["id"], "Let me in.")
-    missing = _reply(client, {**stranger, **trace}, missing_id, "Let me in.")
+    foreign = post_reply(client, {**stranger, **trace}, theirs["id"], "Let me in.")
+    missing = post_reply(client, {**stranger, **trace}, missing_id, "Let me in.")
 
-    assert_problem(foreign, 404, "not_found")
-    assert_problem(missing, 404, "not_found")
-    normalized = without_id(foreign.content, theirs["id"])
-    assert b"{id}" in normalized
-    assert normalized == without_id(missing.content, missing_id)
-    assert {k: v for k, v in foreign.headers.items() if k != "content-length"} == {
-        k: v for k, v in missing.headers.items() if k != "content-length"
-    }
-    assert _snapshot(db, theirs["id"]) == before
+    assert_same_not_found(foreign, theirs["id"], missing, missing_id)
+    assert snapshot(db, theirs["id"]) == before
 
 
 def test_reply_to_the_largest_id_is_404(client, db):
-    response = _reply(client, customer(), 9223372036854775807, "Anyone?")
+    response = post_reply(client, customer(), 9223372036854775807, "Anyone?")
 
     assert_problem(response, 404, "not_found")
     with db.connect() as connection:
@@ -253,21 +228,21 @@ def test_reply_to_the_largest_id_is_404(client, db):
 def test_invalid_reply_is_422_and_stores_nothing(client, db, body, fields):
     alice = customer()
     created = create(client, alice)
-    before = _snapshot(db, created["id"])
+    before = snapshot(db, created["id"])
 
     response = client.post(f"{MOBILE}/{created['id']}/messages", json=body, headers=alice)
 
     problem = assert_problem(response, 422, "validation_failed")
     assert sorted(error_fields(problem)) == sorted(fields)
     assert all(entry["message"] for entry in problem["errors"])
-    assert _snapshot(db, created["id"]) == before
+    assert snapshot(db, created["id"]) == before
 
 
 def test_reply_of_5000_characters_with_surrounding_spaces_is_stored_trimmed(client, db):
     alice = customer()
     created = create(client, alice)
 
-    response = _reply(client, alice, created["id"], "\n " + "é" * 5000 + "  ")
+    response = post_reply(client, alice, created["id"], "\n " + "é" * 5000 + "  ")
 
     assert response.status_code == 201, response.text
     assert response.json()["data"]["messages"][-1]["body"] == "é" * 5000
@@ -282,7 +257,7 @@ def test_reply_of_5000_characters_with_surrounding_spaces_is_stored_trimmed(clie
 def test_malformed_reply_body_is_400_and_stores_nothing(client, db, content):
     alice = customer()
     created = create(client, alice)
-    before = _snapshot(db, created["id"])
+    before = snapshot(db, created["id"])
 
     response = client.post(
         f"{MOBILE}/{created['id']}/messages",
@@ -291,7 +266,7 @@ def test_malformed_reply_body_is_400_and_stores_nothing(client, db, content):
     )
 
     assert_problem(response, 400, "malformed_body")
-    assert _snapshot(db, created["id"]) == before
+    assert snapshot(db, created["id"]) == before
 
 
 def test_unicode_reply_round_trips(client, db):
@@ -300,7 +275,7 @@ def test_unicode_reply_round_trips(client, db):
     # Right-to-left scripts on purpose.
     text = "مرحبا، التطبيق لا يعمل 😢\nשלום 👋🏽 — ok"  # noqa: RUF001
 
-    data = _reply(client, alice, created["id"], text).json()["data"]
+    data = post_reply(client, alice, created["id"], text).json()["data"]
 
     assert data["messages"][-1]["body"] == text
     assert data["messages"][-1]["authorName"] == "דנה 🌸"
@@ -394,74 +369,18 @@ def test_concurrent_replies_in_one_process_are_all_stored(client, db, settings):
     _assert_all_replies_stored(db, created["id"], responses, bodies)
 
 
-def serve_for_test() -> Any:
-    """Uvicorn factory for the multi-process test: settings from its environment."""
-    return create_app(
-        Settings(
-            database_url=os.environ["SUPPORT_TEST_SERVER_DATABASE_URL"],
-            jwt_secret=SECRET.encode(),
-            data_dir=Path(os.environ["SUPPORT_TEST_SERVER_DATA_DIR"]),
-        )
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_serving(base_url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    with httpx.Client(base_url=base_url, trust_env=False, timeout=2) as http:
-        while time.monotonic() < deadline:
-            assert server.poll() is None, "the server exited"
-            try:
-                if http.get("/openapi.json").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError("the server did not start in 30 s")
-
-
 @pytest.mark.slow
-def test_concurrent_replies_through_two_server_processes_are_all_stored(
-    client, db, database_url, tmp_path
-):
+def test_concurrent_replies_through_two_server_processes_are_all_stored(db, database_url, tmp_path):
     alice = customer()
-    created = create(client, alice)
     bodies = [f"parallel reply {i}" for i in range(CONCURRENT_REPLIES)]
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "SUPPORT_TEST_SERVER_DATABASE_URL": database_url,
-        "SUPPORT_TEST_SERVER_DATA_DIR": str(tmp_path),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "tests.test_mobile_reply:serve_for_test",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
-    project = Path(__file__).resolve().parent.parent
-    server = subprocess.Popen(command, cwd=project, env=env)
-    try:
-        _wait_until_serving(base_url, server)
+    migrated_database(database_url)
+    with running_servers(database_url, tmp_path / "servers", workers=2) as [server]:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=60) as http:
+            created = create(http, alice)
         start = threading.Barrier(CONCURRENT_REPLIES)
 
         def send(body: str) -> httpx.Response:
-            with httpx.Client(base_url=base_url, trust_env=False, timeout=60) as http:
+            with httpx.Client(base_url=server.url, trust_env=False, timeout=60) as http:
                 start.wait()
                 return http.post(
                     f"{MOBILE}/{created['id']}/messages", json={"body": body}, headers=alice
@@ -469,8 +388,5 @@ def test_concurrent_replies_through_two_server_processes_are_all_stored(
 
         with ThreadPoolExecutor(CONCURRENT_REPLIES) as pool:
             responses = list(pool.map(send, bodies))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     _assert_all_replies_stored(db, created["id"], responses, bodies)

@@ -12,15 +12,14 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import SECRET
-from tests.servers import PROJECT_ROOT, free_port
+from tests.helpers import SECRET, run_ok
+from tests.servers import PROJECT_ROOT, supportctl_server
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +27,7 @@ BARE_NAMES = ("handlers", "storage", "domain", "cli", "openapi")
 
 
 def _run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_ok(*command, cwd=cwd, env=env).stdout
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +86,7 @@ def test_the_installed_wheel_migrates_serves_and_answers_outside_the_checkout(
     upgraded = _run(bin_ / "supportctl", "db", "upgrade", cwd=tmp_path, env=env)
     assert "is at revision" in upgraded
 
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [bin_ / "supportctl", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, server, log)
+    with supportctl_server(env, tmp_path, supportctl=bin_ / "supportctl") as server:
         token = _run(
             bin_ / "supportctl",
             "token",
@@ -125,28 +100,17 @@ def test_the_installed_wheel_migrates_serves_and_answers_outside_the_checkout(
         ).strip()
         headers = {"Authorization": f"Bearer {token}"}
         body = {"category": "account", "subject": "Unable to log in", "message": "Help."}
-        created = httpx.post(f"{base}/api/mobile/support-requests", json=body, headers=headers)
+        url = f"{server.url}/api/mobile/support-requests"
+        created = httpx.post(url, json=body, headers=headers)
         assert created.status_code == 201, created.text
-        detail = httpx.get(base + created.headers["Location"], headers=headers)
+        detail = httpx.get(server.url + created.headers["Location"], headers=headers)
         assert detail.status_code == 200
         assert detail.json()["data"]["subject"] == "Unable to log in"
         assert [m["body"] for m in detail.json()["data"]["messages"]] == ["Help."]
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        log = server.log()
+    assert "Warning" not in log, log
     assert (tmp_path / "data" / "support.db").exists()
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        assert server.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the installed server did not become ready:\n" + log.read_text())
 
 
 def test_bare_sub_package_imports_are_refused_by_the_linter(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ async def _fire(servers: list[Server], calls: list[Call]) -> None:
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                httpx.AsyncClient(base_url=server.base_url, timeout=60.0, limits=limits)
+                httpx.AsyncClient(base_url=server.url, timeout=60.0, limits=limits)
             )
             for server in servers
         ]
@@ -110,7 +110,7 @@ async def _fire(servers: list[Server], calls: list[Call]) -> None:
 
 
 def _sync(servers: list[Server], method: str, path: str, **kwargs: Any) -> Any:
-    response = httpx.request(method, f"{servers[0].base_url}{path}", timeout=30.0, **kwargs)
+    response = httpx.request(method, f"{servers[0].url}{path}", timeout=30.0, **kwargs)
     assert response.status_code < 300, response.text
     return response.json()
 

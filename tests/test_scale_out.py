@@ -475,8 +475,7 @@ async def _run_load(servers: list[Server], people: list[Person], staff: list[Per
         max_connections=2 * CLIENTS, max_keepalive_connections=2 * CLIENTS, keepalive_expiry=2.0
     )
     clients = [
-        httpx.AsyncClient(base_url=server.base_url, timeout=60.0, limits=limits)
-        for server in servers
+        httpx.AsyncClient(base_url=server.url, timeout=60.0, limits=limits) for server in servers
     ]
     load = Load(clients, [person.sub for person in staff], people[0].sub)
     try:

@@ -32,6 +32,8 @@ from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from tests.helpers import SECRET, mint
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "schemathesis.toml"
 SEED = 20260317

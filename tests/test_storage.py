@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,38 +15,20 @@ import sqlalchemy as sa
 from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
-from support_requests.storage.database import STATEMENT_OBSERVERS, Database
+from support_requests.storage.database import STATEMENT_OBSERVERS
 from support_requests.storage.models import Base
 from support_requests.storage.support_desk import SupportDesk
-from tests.helpers import refusing_message_inserts
+from tests.helpers import (
+    TRANSACTION_CONTROL,
+    customer_principal,
+    refusing_message_inserts,
+    with_desk,
+)
 
 T = TypeVar("T")
 TABLES = Base.metadata.tables
 REQUESTS = TABLES["support_requests"]
 LIST_INDEX = "ix_support_requests_customer_created"
-TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-
-
-def _customer(name: str | None = "Alex") -> Principal:
-    return Principal(sub=f"customer-{uuid.uuid4().hex}", role=Actor.CUSTOMER, name=name)
-
-
-def _admin() -> Principal:
-    return Principal(sub=str(uuid.uuid4()), role=Actor.ADMIN, name="Agent")
-
-
-def _with_desk(database_url: str, work: Callable[[SupportDesk], Awaitable[T]]) -> T:
-    """Run ``work`` against a desk on a fresh engine, disposed afterwards."""
-
-    async def run() -> T:
-        database = Database(database_url)
-        try:
-            await database.create_schema()
-            return await work(SupportDesk(database))
-        finally:
-            await database.dispose()
-
-    return asyncio.run(run())
 
 
 class StatementLog:
@@ -81,16 +63,18 @@ def test_create_is_one_transaction(database_url, db):
 
     async def refused(desk: SupportDesk) -> None:
         with pytest.raises(sa.exc.DBAPIError, match="refused by the test"):
-            await desk.create_request(_customer(), category="other", subject="s", message="m")
+            await desk.create_request(
+                customer_principal(), category="other", subject="s", message="m"
+            )
 
     async def accepted(desk: SupportDesk) -> None:
         # Nothing was left locked or half-written: the next create succeeds.
-        await desk.create_request(_customer(), category="other", subject="ok", message="m")
+        await desk.create_request(customer_principal(), category="other", subject="ok", message="m")
 
-    _with_desk(database_url, lambda desk: asyncio.sleep(0))  # create the schema
+    with_desk(database_url, lambda desk: asyncio.sleep(0))  # create the schema
     with refusing_message_inserts(db):
-        _with_desk(database_url, refused)
-    _with_desk(database_url, accepted)
+        with_desk(database_url, refused)
+    with_desk(database_url, accepted)
 
     assert _count(db, "support_requests") == 1
     assert _count(db, "messages") == 1
@@ -100,7 +84,7 @@ def test_create_is_one_transaction(database_url, db):
 
 
 def test_list_is_one_statement_and_detail_at_most_two(database_url):
-    alice = _customer()
+    alice = customer_principal()
     log = StatementLog()
 
     async def work(desk: SupportDesk) -> dict[str, Any]:
@@ -112,7 +96,7 @@ def test_list_is_one_statement_and_detail_at_most_two(database_url):
             ids.append(record.row.id)
         for body in ("second", "third", "fourth"):
             await desk.reply_as_customer(alice, ids[0], body)
-        await desk.create_request(_customer(), category="other", subject="x", message="y")
+        await desk.create_request(customer_principal(), category="other", subject="x", message="y")
 
         first_page = await log.during(
             desk.list_for_customer(alice, limit=3, cursor=None, status=None)
@@ -135,7 +119,7 @@ def test_list_is_one_statement_and_detail_at_most_two(database_url):
             "detail_count": len(detail_statements),
         }
 
-    result = _with_desk(database_url, work)
+    result = with_desk(database_url, work)
 
     first_page, second_page, filtered = result["pages"]
     assert [len(first_page.records), len(second_page.records), len(filtered.records)] == [3, 2, 5]
@@ -146,7 +130,7 @@ def test_list_is_one_statement_and_detail_at_most_two(database_url):
 
 
 def test_another_customers_request_is_not_found_and_nothing_is_written(database_url, db):
-    owner, stranger = _customer(), _customer()
+    owner, stranger = customer_principal(), customer_principal()
 
     async def work(desk: SupportDesk) -> int:
         record = await desk.create_request(owner, category="other", subject="s", message="m")
@@ -158,7 +142,7 @@ def test_another_customers_request_is_not_found_and_nothing_is_written(database_
         assert read.value.detail == reply.value.detail
         return int(record.row.id)
 
-    request_id = _with_desk(database_url, work)
+    request_id = with_desk(database_url, work)
 
     with db.connect() as connection:
         bodies = connection.scalars(
@@ -213,7 +197,7 @@ def _captured_list_query(database_url: str, sub: str, *, with_cursor: bool) -> t
         assert len(log.statements) == 1
         return log.statements[0]
 
-    return _with_desk(database_url, work)
+    return with_desk(database_url, work)
 
 
 def _plan(db: sa.Engine, statement: str, parameters: Any, *, sqlite: bool) -> str:
@@ -229,7 +213,7 @@ def _plan(db: sa.Engine, statement: str, parameters: Any, *, sqlite: bool) -> st
 @pytest.mark.parametrize("with_cursor", [False, True], ids=["first-page", "next-page"])
 def test_list_query_uses_the_customer_index(database_url, db, with_cursor):
     sqlite = database_url.startswith("sqlite")
-    _with_desk(database_url, lambda desk: asyncio.sleep(0))  # create the schema
+    with_desk(database_url, lambda desk: asyncio.sleep(0))  # create the schema
     subs = _fill(db, customers=200, per_customer=25)
     if not sqlite:
         with db.begin() as connection:
@@ -277,7 +261,7 @@ def test_a_statement_that_fails_fails_its_whole_write_and_the_connection_recover
                 {"id": "second", "name": None, "image": None, "first_seen_at": seen},
             )
 
-    _with_desk(database_url, work)
+    with_desk(database_url, work)
 
     with db.connect() as connection:
         assert connection.scalars(sa.select(TABLES["admins"].c.id)).all() == ["second"]
@@ -288,11 +272,12 @@ def _size(path: str) -> int:
     return Path(path).stat().st_size
 
 
+@pytest.mark.slow
 def test_the_sqlite_wal_stays_bounded_under_continuous_writes_and_reads(tmp_path):
     """Writes interleaved with reads (a busy server): the WAL is checkpointed and restarts,
     so its file stays near SQLite's 1,000-page threshold instead of growing with the data."""
     path = tmp_path / "busy.db"
-    alice = _customer()
+    alice = customer_principal()
 
     async def work(desk: SupportDesk) -> int:
         ids = [
@@ -306,7 +291,7 @@ def test_the_sqlite_wal_stays_bounded_under_continuous_writes_and_reads(tmp_path
             largest = max(largest, _size(f"{path}-wal"))
         return largest
 
-    largest_wal = _with_desk(f"sqlite:///{path}", work)
+    largest_wal = with_desk(f"sqlite:///{path}", work)
 
     assert largest_wal < 8 * 1024 * 1024, largest_wal  # 3,000 replies write ~70 MB of WAL frames
     assert path.stat().st_size < 16 * 1024 * 1024

@@ -7,7 +7,6 @@ but the loopback test server.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,8 +20,10 @@ import yaml
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.openapi import SPEC_PATH
-from tests.helpers import SECRET
-from tests.live import serving
+from tests.helpers import SECRET, require_tool
+from tests.servers import app_in_thread
+
+pytestmark = pytest.mark.slow
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,17 +31,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: CI must `apt-get install -y chromium`")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    require_tool(CHROMIUM is not None, "chromium", "apt-get install -y chromium")
     data_dir = tmp_path_factory.mktemp("swagger-ui")
     settings = Settings(
         database_url=f"sqlite:///{data_dir / 'support.db'}",
         jwt_secret=SECRET.encode(),
         data_dir=data_dir,
     )
-    with serving(create_app(settings)) as base_url:
+    with app_in_thread(create_app(settings)) as base_url:
         yield f"{base_url}/ui/"
 
 

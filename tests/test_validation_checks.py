@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from support_requests.handlers.app import load_spec
 from support_requests.handlers.validation import accepts, compiled
 
+pytestmark = pytest.mark.slow  # Hypothesis over every schema: ~20 s of CPU
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda children: (

@@ -12,7 +12,7 @@ from support_requests.handlers.auth import caller
 from support_requests.handlers.idempotency import once
 from support_requests.handlers.render import admin_detail, admin_summary, envelope
 from support_requests.storage.idempotency import IdempotencyStore
-from support_requests.storage.support_desk import PageVersions, QueueFilters, SupportDesk
+from support_requests.storage.support_desk import QueueFilters, SupportDesk
 
 _TEXT_FIELDS = ("resolutionNote",)
 
@@ -35,19 +35,12 @@ async def list_queue(
     )
     # The queue looks the same to every admin: the tag does not depend on the caller.
     query = {"limit": limit, "cursor": cursor, **vars(filters)}
-    condition = conditional.if_none_match()
-    if condition is not None:
-        versions = await desk.queue_page_versions(admin, filters, limit=limit, cursor=cursor)
-        etag = conditional.list_tag(conditional.View.ADMIN, query, versions)
-        if condition.matches(etag):
-            return conditional.not_modified(etag)
-    page = await desk.list_queue(admin, filters, limit=limit, cursor=cursor)
-    etag = conditional.list_tag(conditional.View.ADMIN, query, PageVersions.of(page))
-    return envelope(
-        "Support requests fetched successfully",
-        [admin_summary(record) for record in page.records],
-        meta={"nextCursor": page.next_cursor},
-        headers=conditional.validators(etag),
+    return await conditional.listing(
+        conditional.View.ADMIN,
+        query,
+        lambda: desk.queue_page_versions(admin, filters, limit=limit, cursor=cursor),
+        lambda: desk.list_queue(admin, filters, limit=limit, cursor=cursor),
+        admin_summary,
     )
 
 
@@ -58,12 +51,7 @@ async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -
     answers it with a ``304``.
     """
     record = await desk.get_for_admin(caller(token_info), id_)
-    etag = conditional.detail_tag(conditional.View.ADMIN, id_, record.row.version)
-    return envelope(
-        "Support request fetched successfully",
-        admin_detail(record),
-        headers=conditional.validators(etag),
-    )
+    return conditional.detail(conditional.View.ADMIN, record, admin_detail(record))
 
 
 async def reply(

@@ -56,8 +56,9 @@ from support_requests.handlers.auth import (
 )
 from support_requests.handlers.observability import remember_caller, remember_operation
 from support_requests.handlers.problems import HttpProblem
+from support_requests.handlers.render import envelope
 from support_requests.handlers.validation import ContractParameterValidator
-from support_requests.storage.support_desk import PageVersions, SupportDesk
+from support_requests.storage.support_desk import Page, PageVersions, RequestRecord, SupportDesk
 
 HEADER = "If-None-Match"
 CACHE_CONTROL = "private, no-cache"
@@ -135,6 +136,36 @@ def validators(etag: str) -> dict[str, str]:
 def not_modified(etag: str) -> Response:
     """``304 Not Modified``: the tag and caching headers, no body."""
     return Response(status_code=304, headers=validators(etag))
+
+
+async def listing(
+    view: View,
+    query: Mapping[str, Any],
+    versions: Callable[[], Awaitable[PageVersions]],
+    page: Callable[[], Awaitable[Page]],
+    item: Callable[[RequestRecord], dict[str, Any]],
+) -> Response:
+    """A page of a listing, or ``304`` when the caller's copy is current: with a condition,
+    the page's ``versions`` are read first (one statement) and the page only if they
+    changed."""
+    condition = if_none_match()
+    if condition is not None:
+        etag = list_tag(view, query, await versions())
+        if condition.matches(etag):
+            return not_modified(etag)
+    found = await page()
+    return envelope(
+        "Support requests fetched successfully",
+        [item(record) for record in found.records],
+        meta={"nextCursor": found.next_cursor},
+        headers=validators(list_tag(view, query, PageVersions.of(found))),
+    )
+
+
+def detail(view: View, record: RequestRecord, shown: dict[str, Any]) -> Response:
+    """A request's detail with its tag (a current poll is answered before the handler)."""
+    etag = detail_tag(view, record.row.id, record.row.version)
+    return envelope("Support request fetched successfully", shown, headers=validators(etag))
 
 
 # -- the detail poll's fast path -----------------------------------------------------------

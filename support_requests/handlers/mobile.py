@@ -11,7 +11,7 @@ from support_requests.handlers.auth import caller
 from support_requests.handlers.idempotency import once
 from support_requests.handlers.render import envelope, mobile_detail, mobile_summary
 from support_requests.storage.idempotency import IdempotencyStore
-from support_requests.storage.support_desk import PageVersions, SupportDesk
+from support_requests.storage.support_desk import SupportDesk
 
 PATH = "/api/mobile/support-requests"
 
@@ -53,21 +53,14 @@ async def list_requests(
     """The caller's requests, newest first, one page (304 while it is unchanged)."""
     customer = caller(token_info)
     query = {"customer": customer.sub, "limit": limit, "cursor": cursor, "status": status}
-    condition = conditional.if_none_match()
-    if condition is not None:
-        versions = await desk.page_versions_for_customer(
+    return await conditional.listing(
+        conditional.View.MOBILE,
+        query,
+        lambda: desk.page_versions_for_customer(
             customer, limit=limit, cursor=cursor, status=status
-        )
-        etag = conditional.list_tag(conditional.View.MOBILE, query, versions)
-        if condition.matches(etag):
-            return conditional.not_modified(etag)
-    page = await desk.list_for_customer(customer, limit=limit, cursor=cursor, status=status)
-    etag = conditional.list_tag(conditional.View.MOBILE, query, PageVersions.of(page))
-    return envelope(
-        "Support requests fetched successfully",
-        [mobile_summary(record) for record in page.records],
-        meta={"nextCursor": page.next_cursor},
-        headers=conditional.validators(etag),
+        ),
+        lambda: desk.list_for_customer(customer, limit=limit, cursor=cursor, status=status),
+        mobile_summary,
     )
 
 
@@ -78,12 +71,7 @@ async def get_request(desk: SupportDesk, id_: int, token_info: dict[str, Any]) -
     answers it with a ``304``.
     """
     record = await desk.get_for_customer(caller(token_info), id_)
-    etag = conditional.detail_tag(conditional.View.MOBILE, id_, record.row.version)
-    return envelope(
-        "Support request fetched successfully",
-        mobile_detail(record),
-        headers=conditional.validators(etag),
-    )
+    return conditional.detail(conditional.View.MOBILE, record, mobile_detail(record))
 
 
 async def reply(

@@ -40,18 +40,7 @@ def mobile_summary(record: RequestRecord) -> dict[str, Any]:
 def mobile_detail(record: RequestRecord) -> dict[str, Any]:
     """The customer's detail with the thread, oldest first."""
     detail = mobile_summary(record)
-    detail["messages"] = [
-        {
-            "id": m.id,
-            "authorType": m.author_type,
-            "authorName": m.author_name,
-            "authorImage": m.author_image,
-            "body": m.body,
-            "attachments": _attachments(record, m.id, Actor.CUSTOMER),
-            "createdAt": iso_ms(m.created_at),
-        }
-        for m in record.messages
-    ]
+    detail["messages"] = _messages(record, Actor.CUSTOMER)
     return detail
 
 
@@ -71,20 +60,27 @@ def admin_summary(record: RequestRecord) -> dict[str, Any]:
 def admin_detail(record: RequestRecord) -> dict[str, Any]:
     """The admin's detail: every message with its author's id."""
     detail = admin_summary(record)
-    detail["messages"] = [
-        {
+    detail["messages"] = _messages(record, Actor.ADMIN)
+    return detail
+
+
+def _messages(record: RequestRecord, viewer: Actor) -> list[dict[str, Any]]:
+    """The thread, oldest first; staff also see each author's id (never shown on mobile)."""
+    messages = []
+    for m in record.messages:
+        message = {
             "id": m.id,
             "authorType": m.author_type,
-            "authorId": m.author_id,
             "authorName": m.author_name,
             "authorImage": m.author_image,
             "body": m.body,
-            "attachments": _attachments(record, m.id, Actor.ADMIN),
+            "attachments": _attachments(record, m.id, viewer),
             "createdAt": iso_ms(m.created_at),
         }
-        for m in record.messages
-    ]
-    return detail
+        if viewer is Actor.ADMIN:
+            message["authorId"] = m.author_id
+        messages.append(message)
+    return messages
 
 
 # Where each side uploads and downloads attachments.
