@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
 
@@ -32,7 +32,6 @@ from support_requests.domain.clock import now_ms
 from support_requests.domain.errors import FieldProblem, NotFound, RuleViolation
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
-from support_requests.storage.attachment_content import Inspected
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import (
     Attachment,
@@ -40,6 +39,9 @@ from support_requests.storage.models import (
     RequestEvent,
     SupportRequest,
 )
+
+if TYPE_CHECKING:  # Pillow is imported where uploads are inspected, not by every desk read
+    from support_requests.storage.attachment_content import Inspected
 
 CHUNK_SIZE: Final = 256 * 1024
 # Chunks fetched per statement when reading: a range never holds more than this in memory.
