@@ -27,7 +27,11 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
 
-from support_requests.domain.attachments import MAX_ATTACHMENTS_PER_MESSAGE, UNATTACHED_TTL
+from support_requests.domain.attachments import (
+    MAX_ATTACHMENTS_PER_MESSAGE,
+    UNATTACHED_TTL,
+    clean_file_name,
+)
 from support_requests.domain.clock import now_ms
 from support_requests.domain.errors import FieldProblem, NotFound, RuleViolation
 from support_requests.domain.lifecycle import Actor
@@ -260,6 +264,7 @@ class AttachmentStore:
         instead (the caller's ``inspected.path`` is gone either way once this returns).
         """
         at = now or now_ms()
+        file_name = clean_file_name(file_name)
         attachment_id = new_attachment_id()
         sha256 = await asyncio.to_thread(_sha256_of, inspected.path)
         row = {
@@ -344,25 +349,25 @@ class AttachmentStore:
             async for piece in self._read_file(attachment, first, last):
                 yield piece
             return
-        first_seq, last_seq = first // CHUNK_SIZE, last // CHUNK_SIZE
-        seq = first_seq
+        last_seq = last // CHUNK_SIZE
+        seq = first // CHUNK_SIZE
         while seq <= last_seq:
             upto = min(seq + CHUNKS_PER_READ - 1, last_seq)
             async with self.database.reading() as connection:
                 result = await connection.execute(
                     _CHUNKS, {"attachment_id": attachment.id, "first_seq": seq, "last_seq": upto}
                 )
-            rows = result.all()
-            if [row.seq for row in rows] != list(range(seq, upto + 1)):
-                raise _not_found(attachment.id)
+            # Taken out of the batch one by one, so a chunk sent is not kept while the next
+            # batch is fetched: at most a batch and a chunk in memory.
+            batch = [(row.seq, row.data) for row in result]
             del result
-            while rows:
-                row = rows.pop(0)
-                start = row.seq * CHUNK_SIZE
-                data: bytes = row.data
-                del row
-                low = max(first - start, 0)
-                high = min(last - start + 1, len(data))
+            if [number for number, _ in batch] != list(range(seq, upto + 1)):
+                raise _not_found(attachment.id)
+            batch.reverse()
+            while batch:
+                number, data = batch.pop()
+                start = number * CHUNK_SIZE
+                low, high = max(first - start, 0), min(last - start + 1, len(data))
                 yield data if (low, high) == (0, len(data)) else data[low:high]
                 del data
             seq = upto + 1
