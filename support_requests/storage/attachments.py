@@ -108,6 +108,11 @@ _BUMP_REQUEST = (
     .values(version=_requests.c.version + 1, updated_at=bindparam("changed_at"))
 )
 _INSERT_EVENT = insert(_events)
+_COUNT_ATTACHED = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("changed_id"))
+    .values(attachment_count=_requests.c.attachment_count + bindparam("attached"))
+)
 _EXPIRED = (
     delete(attachments_table)
     .where(_a.request_id.is_(None), _a.expires_at <= bindparam("now"))
@@ -532,7 +537,8 @@ async def attach_uploads(
     Each must be the uploader's own (same ``sub`` and role), not attached, not expired and
     not removed, and at most ``MAX_ATTACHMENTS_PER_MESSAGE`` listed once each; otherwise
     ``RuleViolation`` names every bad one as ``attachments[i]`` and nothing is attached
-    (the caller's transaction rolls back).
+    (the caller's transaction rolls back). The request's ``attachment_count`` grows, so
+    its detail reads look for them; the caller's write moves its version.
     """
     if not ids:
         return
@@ -564,6 +570,7 @@ async def attach_uploads(
             for index, attachment_id in enumerate(ids)
         ],
     )
+    await connection.execute(_COUNT_ATTACHED, {"changed_id": request_id, "attached": len(ids)})
 
 
 def _refusal(uploader: Principal, row: Any, attachment_id: str, now: datetime) -> str | None:

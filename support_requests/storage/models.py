@@ -19,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +53,9 @@ class SupportRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     # Bumped by every change; the request's thread and metadata are a function of it.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Attachments its messages took (removed ones too): a detail read looks for them only
+    # when there are some. An integer, as SQLite reads it with no conversion per row.
+    attachment_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         Index("ix_support_requests_customer_created", "customer_id", "created_at", "id"),
@@ -149,7 +153,7 @@ class Attachment(Base):
         Index("ix_attachments_message", "message_id", "position"),
         Index("ix_attachments_expires", "expires_at"),
         Index("ix_attachments_owner", "owner_role", "owner_id", "created_at"),
-        Index("ix_attachments_request", "request_id"),
+        Index("ix_attachments_request", "request_id", "message_id", "position"),
     )
 
 

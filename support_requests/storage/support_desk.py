@@ -3,8 +3,9 @@
 Each write runs in one transaction: lock the request row, have
 ``domain.lifecycle`` plan the change, write what the plan says (the row, the
 message, the events), and read back the detail. A detail read is one statement
-(the request joined with its thread and the thread's attachments), a page one indexed
-statement, and the version lookups behind conditional GETs one indexed statement each.
+(the request joined with its thread; a second one for its attachments when it has any),
+a page one indexed statement, and the version lookups behind conditional GETs one indexed
+statement each.
 """
 
 from __future__ import annotations
@@ -88,23 +89,28 @@ _UPDATE_REQUEST = (
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
-# The detail in one statement: the request on every row, its thread alongside, each
-# message once per attachment (by ix_attachments_message). One statement sees one snapshot
-# on any isolation level, so no thread is newer than its request, no attachment list newer
-# than its thread.
+# The detail in one statement: the request on every row, its thread alongside. One
+# statement sees one snapshot on any isolation level, so no thread is newer than its request.
 _DETAIL = (
-    select(
-        *REQUEST_COLUMNS,
-        *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS),
-        *(c.label(f"attachment_{c.name}") for c in SUMMARY_COLUMNS),
-    )
+    select(*REQUEST_COLUMNS, *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS))
     .select_from(
-        requests_table.outerjoin(
-            messages_table, messages_table.c.request_id == requests_table.c.id
-        ).outerjoin(attachments_table, attachments_table.c.message_id == messages_table.c.id)
+        requests_table.outerjoin(messages_table, messages_table.c.request_id == requests_table.c.id)
     )
     .where(requests_table.c.id == bindparam("request_id"))
-    .order_by(messages_table.c.id, attachments_table.c.position)
+    .order_by(messages_table.c.id)
+)
+# A request's attachments (by ix_attachments_request) with the request's version on every
+# row: every change to them (a message taking some, a removal) moves the version, so equal
+# versions mean they are the ones of the thread read before.
+_DETAIL_ATTACHMENTS = (
+    select(requests_table.c.version, attachments_table.c.message_id, *SUMMARY_COLUMNS)
+    .select_from(
+        requests_table.outerjoin(
+            attachments_table, attachments_table.c.request_id == requests_table.c.id
+        )
+    )
+    .where(requests_table.c.id == bindparam("request_id"))
+    .order_by(attachments_table.c.message_id, attachments_table.c.position)
 )
 _OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
 
@@ -278,23 +284,23 @@ def _event_rows(
 
 
 def _detail_record(rows: list[Any], request_id: int) -> RequestRecord:
-    """A request, its thread and its attachments from rows shaped as ``_DETAIL``'s (or as
-    ``_CREATE``'s, which has no attachment columns)."""
+    """A request and its thread from rows shaped as ``_DETAIL``'s."""
     if not rows:
         raise _not_found(request_id)
     first_message = len(REQUEST_COLUMNS)
-    first_attachment = first_message + len(MESSAGE_COLUMNS)
-    messages: list[Any] = []
+    messages = [
+        StoredMessage._make(row[first_message:]) for row in rows if row[first_message] is not None
+    ]
+    return RequestRecord(rows[0], messages)
+
+
+def _attachments_by_message(rows: list[Any]) -> dict[int, list[AttachmentSummary]]:
+    """Each message's attachments from rows shaped as ``_DETAIL_ATTACHMENTS``'s."""
     attachments: dict[int, list[AttachmentSummary]] = {}
     for row in rows:
-        message_id = row[first_message]
-        if message_id is None:
-            continue
-        if not messages or messages[-1].id != message_id:
-            messages.append(StoredMessage._make(row[first_message:first_attachment]))
-        if len(row) > first_attachment and row[first_attachment] is not None:
-            attachments.setdefault(message_id, []).append(summary_of(row[first_attachment:]))
-    return RequestRecord(rows[0], messages, attachments)
+        if row.message_id is not None:
+            attachments.setdefault(row.message_id, []).append(summary_of(row[2:]))
+    return attachments
 
 
 def _not_found(request_id: int) -> NotFound:
@@ -624,13 +630,22 @@ class SupportDesk:
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
-        if customer_id is None:
-            result = await connection.execute(_DETAIL, {"request_id": request_id})
-        else:
-            result = await connection.execute(
-                _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
-            )
-        return _detail_record(result.all(), request_id)
+        """The request with its thread and, when it has any, its attachments as of the
+        same version (read again in the rare case a change came between the two reads)."""
+        while True:
+            if customer_id is None:
+                result = await connection.execute(_DETAIL, {"request_id": request_id})
+            else:
+                result = await connection.execute(
+                    _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
+                )
+            record = _detail_record(result.all(), request_id)
+            if not record.row.attachment_count:
+                return record
+            rows = (await connection.execute(_DETAIL_ATTACHMENTS, {"request_id": request_id})).all()
+            if rows and rows[0].version == record.row.version:
+                record.attachments = _attachments_by_message(rows)
+                return record
 
     async def _add_message(
         self,

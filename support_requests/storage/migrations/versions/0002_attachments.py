@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-06 05:00:00.000000
 
-Two new tables; no existing row changes.
+Two new tables, and ``support_requests.attachment_count`` (0 for every existing row).
 """
 
 from collections.abc import Sequence
@@ -23,6 +23,10 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     """Upgrade schema."""
+    with op.batch_alter_table("support_requests", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("attachment_count", sa.Integer(), server_default=sa.text("0"), nullable=False)
+        )
     op.create_table(
         "attachments",
         sa.Column("id", sa.String(length=22), nullable=False),
@@ -54,7 +58,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_attachments_owner", ["owner_role", "owner_id", "created_at"], unique=False
         )
-        batch_op.create_index("ix_attachments_request", ["request_id"], unique=False)
+        batch_op.create_index(
+            "ix_attachments_request", ["request_id", "message_id", "position"], unique=False
+        )
 
     op.create_table(
         "attachment_chunks",
@@ -76,3 +82,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_attachments_expires")
 
     op.drop_table("attachments")
+    with op.batch_alter_table("support_requests", schema=None) as batch_op:
+        batch_op.drop_column("attachment_count")
