@@ -33,7 +33,7 @@ from support_requests.storage.attachments import (
     AttachmentStore,
     StoredAttachment,
 )
-from support_requests.storage.database import Database
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
 from support_requests.storage.models import Base
 from support_requests.storage.support_desk import SupportDesk
 
@@ -559,3 +559,92 @@ def test_migration_0002_adds_and_drops_the_attachment_tables(database_url, db):
     assert _count(db, "support_requests") == 1
     schema.upgrade(database_url)
     assert schema.current(database_url) == schema.head() == "0002"
+
+
+# -- detail reads ---------------------------------------------------------------------------
+
+
+class _Observed:
+    """The SQL statements run while listening (transaction control aside)."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, sql: str, parameters: Any) -> None:
+        if not sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            self.statements.append(sql)
+
+
+def test_a_detail_reads_attachments_only_for_a_request_that_has_some(database_url, tmp_path):
+    async def work(world: World) -> tuple[int, int]:
+        customer = _customer()
+        plain = await world.request(customer)
+        upload = await world.upload(customer)
+        with_file = await world.request(customer, [upload.id])
+        counts = []
+        for request in (plain, with_file):
+            observed = _Observed()
+            STATEMENT_OBSERVERS.append(observed)
+            try:
+                await world.desk.get_for_customer(customer, request.row.id)
+            finally:
+                STATEMENT_OBSERVERS.remove(observed)
+            counts.append(len(observed.statements))
+        return counts[0], counts[1]
+
+    assert _run(database_url, tmp_path, work) == (1, 2)
+
+
+def test_the_request_counts_the_attachments_its_messages_took(database_url, tmp_path):
+    async def work(world: World) -> int:
+        customer = _customer()
+        first = [(await world.upload(customer)).id for _ in range(2)]
+        request = await world.request(customer, first)
+        third = await world.upload(customer)
+        replied = await world.desk.reply_as_customer(
+            customer, request.row.id, "One more", [third.id]
+        )
+        return int(replied.row.attachment_count)
+
+    assert _run(database_url, tmp_path, work) == 3
+
+
+class _RemovingBetweenReads:
+    """A connection that runs ``removal`` right after the first detail statement."""
+
+    def __init__(self, connection: Any, removal: Callable[[], Awaitable[Any]]) -> None:
+        self._connection = connection
+        self._removal: Callable[[], Awaitable[Any]] | None = removal
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        result = await self._connection.execute(statement, parameters)
+        if self._removal is not None:
+            removal, self._removal = self._removal, None
+            await removal()
+        return result
+
+
+def test_a_detail_never_shows_attachments_newer_than_its_thread(database_url, tmp_path):
+    """A removal between the thread's read and the attachments' read: read again, so the
+    version and the attachments shown belong together."""
+
+    async def work(world: World) -> Any:
+        customer, admin = _customer(), _admin()
+        upload = await world.upload(customer)
+        request = await world.request(customer, [upload.id])
+        async with world.database.reading() as connection:
+            racing = _RemovingBetweenReads(connection, lambda: world.store.remove(admin, upload.id))
+            return await world.desk._read_detail(racing, request.row.id)  # type: ignore[arg-type]
+
+    record = _run(database_url, tmp_path, work)
+    ((summary,),) = record.attachments.values()
+    assert (record.row.version, summary.removed) == (2, True)
+
+
+def test_save_keeps_only_the_files_own_name(database_url, tmp_path):
+    async def work(world: World) -> str:
+        inspected = world.inspected(b"log\n")
+        saved = await world.store.save(_customer(), "C:\\Users\\me\\app.log", inspected)
+        return saved.file_name
+
+    assert _run(database_url, tmp_path, work) == "app.log"
