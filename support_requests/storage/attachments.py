@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
@@ -315,7 +316,14 @@ class AttachmentStore:
                         )
                         seq += 1
             inspected.path.unlink(missing_ok=True)
-        return await self._get(attachment_id)
+        thumbnail = inspected.thumbnail
+        return StoredAttachment.of(
+            SimpleNamespace(
+                **row,
+                customer_id=None,
+                thumbnail_size=None if thumbnail is None else len(thumbnail),
+            )
+        )
 
     async def for_customer(self, customer: Principal, attachment_id: str) -> StoredAttachment:
         """An attachment of one of the customer's requests, or one of their own unattached
