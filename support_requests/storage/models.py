@@ -19,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +53,9 @@ class SupportRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     # Bumped by every change; the request's thread and metadata are a function of it.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Attachments its messages took (removed ones too): a detail read looks for them only
+    # when there are some. An integer, as SQLite reads it with no conversion per row.
+    attachment_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         Index("ix_support_requests_customer_created", "customer_id", "created_at", "id"),
@@ -108,6 +112,63 @@ class RequestEvent(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_request_events_request", "request_id", "id"),)
+
+
+class Attachment(Base):
+    """An uploaded file: unattached (``expires_at`` set) until a message takes it.
+
+    The bytes are in ``attachment_chunks``, or in a file named after ``id`` when the
+    service stores them in a directory (``storage_path``). Removal by staff keeps the row
+    (``removed_at``) so the message still lists the file, without its bytes.
+    """
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(22), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(255))
+    owner_role: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("support_requests.id", ondelete="CASCADE")
+    )
+    message_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    # Where it stands in its message's list, as the author listed the ids.
+    position: Mapped[int | None] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
+    thumbnail_content_type: Mapped[str | None] = mapped_column(String(64))
+    storage_path: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    removed_by: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_attachments_message", "message_id", "position"),
+        Index("ix_attachments_expires", "expires_at"),
+        Index("ix_attachments_owner", "owner_role", "owner_id", "created_at"),
+        Index("ix_attachments_request", "request_id", "message_id", "position"),
+    )
+
+
+class AttachmentChunk(Base):
+    """A piece of an attachment's bytes: 256 KiB each but the last, in ``seq`` order."""
+
+    __tablename__ = "attachment_chunks"
+
+    attachment_id: Mapped[str] = mapped_column(
+        String(22), ForeignKey("attachments.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (PrimaryKeyConstraint("attachment_id", "seq"),)
 
 
 class RateLimitCounter(Base):

@@ -3,14 +3,16 @@
 Each write runs in one transaction: lock the request row, have
 ``domain.lifecycle`` plan the change, write what the plan says (the row, the
 message, the events), and read back the detail. A detail read is one statement
-(the request joined with its thread), a page one indexed statement, and the
-version lookups behind conditional GETs one indexed statement each.
+(the request joined with its thread; a second one for its attachments when it has any),
+a page one indexed statement, and the version lookups behind conditional GETs one indexed
+statement each.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import namedtuple
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -40,6 +42,13 @@ from support_requests.domain.lifecycle import (
 )
 from support_requests.domain.principal import Principal
 from support_requests.storage import pagination
+from support_requests.storage.attachments import (
+    SUMMARY_COLUMNS,
+    AttachmentSummary,
+    attach_uploads,
+    attachments_table,
+    summary_of,
+)
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
 
@@ -89,6 +98,19 @@ _DETAIL = (
     )
     .where(requests_table.c.id == bindparam("request_id"))
     .order_by(messages_table.c.id)
+)
+# A request's attachments (by ix_attachments_request) with the request's version on every
+# row: every change to them (a message taking some, a removal) moves the version, so equal
+# versions mean they are the ones of the thread read before.
+_DETAIL_ATTACHMENTS = (
+    select(requests_table.c.version, attachments_table.c.message_id, *SUMMARY_COLUMNS)
+    .select_from(
+        requests_table.outerjoin(
+            attachments_table, attachments_table.c.request_id == requests_table.c.id
+        )
+    )
+    .where(requests_table.c.id == bindparam("request_id"))
+    .order_by(attachments_table.c.message_id, attachments_table.c.position)
 )
 _OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
 
@@ -183,10 +205,12 @@ _ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).o
 
 @dataclass
 class RequestRecord:
-    """A support request as stored, with its thread when one was read."""
+    """A support request as stored, with its thread when one was read, and the thread's
+    attachments by message id, each message's in the order its author listed them."""
 
     row: Any
     messages: list[Any] = field(default_factory=list)
+    attachments: dict[int, list[AttachmentSummary]] = field(default_factory=dict)
 
 
 @dataclass
@@ -268,6 +292,15 @@ def _detail_record(rows: list[Any], request_id: int) -> RequestRecord:
         StoredMessage._make(row[first_message:]) for row in rows if row[first_message] is not None
     ]
     return RequestRecord(rows[0], messages)
+
+
+def _attachments_by_message(rows: list[Any]) -> dict[int, list[AttachmentSummary]]:
+    """Each message's attachments from rows shaped as ``_DETAIL_ATTACHMENTS``'s."""
+    attachments: dict[int, list[AttachmentSummary]] = {}
+    for row in rows:
+        if row.message_id is not None:
+            attachments.setdefault(row.message_id, []).append(summary_of(row[2:]))
+    return attachments
 
 
 def _not_found(request_id: int) -> NotFound:
@@ -374,9 +407,16 @@ class SupportDesk:
     # -- customers -------------------------------------------------------------
 
     async def create_request(
-        self, customer: Principal, *, category: str, subject: str, message: str
+        self,
+        customer: Principal,
+        *,
+        category: str,
+        subject: str,
+        message: str,
+        attachments: Sequence[str] = (),
     ) -> RequestRecord:
-        """Open a request with its first message and its event, all or nothing."""
+        """Open a request with its first message (and the customer's ``attachments``
+        uploads on it) and its event, all or nothing."""
         plan = plan_opening(category, subject, now_ms())
         request = {
             "customer_id": customer.sub,
@@ -390,22 +430,30 @@ class SupportDesk:
         }
         if not self.database.is_sqlite:
             (created,) = plan.events
-            # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
-            async with self.database.autocommit() as connection:
-                result = await connection.execute(
-                    _CREATE,
-                    {
-                        **request,
-                        "author_type": customer.role.value,
-                        "body": message,
-                        "event_type": created.type,
-                        "changes": created.stored(),
-                    },
+            parameters = {
+                **request,
+                "author_type": customer.role.value,
+                "body": message,
+                "event_type": created.type,
+                "changes": created.stored(),
+            }
+            if not attachments:
+                # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
+                async with self.database.autocommit() as connection:
+                    result = await connection.execute(_CREATE, parameters)
+                    return _detail_record(result.all(), 0)
+            async with self.database.writing() as connection:
+                result = await connection.execute(_CREATE, parameters)
+                record = _detail_record(result.all(), 0)
+                request_id = record.row.id
+                await attach_uploads(
+                    connection, customer, attachments, request_id, record.messages[0].id, plan.at
                 )
-                return _detail_record(result.all(), 0)
+                return await self._read_detail(connection, request_id)
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
-            await self._add_message(connection, request_id, customer, message, plan.at)
+            message_id = await self._add_message(connection, request_id, customer, message, plan.at)
+            await attach_uploads(connection, customer, attachments, request_id, message_id, plan.at)
             await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
             return await self._read_detail(connection, request_id)
 
@@ -432,9 +480,10 @@ class SupportDesk:
         return await self._version(request_id, customer_id=customer.sub)
 
     async def reply_as_customer(
-        self, customer: Principal, request_id: int, body: str
+        self, customer: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
     ) -> RequestRecord:
-        """Append the customer's reply; a resolved request reopens, a closed one refuses."""
+        """Append the customer's reply (with their ``attachments`` uploads); a resolved
+        request reopens, a closed one refuses."""
         async with self.database.writing() as connection:
             row = await self._lock(
                 connection, _LOCK_OWNED_REQUEST, request_id=request_id, customer_id=customer.sub
@@ -445,6 +494,7 @@ class SupportDesk:
                 row,
                 customer,
                 body,
+                attachments,
                 customer_name=customer.name,
                 customer_image=customer.picture,
             )
@@ -476,12 +526,15 @@ class SupportDesk:
         await self._remember_admin(admin)
         return await self._version(request_id)
 
-    async def reply_as_admin(self, admin: Principal, request_id: int, body: str) -> RequestRecord:
-        """Append a staff reply; on ``open`` it starts work and takes the request if unowned."""
+    async def reply_as_admin(
+        self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
+    ) -> RequestRecord:
+        """Append a staff reply (with the admin's ``attachments`` uploads); on ``open`` it
+        starts work and takes the request if unowned."""
         await self._remember_admin(admin)
         async with self.database.writing() as connection:
             row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
-            return await self._reply(connection, row, admin, body)
+            return await self._reply(connection, row, admin, body, attachments)
 
     async def update(
         self, admin: Principal, request_id: int, requested: dict[str, Any]
@@ -558,25 +611,41 @@ class SupportDesk:
         return row
 
     async def _reply(
-        self, connection: DbConnection, row: Any, author: Principal, body: str, **also: Any
+        self,
+        connection: DbConnection,
+        row: Any,
+        author: Principal,
+        body: str,
+        attachments: Sequence[str],
+        **also: Any,
     ) -> RequestRecord:
-        """Append ``author``'s reply to the locked request ``row``, as the lifecycle plans it;
-        ``also`` are more columns to write with it."""
+        """Append ``author``'s reply with their uploads ``attachments`` to the locked request
+        ``row``, as the lifecycle plans it; ``also`` are more columns to write with it."""
         plan = plan_reply(_state(row), author.role, author.sub, now_ms())
         message_id = await self._add_message(connection, row.id, author, body, plan.at)
+        await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
         await self._write(connection, row.id, author, plan, message_id, **also)
         return await self._read_detail(connection, row.id)
 
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
     ) -> RequestRecord:
-        if customer_id is None:
-            result = await connection.execute(_DETAIL, {"request_id": request_id})
-        else:
-            result = await connection.execute(
-                _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
-            )
-        return _detail_record(result.all(), request_id)
+        """The request with its thread and, when it has any, its attachments as of the
+        same version (read again in the rare case a change came between the two reads)."""
+        while True:
+            if customer_id is None:
+                result = await connection.execute(_DETAIL, {"request_id": request_id})
+            else:
+                result = await connection.execute(
+                    _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
+                )
+            record = _detail_record(result.all(), request_id)
+            if not record.row.attachment_count:
+                return record
+            rows = (await connection.execute(_DETAIL_ATTACHMENTS, {"request_id": request_id})).all()
+            if rows and rows[0].version == record.row.version:
+                record.attachments = _attachments_by_message(rows)
+                return record
 
     async def _add_message(
         self,
