@@ -165,7 +165,7 @@ def test_a_file_of_another_type_is_415_and_stores_nothing(
         (b"", "empty.txt", "empty"),
         (png()[:900], "cut.png", "truncated"),
         (png() + b"PK\x03\x04" + bytes(64), "zip.png", "polyglot"),
-        (png(), "bad\x07name.png", "control character"),
+        (png(), "invoice\u202egnp.exe", "bidirectional override"),
     ],
 )
 def test_an_empty_damaged_disguised_or_badly_named_file_is_422_and_stores_nothing(
@@ -395,8 +395,10 @@ def test_a_download_revalidates_with_its_etag(client: Any) -> None:
 
 def test_a_range_is_206_and_a_range_past_the_end_is_416(client: Any) -> None:
     me = customer()
-    data = ("0123456789" * 100).encode()
-    log = uploaded(client, me, data, "digits.txt")
+    # Letters: Connexion's response validation (on in tests) reads a text body as JSON when
+    # it parses as JSON, so a slice of digits would fail it as a number.
+    data = ("abcdefghij" * 100).encode()
+    log = uploaded(client, me, data, "letters.txt")
     part = client.get(f"{UPLOAD}/{log}", headers={**me, "Range": "bytes=10-19"})
     assert (part.status_code, part.content) == (206, data[10:20])
     assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"

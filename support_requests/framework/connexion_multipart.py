@@ -6,8 +6,10 @@ Replaces: ``connexion.validators.abstract.AbstractRequestBodyValidator.wrap_rece
 the list to the handler: a 10 MiB upload is a 10 MiB list per request, and sixteen at
 once are 160 MiB. Here the messages' bytes go to a ``SpooledTemporaryFile`` (in memory
 up to ``SPOOL_IN_MEMORY``, on disk past it) and are replayed from it in pieces, through
-upstream's own ``_insert_messages``. Parsing is upstream's; the contract's errors (a body
-that is not multipart, schema violations) are the subclass's business
+upstream's own ``_insert_messages``. The form is parsed with Starlette's
+``MultiPartParser`` as upstream's ``FormDataValidator._parse`` does, and closed once
+validated (upstream leaves its spooled files to the garbage collector); the contract's
+errors (a body that is not multipart, schema violations) are the subclass's business
 (``handlers.validation.ContractMultipartValidator``).
 
 Guarded by ``tests/test_framework_multipart.py``: the same forms through stock
@@ -22,7 +24,8 @@ from collections.abc import AsyncGenerator, Iterator, MutableMapping
 from typing import IO, Any
 
 from connexion.validators import MultiPartFormDataValidator
-from starlette.datastructures import Headers
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartParser
 from starlette.types import Receive, Scope
 
 SPOOL_IN_MEMORY = 256 * 1024
@@ -50,13 +53,28 @@ class SpooledMultipartValidator(MultiPartFormDataValidator):  # type: ignore[mis
             yield b""
 
         try:
-            body = await self._parse(stream(), scope=scope)
+            form = await MultiPartParser(Headers(scope=scope), stream()).parse()
+            try:
+                body = _as_validated(form)
+            finally:
+                await form.close()
             self._validate(body)
         except BaseException:
             spool.close()
             raise
         spool.seek(0)
         return self._insert_messages(receive, messages=_replay(spool)), scope
+
+
+def _as_validated(form: FormData) -> dict[str, Any]:
+    """The form as upstream's ``FormDataValidator._parse`` hands it to validation: a file is
+    an empty string (a list of them when repeated), other parts their text (a list when
+    repeated). Parsed here, not by ``_parse``, so that the parsed files are closed."""
+    data: dict[str, Any] = {}
+    for key in form:
+        values = [("" if isinstance(v, UploadFile) else v) for v in form.getlist(key)]
+        data[key] = values[0] if len(values) == 1 else values
+    return data
 
 
 def _replay(spool: IO[bytes]) -> Iterator[MutableMapping[str, Any]]:

@@ -63,18 +63,22 @@ class Uploads:
     async def received(self, file: UploadFile) -> AsyncIterator[tuple[str, Inspected]]:
         """The part's cleaned name and its bytes inspected and cleaned, in a temporary
         folder that is gone when the block ends."""
-        name = clean_file_name(file.filename or "")
-        if file.size is not None and file.size > self.max_bytes:
-            raise too_large(self.max_bytes)
-        workdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="support-upload-")
+        workdir = None
         try:
+            name = clean_file_name(file.filename or "")
+            if file.size is not None and file.size > self.max_bytes:
+                raise too_large(self.max_bytes)
+            workdir = await asyncio.to_thread(tempfile.mkdtemp, prefix="support-upload-")
             source = Path(workdir) / "upload"
             await asyncio.to_thread(_copy_to, file, source)
+            await file.close()
             async with self.inspections:
                 inspected = await asyncio.to_thread(inspect_upload, source, Path(workdir))
             yield name, inspected
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+            await file.close()
+            if workdir is not None:
+                await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
 
 def too_large(max_bytes: int) -> HttpProblem:
@@ -222,10 +226,12 @@ def _ranged(
     file_name: str,
     read: Any,
 ) -> Response:
-    headers = {"ETag": etag, "Cache-Control": "private", "Accept-Ranges": "bytes"}
+    headers = {"ETag": etag, "Cache-Control": "private"}
     condition = conditional.if_none_match()
     if condition is not None and condition.matches(etag):
         return Response(status_code=304, headers=headers)
+    headers["Accept-Ranges"] = "bytes"
+    headers["X-Content-Type-Options"] = "nosniff"  # every response has it; a download needs it
     headers["Content-Disposition"] = content_disposition(disposition, file_name)
     span = byte_range(request.headers.get("range"), size)
     if span is None:
@@ -257,12 +263,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise _unsatisfiable(size)
         return max(size - suffix, 0), size - 1
     first = int(first_text)
-    last = int(last_text) if last_text else size - 1
-    if last < first:
+    if last_text and int(last_text) < first:
         return None  # not a valid range: ignored, as RFC 9110 says
     if first >= size:
         raise _unsatisfiable(size)
-    return first, min(last, size - 1)
+    return first, min(int(last_text), size - 1) if last_text else size - 1
 
 
 def _unsatisfiable(size: int) -> HttpProblem:

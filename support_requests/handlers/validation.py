@@ -28,7 +28,7 @@ from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, QueryParams
 from starlette.formparsers import MultiPartException
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 from support_requests.domain.errors import FieldProblem
 from support_requests.framework.connexion_multipart import SpooledMultipartValidator
@@ -367,9 +367,9 @@ class ContractMultipartValidator(SpooledMultipartValidator):
     """A multipart body (uploads): 400 ``malformed_body`` when it is not multipart at all,
     then every schema error (a missing ``file``, another part) as one 422."""
 
-    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Scope) -> Any:
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
         try:
-            return await super()._parse(stream, scope=scope)
+            return await super().wrap_receive(receive, scope=scope)
         except MultiPartException:
             raise HttpProblem(
                 400, "malformed_body", "The body is not valid multipart/form-data."
