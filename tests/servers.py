@@ -70,6 +70,18 @@ def _wait_until_ready(url: str, alive: Callable[[], bool]) -> bool:
 # -- in this process -----------------------------------------------------------------
 
 
+def _started(server: uvicorn.Server, thread: threading.Thread) -> bool:
+    """True once ``server`` listens; False if its thread ended first (e.g. port taken)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive():
+            return False
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the test server did not start within {START_TIMEOUT:.0f} s")
+        time.sleep(0.02)
+    return True
+
+
 @contextmanager
 def app_in_thread(app: Any) -> Iterator[str]:
     """Serve ``app`` in a background thread until the block ends; yields its base URL."""
@@ -81,7 +93,7 @@ def app_in_thread(app: Any) -> Iterator[str]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
-        if _wait_until_ready(url, thread.is_alive):
+        if _started(server, thread):
             break
     else:
         raise RuntimeError(f"the test server did not start ({PORT_ATTEMPTS} ports tried)")

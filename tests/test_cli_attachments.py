@@ -15,9 +15,6 @@ import io
 import os
 import re
 import secrets
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +22,6 @@ from typing import Any
 
 import jwt
 import pytest
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -37,7 +33,8 @@ from typer.testing import CliRunner, Result
 from support_requests.cli.attachments import safe_file_name
 from support_requests.cli.main import app
 from support_requests.cli.render import human_size
-from tests.cli_server import flat
+from tests.helpers import flat
+from tests.servers import app_in_thread
 
 NOW = "2026-12-06T04:00:00.000Z"
 MIB = 1024 * 1024
@@ -357,23 +354,9 @@ class FakeApi:
 def api() -> Iterator[FakeApi]:
     """The fake, served on a free port in a thread, for this test only."""
     fake = FakeApi()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), log_level="warning", lifespan="off", ws="none")
-    )
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 10
-            while not server.started:
-                assert thread.is_alive() and time.monotonic() < deadline, "the fake did not start"
-                time.sleep(0.01)
-            fake.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-            yield fake
-        finally:
-            server.should_exit = True
-            thread.join(10)
+    with app_in_thread(fake.app()) as url:
+        fake.url = url
+        yield fake
 
 
 @dataclass
