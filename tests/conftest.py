@@ -116,9 +116,6 @@ def db(database_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-# Heavy modules whose owners have not marked them yet: 300 generated examples a check.
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     if REQUIRE_PG and not PG_URL:
         pytest.exit("SUPPORT_REQUIRE_PG=1 but SUPPORT_TEST_PG_URL is not set", returncode=3)
