@@ -195,6 +195,7 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
                 "created_at": _stamp(created),
                 "updated_at": updated,
                 "version": messages_per_request + (status != "open"),
+                "attachment_count": 0,  # preloaded messages carry no attachments
             }
             changes = {
                 "status": {"from": None, "to": "open"},

@@ -51,7 +51,22 @@ HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "lua" / "requests.lua"
 MOBILE = "/api/mobile/support-requests"
 ADMIN_QUEUE = "/api/admin/support-requests"
-SCENARIOS = ("detail", "revalidate", "list", "queue", "create", "reply")
+ATTACHMENTS = "/api/mobile/attachments"
+SCENARIOS = (
+    "detail",
+    "revalidate",
+    "list",
+    "queue",
+    "create",
+    "reply",
+    "upload",
+    "download",
+    "download-304",
+)
+# The attachment scenarios move a MiB per request: run them when asked for.
+DEFAULT_SCENARIOS = SCENARIOS[:6]
+ATTACHMENT_SCENARIOS = ("upload", "download", "download-304")
+UPLOAD_PNG_SIDE = 512  # RGBA noise: a 1 MiB PNG
 CATEGORIES = ("account", "payment", "technical", "other")
 LIST_LIMIT = 20
 REPLY = "One more detail from the customer side."
@@ -278,9 +293,13 @@ class Api:
         token: str,
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
+        """``body`` is sent as JSON, ``content`` as it is (with its type in ``headers``)."""
         all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
-        return self.client.request(method, self.prefix + path, json=body, headers=all_headers)
+        return self.client.request(
+            method, self.prefix + path, json=body, content=content, headers=all_headers
+        )
 
     def expect(self, response: httpx.Response, status: int, what: str) -> httpx.Response:
         if response.status_code != status:
@@ -346,6 +365,75 @@ def list_customer(who: Callers) -> int:
     return 1 if len(who.customers) > 1 else 0
 
 
+@dataclass(frozen=True)
+class SeededAttachment:
+    """A noisy PNG that customer 0 uploaded and attached to a new request of theirs, and the
+    multipart body (with its ``Content-Type``) that uploads it again."""
+
+    id: str
+    size: int
+    etag: str | None
+    upload_body: Path
+    upload_type: str
+
+
+def noisy_png(path: Path, width: int, height: int) -> None:
+    """A PNG of random RGBA pixels: it does not compress, the file is 4 bytes a pixel."""
+    from PIL import Image
+
+    pixels = Image.frombytes("RGBA", (width, height), os.urandom(width * height * 4))
+    pixels.save(path, format="PNG", compress_level=1)
+
+
+def multipart_body(source: Path, target: Path, content_type: str) -> str:
+    """Write to ``target`` a ``multipart/form-data`` body whose one part ``file`` holds
+    ``source``; the body's ``Content-Type`` (with its boundary)."""
+    boundary = f"bench-{secrets.token_hex(12)}"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{source.name}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+    with target.open("wb") as out, source.open("rb") as part:
+        out.write(head.encode())
+        shutil.copyfileobj(part, out)
+        out.write(f"\r\n--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}"
+
+
+def seed_attachment(api: Api, who: Callers, workdir: Path) -> SeededAttachment:
+    """Upload a 1 MiB noisy PNG through the API as customer 0, attach it to a new request of
+    theirs (so they may download it), download it once; what the attachment scenarios need."""
+    png = workdir / "bench-1mib.png"
+    noisy_png(png, UPLOAD_PNG_SIDE, UPLOAD_PNG_SIDE)
+    upload_body = workdir / "upload.multipart"
+    upload_type = multipart_body(png, upload_body, "image/png")
+    token = who.customers[0]
+    uploaded = api.call(
+        "POST",
+        ATTACHMENTS,
+        token,
+        headers={"Content-Type": upload_type},
+        content=upload_body.read_bytes(),
+    )
+    attachment_id = str(api.expect(uploaded, 201, "seeding an attachment").json()["data"]["id"])
+    body = {
+        "category": "technical",
+        "subject": "Screenshot of the problem",
+        "message": "The screen as I see it.",
+        "attachments": [attachment_id],
+    }
+    api.expect(api.call("POST", MOBILE, token, body), 201, "attaching the seeded attachment")
+    download = api.expect(
+        api.call("GET", f"{ATTACHMENTS}/{attachment_id}", token), 200, "downloading it"
+    )
+    size = len(download.content)
+    log(f"attachment: a {png.stat().st_size:,}-byte PNG uploaded, downloads as {size:,} bytes")
+    return SeededAttachment(
+        attachment_id, size, download.headers.get("ETag"), upload_body, upload_type
+    )
+
+
 # -- scenarios -------------------------------------------------------------------------
 
 
@@ -358,6 +446,7 @@ class Call:
     token: str
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    body_file: Path | None = None  # a body sent as it is, e.g. multipart (type in headers)
 
     def line(self, prefix: str) -> str:
         """The request as a line of the file ``bench/lua/requests.lua`` reads."""
@@ -366,6 +455,8 @@ class Call:
         if self.body is not None:
             body = json.dumps(self.body, separators=(",", ":"))
             headers["Content-Type"] = "application/json"
+        elif self.body_file is not None:
+            body = f"@{self.body_file}"
         fields = [self.method, prefix + self.path, body] + [f"{k}: {v}" for k, v in headers.items()]
         if any("\t" in f or "\n" in f for f in fields):
             raise BenchError(f"cannot write a tab or line break into the request file: {fields}")
@@ -382,8 +473,11 @@ class Scenario:
     calls: list[Call]
 
 
-def scenarios(who: Callers, seeded: Seeded) -> tuple[list[Scenario], dict[str, str]]:
-    """The scenarios that can run against this deployment, and why others cannot."""
+def scenarios(
+    who: Callers, seeded: Seeded, attachment: SeededAttachment | None = None
+) -> tuple[list[Scenario], dict[str, str]]:
+    """The scenarios that can run against this deployment, and why others cannot; the
+    attachment scenarios only with an ``attachment`` seeded."""
     hot_token = who.customers[0]
     detail = f"{MOBILE}/{seeded.hot_id}"
     runnable = [
@@ -457,7 +551,49 @@ def scenarios(who: Callers, seeded: Seeded) -> tuple[list[Scenario], dict[str, s
         )
     else:
         skipped["reply"] = "no seeded requests to reply to (--requests 0)"
+    if attachment:
+        runnable += attachment_scenarios(who, attachment, skipped)
     return runnable, skipped
+
+
+def attachment_scenarios(
+    who: Callers, attachment: SeededAttachment, skipped: dict[str, str]
+) -> list[Scenario]:
+    """``upload``, ``download`` and ``download-304`` (skipped, in ``skipped``, without an
+    ETag), all as customer 0."""
+    token = who.customers[0]
+    upload_size = attachment.upload_body.stat().st_size
+    upload = Call(
+        "POST",
+        ATTACHMENTS,
+        token,
+        headers={"Content-Type": attachment.upload_type},
+        body_file=attachment.upload_body,
+    )
+    path = f"{ATTACHMENTS}/{attachment.id}"
+    runnable = [
+        Scenario(
+            "upload", f"POST {ATTACHMENTS}, a {upload_size:,}-byte multipart PNG", 201, [upload]
+        ),
+        Scenario(
+            "download",
+            f"GET {ATTACHMENTS}/{{id}}, a {attachment.size:,}-byte PNG",
+            200,
+            [Call("GET", path, token)],
+        ),
+    ]
+    if attachment.etag:
+        runnable.append(
+            Scenario(
+                "download-304",
+                f"GET {ATTACHMENTS}/{{id}}, If-None-Match: its ETag",
+                304,
+                [Call("GET", path, token, headers={"If-None-Match": attachment.etag})],
+            )
+        )
+    else:
+        skipped["download-304"] = "the server sends no ETag on the download"
+    return runnable
 
 
 # -- wrk -------------------------------------------------------------------------------
@@ -521,8 +657,9 @@ def load(
 def check_scenario(api: Api, scenario: Scenario) -> None:
     """Send the scenario's first request by hand: its status must be the expected one."""
     first = scenario.calls[0]
+    content = first.body_file.read_bytes() if first.body_file else None
     api.expect(
-        api.call(first.method, first.path, first.token, first.body, first.headers),
+        api.call(first.method, first.path, first.token, first.body, first.headers, content),
         scenario.expected_status,
         f"scenario {scenario.name}",
     )
@@ -736,9 +873,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run = parser.add_argument_group("load")
     run.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
+        default=",".join(DEFAULT_SCENARIOS),
         metavar="LIST",
-        help=f"comma-separated, of {','.join(SCENARIOS)} (all)",
+        help=f"comma-separated, of {','.join(SCENARIOS)} ({','.join(DEFAULT_SCENARIOS)}; "
+        f"the attachment ones, {','.join(ATTACHMENT_SCENARIOS)}, move a MiB a request and "
+        "seed a 1 MiB PNG: only when named)",
     )
     run.add_argument(
         "--duration", type=int, default=10, metavar="S", help="seconds measured per scenario (10)"
@@ -843,7 +982,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with deployment(args, run_id) as target:
         server, who, seeded = target.server, target.who, target.seeded
-        available, skipped = scenarios(who, seeded)
+        attachment = None
+        if any(name in ATTACHMENT_SCENARIOS for name in args.scenarios):
+            attachment = seed_attachment(target.api, who, target.workdir)
+        available, skipped = scenarios(who, seeded, attachment)
         chosen = [s for s in available if s.name in args.scenarios]
         skipped = {k: v for k, v in skipped.items() if k in args.scenarios}
         results = []

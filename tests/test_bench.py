@@ -78,6 +78,29 @@ def test_bench_runs_every_scenario_and_writes_its_report(backend: str, tmp_path:
     assert len(table) == 2 + len(names) + len(report["setup"]["skipped"])
 
 
+def test_bench_uploads_and_downloads_attachments_when_asked(tmp_path: Path) -> None:
+    require_tool(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
+    out = tmp_path / "report.json"
+    command = [sys.executable, str(BENCH), "--start", "--out", str(out)]
+    command += ["--customers", "2", "--requests", "1", "--hot-messages", "2"]
+    command += ["--duration", "1", "--warmup", "0", "--threads", "1", "--connections", "2"]
+    command += ["--scenarios", "detail,upload,download,download-304"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    found = {scenario["name"]: scenario for scenario in report["scenarios"]}
+    assert list(found) == ["detail", "upload", "download", "download-304"]
+    assert [found[name]["expected_status"] for name in found] == [200, 201, 200, 304]
+    for scenario in found.values():
+        assert scenario["requests"] > 0
+        assert scenario["http_errors"] == 0 and scenario["socket_errors"] == 0
+    # A 1 MiB PNG each way: wrk counts the upload's answers, and each download's file.
+    assert found["download"]["bytes"] > found["download"]["requests"] * 1024 * 1024
+    assert "-byte multipart PNG" in found["upload"]["request"]
+
+
 def test_bench_refuses_preload_of_a_deployment_without_its_database(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH), "--url", "http://127.0.0.1:9", "--preload", "10"],

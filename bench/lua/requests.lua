@@ -4,11 +4,13 @@
 --
 -- One request a line, fields separated by tabs:
 --   METHOD <TAB> PATH <TAB> BODY (may be empty) <TAB> Header: value <TAB> Header: value ...
+-- A BODY of "@/some/file" is that file's bytes (binary, e.g. a multipart upload), read once.
 -- Every request is formatted once, in init(); request() only picks the next one. Each
 -- thread starts at a different line, so threads do not send the same request in step.
 -- done() prints one line, "wrk-json {...}", that bench/run.py reads.
 
 local prepared = {}
+local files = {}
 local position = 0
 local started = 0
 
@@ -43,6 +45,14 @@ function init(args)
       local body = fields[3]
       if body == "" then
         body = nil
+      elseif body:sub(1, 1) == "@" then
+        local name = body:sub(2)
+        if not files[name] then
+          local file = assert(io.open(name, "rb"))
+          files[name] = file:read("*a")
+          file:close()
+        end
+        body = files[name]
       end
       prepared[#prepared + 1] = wrk.format(fields[1], fields[2], headers, body)
     end
