@@ -2,9 +2,9 @@
 
 An upload arrives as ``multipart/form-data`` (the body cap for these two paths is
 ``SUPPORT_ATTACHMENT_MAX_BYTES``, counted as it arrives); Starlette spools the part to
-disk past 1 MiB. Its bytes are inspected and cleaned (``storage.attachment_content``) in
-a worker thread, at most ``INSPECTIONS`` at a time so that decoded pixels of concurrent
-images do not add up, then stored (``storage.attachments``). Downloads stream the stored
+disk past 1 MiB. Its bytes are inspected and cleaned (``storage.attachment_content``) on
+one of ``INSPECTIONS`` threads of their own, so that decoded pixels of concurrent images
+do not add up, then stored (``storage.attachments``). Downloads stream the stored
 bytes in chunks, with a strong ``ETag`` (304), one byte ``Range`` (206, 416) and the
 headers that keep a browser from running or sniffing them.
 """
@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +50,18 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 @dataclass(frozen=True)
 class Uploads:
-    """How uploads are received: the size limit and the bound on concurrent inspections."""
+    """How uploads are received: the size limit, and the ``INSPECTIONS`` threads that
+    inspect them. A pool of its own, not the default one: decoded pixels are freed back to
+    the allocator arenas of the few threads that made them, instead of to a new arena in
+    whichever of the default pool's threads ran each inspection."""
 
     max_bytes: int
-    inspections: asyncio.Semaphore
+    inspectors: ThreadPoolExecutor
 
     @classmethod
     def create(cls, max_bytes: int) -> Uploads:
         """Uploads of at most ``max_bytes``, inspected ``INSPECTIONS`` at a time."""
-        return cls(max_bytes, asyncio.Semaphore(INSPECTIONS))
+        return cls(max_bytes, ThreadPoolExecutor(INSPECTIONS, thread_name_prefix="inspect"))
 
     @asynccontextmanager
     async def received(self, file: UploadFile) -> AsyncIterator[tuple[str, Inspected]]:
@@ -72,8 +76,9 @@ class Uploads:
             source = Path(workdir) / "upload"
             await asyncio.to_thread(_copy_to, file, source)
             await file.close()
-            async with self.inspections:
-                inspected = await asyncio.to_thread(inspect_upload, source, Path(workdir))
+            inspected = await asyncio.get_running_loop().run_in_executor(
+                self.inspectors, inspect_upload, source, Path(workdir)
+            )
             yield name, inspected
         finally:
             await file.close()
