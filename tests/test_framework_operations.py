@@ -175,7 +175,7 @@ def test_handlers_get_the_arguments_connexion_gives_them() -> None:
     assert len(answered) > 300
 
 
-def test_every_operation_of_the_contract_has_an_argument_map() -> None:
+def test_every_operation_of_the_contract_but_the_uploads_has_an_argument_map() -> None:
     specification = Specification.load(load_spec())
     resolver = recording_resolver([])
     for template, method, operation in _operations():
@@ -185,9 +185,10 @@ def test_every_operation_of_the_contract_has_an_argument_map() -> None:
         sanitise = prepared._ParameterDecorator(
             operation=spec_operation, framework=None, pythonic_params=True
         ).sanitize_fn
-        assert ArgumentMap.of(spec_operation, spec_operation.function, sanitise), operation[
-            "operationId"
-        ]
+        mapped = ArgumentMap.of(spec_operation, spec_operation.function, sanitise)
+        # Form bodies (uploads) are mapped by Connexion itself, as the module says.
+        form = "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+        assert (mapped is None) == form, operation["operationId"]
 
 
 @pytest.mark.parametrize(

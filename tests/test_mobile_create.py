@@ -99,6 +99,7 @@ def test_create_returns_201_with_location_and_the_full_detail(client, db):
                 "authorName": "Alex Customer",
                 "authorImage": "https://cdn.example.com/alex.png",
                 "body": "I cannot log in on Android.",
+                "attachments": [],
                 "createdAt": created_at,
             }
         ],

@@ -120,6 +120,7 @@ def test_detail_returns_metadata_and_the_thread(client):
                 "authorName": "Alex Customer",
                 "authorImage": "https://cdn.example.com/customer.png",
                 "body": "Crash.",
+                "attachments": [],
                 "createdAt": created["createdAt"],
             },
             {
@@ -128,6 +129,7 @@ def test_detail_returns_metadata_and_the_thread(client):
                 "authorName": "Support Agent",
                 "authorImage": "https://cdn.example.com/admin.png",
                 "body": "Thanks, we are looking into it.",
+                "attachments": [],
                 "createdAt": second["createdAt"],
             },
         ],

@@ -72,6 +72,7 @@ def test_reply_returns_201_with_the_updated_detail(client, db):
         "authorName": "Alex Customer",
         "authorImage": "https://cdn.example.com/a.png",
         "body": "Here is more detail about the issue.",
+        "attachments": [],
         "createdAt": added["createdAt"],
     }
     assert added["id"] > first["id"]

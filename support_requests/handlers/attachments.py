@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from connexion import request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
@@ -238,7 +237,7 @@ def _ranged(
     headers["Accept-Ranges"] = "bytes"
     headers["X-Content-Type-Options"] = "nosniff"  # every response has it; a download needs it
     headers["Content-Disposition"] = content_disposition(disposition, file_name)
-    span = byte_range(request.headers.get("range"), size)
+    span = byte_range(conditional.range_header(), size)
     if span is None:
         first, last, status = 0, size - 1, 200
     else:

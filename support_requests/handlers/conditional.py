@@ -113,6 +113,12 @@ def if_none_match() -> IfNoneMatch | None:
     return parse(", ".join(values)) if values else None
 
 
+def range_header() -> str | None:
+    """The current request's ``Range`` (RFC 9110, 14.2), as sent; None when absent."""
+    value: str | None = request.headers.get("range")
+    return value
+
+
 def detail_tag(view: View, request_id: int, version: int) -> str:
     """The ``ETag`` of a request's detail at ``version``."""
     return f'"{view.value}{REVISION}-{request_id}-{version}"'

@@ -68,6 +68,7 @@ _KEYWORDS = {
     "object": frozenset(
         {"type", "properties", "required", "additionalProperties", "minProperties", "nullable"}
     ),
+    "array": frozenset({"type", "items", "minItems", "maxItems", "uniqueItems", "nullable"}),
 }
 
 
@@ -89,6 +90,8 @@ def accepts(schema: dict[str, Any]) -> Check | None:
         check = _integer(schema)
     elif kind == "string":
         check = _string(schema)
+    elif kind == "array":
+        check = _array(schema)
     else:
         check = _object(schema)
     if check is None or schema.get("nullable") is not True:
@@ -121,6 +124,29 @@ def _string(schema: dict[str, Any]) -> Check | None:
             and shortest <= len(value) <= longest
             and (choices is None or value in choices)
             and (search is None or search(value) is not None)
+        )
+
+    return check
+
+
+def _array(schema: dict[str, Any]) -> Check | None:
+    items = schema.get("items")
+    if not isinstance(items, dict):
+        return None
+    item_check = accepts(items)
+    fewest, most = schema.get("minItems", 0), schema.get("maxItems", math.inf)
+    unique = schema.get("uniqueItems", False)
+    if item_check is None or type(unique) is not bool:
+        return None
+    if unique and items.get("type") != "string":
+        return None  # Draft 4 tells 1 from True and 1.0 apart from 1 its own way: leave it
+
+    def check(value: Any) -> bool:
+        return (
+            type(value) is list
+            and fewest <= len(value) <= most
+            and all(item_check(item) for item in value)
+            and (not unique or len(set(value)) == len(value))
         )
 
     return check
