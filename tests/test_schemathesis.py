@@ -42,7 +42,10 @@ PHASES = ["examples", "coverage", "fuzzing", "stateful"]
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 MIN_CASES_PER_OPERATION = 100
 # Served with every check by test_a_real_upload_and_its_removal_pass_every_check.
-SERVED_BY_HAND = {"DELETE /api/admin/attachments/{attachmentId}"}
+SERVED_BY_HAND = {
+    "DELETE /api/admin/attachments/{attachmentId}",
+    "GET /api/admin/attachments/{attachmentId}/thumbnail",
+}
 # What `--checks all` must have run at least once (the stateful ones need the links).
 EXPECTED_CHECKS = {
     "not_a_server_error",
@@ -220,8 +223,9 @@ def test_schemathesis_finds_nothing_in_any_phase(contract_app: Any) -> None:
     }
     assert not thin, f"too few cases: {thin} (all: {dict(cases)})"
     # The tokens work: every operation was really served, not only refused.
-    # The removal is reached only through an admin upload that succeeded, and with this seed
-    # the stateful phase's steps to it are refused ones; the next test serves it on purpose.
+    # The removal and the admin's thumbnail are reached only through an admin upload that
+    # succeeded (of an image, for the thumbnail), which the stateful phase seldom follows up
+    # with a served step; the next test serves both on purpose.
     unserved = [
         o
         for o in operations
@@ -234,8 +238,9 @@ def test_schemathesis_finds_nothing_in_any_phase(contract_app: Any) -> None:
 
 
 def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> None:
-    """An admin uploads a real PNG and removes it, each response held to every check; the
-    file is gone afterwards (404), as ``use_after_free`` expects of the stateful phase."""
+    """An admin uploads a real PNG, downloads it and its thumbnail and removes it, each
+    response held to every check; the file is gone afterwards (404), as ``use_after_free``
+    expects of the stateful phase."""
     from PIL import Image
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
@@ -252,6 +257,10 @@ def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> No
     path = {"attachmentId": attachment_id}
     assert (
         item["GET"].Case(path_parameters=path, headers=admin).call_and_validate().status_code == 200
+    )
+    thumbnail = schema["/api/admin/attachments/{attachmentId}/thumbnail"]["GET"]
+    assert (
+        thumbnail.Case(path_parameters=path, headers=admin).call_and_validate().status_code == 200
     )
     removed = item["DELETE"].Case(path_parameters=path, headers=admin).call_and_validate()
     assert removed.status_code == 200
