@@ -583,3 +583,73 @@ def test_serve_says_which_development_secret_it_uses(cli: Cli) -> None:
     log = " ".join(cli.server.log().split())
     assert f"development secret in {secret_file}" in log
     assert secret_file.exists()
+
+
+# -- attachments, end to end ------------------------------------------------------------------
+
+
+def test_attached_files_are_listed_downloaded_as_stored_without_metadata_and_removable(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image, PngImagePlugin
+
+    monkeypatch.chdir(tmp_path)
+    original = Image.new("RGB", (64, 48))
+    original.putdata([(x * 4, y * 5, (x + y) % 256) for y in range(48) for x in range(64)])
+    metadata = PngImagePlugin.PngInfo()
+    metadata.add_text("Comment", "taken at 51.5007,-0.1246")
+    original.save(tmp_path / "screenshot.png", pnginfo=metadata)
+    (tmp_path / "app.log").write_text("12:00:01 checkout tapped\n12:00:02 FATAL crash\n")
+    customer, agent = someone(), f"Agent {uuid.uuid4().hex[:6]}"
+
+    created = cli.json(
+        "--as", customer, "mobile", "create", "--category", "technical",
+        "--subject", "Crash on checkout", "--message", "Log and screenshot attached.",
+        "--attach", "screenshot.png", "--attach", "app.log",
+    )["data"]  # fmt: skip
+    request_id = str(created["id"])
+    screenshot, log = created["messages"][0]["attachments"]
+    assert (screenshot["fileName"], screenshot["contentType"]) == ("screenshot.png", "image/png")
+    assert (screenshot["width"], screenshot["height"]) == (64, 48)
+    assert (log["fileName"], log["contentType"]) == ("app.log", "text/plain; charset=utf-8")
+    assert log["size"] == (tmp_path / "app.log").stat().st_size
+
+    shown = cli("--as", customer, "mobile", "show", request_id)
+    assert shown.exit_code == 0, shown.output
+    screen = flat(ANSI.sub("", shown.stdout))
+    png_size = f"{screenshot['size']} B" if screenshot["size"] < 1024 else "KiB"
+    assert re.search(rf"screenshot\.png \(image/png, [^)]*{png_size}[^)]*, 64x48\)", screen)
+    assert f"app.log (text/plain, {log['size']} B)" in screen
+    assert f"id {screenshot['id']}" in screen and f"id {log['id']}" in screen
+
+    (tmp_path / "staff").mkdir()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "staff" / "fixed.png")
+    answered = cli("--as-admin", agent, "admin", "reply", request_id,
+                   "--body", "Fixed, see the screen.", "--attach", "staff/fixed.png")  # fmt: skip
+    assert answered.exit_code == 0, answered.output
+    assert "fixed.png (image/png" in flat(ANSI.sub("", answered.stdout))
+
+    staff_token = mint(admin_id_for(agent), secret=cli.secret(), role="admin", name=agent)
+    got = cli("--as", customer, "attachments", "get", screenshot["id"], "-o", "downloaded.png")
+    assert got.exit_code == 0, got.output
+    downloaded = (tmp_path / "downloaded.png").read_bytes()
+    served = httpx.get(
+        f"{cli.server.url}/api/admin/attachments/{screenshot['id']}",
+        headers={"Authorization": f"Bearer {staff_token}"},
+        timeout=30,
+    )
+    assert served.status_code == 200
+    assert downloaded == served.content and len(downloaded) == screenshot["size"]
+    with Image.open(tmp_path / "downloaded.png") as stored:
+        assert stored.size == (64, 48)
+        assert stored.convert("RGB").tobytes() == original.tobytes()
+        assert "Comment" not in stored.info and not getattr(stored, "text", {})
+
+    removed = cli("--as-admin", agent, "admin", "attachments", "remove", screenshot["id"])
+    assert removed.exit_code == 0, removed.output
+    assert "its message now lists it as removed" in flat(removed.stdout)
+    after = flat(ANSI.sub("", cli("--as", customer, "mobile", "show", request_id).stdout))
+    assert re.search(r"screenshot\.png \(image/png, [^)]*\) removed", after)
+    assert f"id {screenshot['id']}" not in after and f"id {log['id']}" in after
+    gone = cli("--as", customer, "attachments", "get", screenshot["id"], "-o", "again.png")
+    assert gone.exit_code == 1

@@ -10,6 +10,8 @@ missing Java is a failure.
 from __future__ import annotations
 
 import importlib
+import io
+import json
 import os
 import re
 import shutil
@@ -34,7 +36,14 @@ BIN = Path(sys.executable).parent
 PACKAGE = "support_requests_client"
 # A name made from a Python path (handlers.mobile.create_request) in any generator's casing.
 _HANDLER_NAME = re.compile(r"handlers[_.]?(?:mobile|admin|health)", re.IGNORECASE)
+# The attachments' stored types, each a binary response in the spec.
+FILE_TYPES = (
+    "image/png", "image/jpeg", "image/gif", "image/webp", "image/heic", "application/pdf",
+    "text/plain",
+)  # fmt: skip
 # The generator's own notices about itself, not about the spec.
+# Also swift5's rename of the downloads' `Range` header (RFC 9110 names it; `Range` is a
+# Swift type) to ModelRange in its own code: nothing in the spec can be renamed for it.
 GENERATOR_NOTICES = (
     "Generator 'swift5' is considered deprecated",
     "IMPORTANT: This generator has been deprecated. Please use `swift6` instead",
@@ -61,12 +70,24 @@ def _run(*command: str | Path, cwd: Path) -> str:
 
 @pytest.fixture
 def python_client(live_url: str, tmp_path: Path) -> Iterator[ModuleType]:
-    """A client package generated from the live server's ``/openapi.json``, imported."""
+    """A client package generated from the live server's ``/openapi.json``, imported.
+
+    The generator reads only JSON, text and ``application/octet-stream`` responses, so the
+    attachments' stored types (the spec names each one) are read as bytes, as they are.
+    """
+    config = tmp_path / "openapi-python-client.json"
+    config.write_text(
+        json.dumps(
+            {"content_type_overrides": dict.fromkeys(FILE_TYPES, "application/octet-stream")}
+        )
+    )
     output = _run(
         BIN / "openapi-python-client",
         "generate",
         "--url",
         f"{live_url}/openapi.json",
+        "--config",
+        config,
         "--meta",
         "none",
         "--output-path",
@@ -101,13 +122,37 @@ def test_the_generated_python_client_drives_the_mobile_lifecycle(
         _lifecycle(api, models, me, staff, uuid.UUID(admin_id))
 
 
+def _screenshot() -> bytes:
+    """A real PNG, 40x30, made with Pillow."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (30, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.UUID) -> None:
+    types = importlib.import_module(f"{PACKAGE}.types")
+    uploaded = api("mobile.upload_attachment").sync_detailed(
+        client=customer,
+        body=models.AttachmentUpload(
+            file=types.File(
+                payload=io.BytesIO(_screenshot()), file_name="screenshot.png", mime_type="image/png"
+            )
+        ),
+    )
+    assert uploaded.status_code == 201
+    upload = uploaded.parsed.data
+    assert uploaded.headers["Location"] == f"/api/mobile/attachments/{upload.id}"
+    assert (upload.file_name, upload.width, upload.height) == ("screenshot.png", 40, 30)
+
     created = api("mobile.create_support_request").sync_detailed(
         client=customer,
         body=models.CreateSupportRequest(
             category=models.Category.TECHNICAL,
             subject="App crashes on checkout",
             message="App crashes on checkout.",
+            attachments=[upload.id],
         ),
     )
     assert created.status_code == 201
@@ -115,6 +160,24 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     assert created.headers["Location"] == f"/api/mobile/support-requests/{request.id}"
     assert (request.status, request.is_assigned) == (models.Status.OPEN, False)
     assert [m.body for m in request.messages] == ["App crashes on checkout."]
+
+    detail = api("mobile.get_support_request").sync(request.id, client=customer).data
+    [attached] = detail.messages[0].attachments
+    assert attached.id == upload.id
+    assert attached.content_type == models.AttachmentContentType.IMAGEPNG
+    assert (attached.width, attached.height, attached.size) == (40, 30, upload.size)
+    assert attached.url == f"/api/mobile/attachments/{upload.id}"
+    assert attached.thumbnail_url == f"/api/mobile/attachments/{upload.id}/thumbnail"
+    downloaded = api("mobile.download_attachment").sync_detailed(upload.id, client=customer)
+    assert downloaded.status_code == 200
+    assert downloaded.headers["Content-Type"] == "image/png"
+    assert isinstance(downloaded.parsed, types.File)
+    content = downloaded.parsed.payload.read()
+    assert content == downloaded.content and len(content) == upload.size
+    from PIL import Image
+
+    with Image.open(io.BytesIO(content)) as image:
+        assert (image.format, image.size) == ("PNG", (40, 30))
 
     listed = api("mobile.list_support_requests").sync(client=customer, limit=10)
     assert [item.id for item in listed.data] == [request.id]
