@@ -472,3 +472,21 @@ def test_the_server_deletes_uploads_that_expired_unattached(settings: Settings, 
         while {r["id"] for r in attachment_rows(db)} != {kept} and time.monotonic() < deadline:
             time.sleep(0.05)
     assert {r["id"] for r in attachment_rows(db)} == {kept}
+
+
+def test_removing_an_upload_never_attached_deletes_it_and_answers_removed(
+    client: Any, db: Any
+) -> None:
+    staff = admin()
+    upload_id = uploaded(client, staff, PDF, "draft.pdf", path=ADMIN_UPLOAD)
+    removed = client.delete(f"{ADMIN_UPLOAD}/{upload_id}", headers=staff)
+    assert removed.status_code == 200, removed.text
+    entry = removed.json()["data"]
+    assert (entry["id"], entry["removed"], entry["url"], entry["thumbnailUrl"]) == (
+        upload_id,
+        True,
+        None,
+        None,
+    )
+    assert attachment_rows(db) == []
+    assert_problem(client.delete(f"{ADMIN_UPLOAD}/{upload_id}", headers=staff), 404, "not_found")

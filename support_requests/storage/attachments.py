@@ -20,7 +20,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -412,7 +412,8 @@ class AttachmentStore:
             if row.request_id is None:
                 if row.owner_role != admin.role.value or row.owner_id != admin.sub:
                     raise _not_found(attachment_id)
-                answer = await self._get(attachment_id, connection)
+                # Gone with its row: answered as removed, with no urls to follow.
+                answer = replace(await self._get(attachment_id, connection), removed=True)
                 await connection.execute(_DELETE_UNATTACHED, {"attachment_id": attachment_id})
             elif row.removed_at is None:
                 await connection.execute(_DELETE_CHUNKS, {"attachment_id": attachment_id})
