@@ -45,6 +45,7 @@ MIN_CASES_PER_OPERATION = 100
 SERVED_BY_HAND = {
     "DELETE /api/admin/attachments/{attachmentId}",
     "GET /api/admin/attachments/{attachmentId}/thumbnail",
+    "GET /api/mobile/attachments/{attachmentId}/thumbnail",
 }
 # What `--checks all` must have run at least once (the stateful ones need the links).
 EXPECTED_CHECKS = {
@@ -223,9 +224,9 @@ def test_schemathesis_finds_nothing_in_any_phase(contract_app: Any) -> None:
     }
     assert not thin, f"too few cases: {thin} (all: {dict(cases)})"
     # The tokens work: every operation was really served, not only refused.
-    # The removal and the admin's thumbnail are reached only through an admin upload that
-    # succeeded (of an image, for the thumbnail), which the stateful phase seldom follows up
-    # with a served step; the next test serves both on purpose.
+    # The removal and the thumbnails are reached only through an upload that succeeded (of an
+    # image, for a thumbnail), which the stateful phase seldom follows up with a served step;
+    # the next test serves them on purpose.
     unserved = [
         o
         for o in operations
@@ -238,9 +239,9 @@ def test_schemathesis_finds_nothing_in_any_phase(contract_app: Any) -> None:
 
 
 def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> None:
-    """An admin uploads a real PNG, downloads it and its thumbnail and removes it, each
-    response held to every check; the file is gone afterwards (404), as ``use_after_free``
-    expects of the stateful phase."""
+    """An admin uploads a real PNG, downloads it and its thumbnail and removes it, and a
+    customer's upload gets its thumbnail, each response held to every check; the removed
+    file is gone afterwards (404), as ``use_after_free`` expects of the stateful phase."""
     from PIL import Image
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
@@ -261,6 +262,16 @@ def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> No
     thumbnail = schema["/api/admin/attachments/{attachmentId}/thumbnail"]["GET"]
     assert (
         thumbnail.Case(path_parameters=path, headers=admin).call_and_validate().status_code == 200
+    )
+    customer = {"Authorization": f"Bearer {mint(name='Uploader')}"}
+    mine = schema["/api/mobile/attachments"]["POST"].Case(
+        body={"file": png.getvalue()}, media_type="multipart/form-data", headers=customer
+    )
+    own = {"attachmentId": mine.call_and_validate().json()["data"]["id"]}
+    mobile_thumbnail = schema["/api/mobile/attachments/{attachmentId}/thumbnail"]["GET"]
+    assert (
+        mobile_thumbnail.Case(path_parameters=own, headers=customer).call_and_validate().status_code
+        == 200
     )
     removed = item["DELETE"].Case(path_parameters=path, headers=admin).call_and_validate()
     assert removed.status_code == 200
