@@ -19,6 +19,8 @@ import yaml
 from support_requests.openapi import SPEC_PATH
 from tests.helpers import require_tool
 
+pytestmark = pytest.mark.slow  # each case runs Spectral under node: about 2 s
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECTRAL = ROOT / "node_modules" / ".bin" / "spectral"
 RULESET = ROOT / "spectral.yaml"
