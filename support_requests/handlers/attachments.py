@@ -16,7 +16,7 @@ import base64
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -137,7 +137,7 @@ async def download_attachment(
 ) -> Response:
     """The file, for the customer who owns it."""
     found = await attachments.for_customer(caller(token_info), attachment_id)
-    return await _file(attachments, found)
+    return _file(attachments, found)
 
 
 async def admin_download_attachment(
@@ -145,7 +145,7 @@ async def admin_download_attachment(
 ) -> Response:
     """The file, for staff."""
     found = await attachments.for_admin(caller(token_info), attachment_id)
-    return await _file(attachments, found)
+    return _file(attachments, found)
 
 
 async def download_attachment_thumbnail(
@@ -179,11 +179,10 @@ def _gone(attachment: StoredAttachment) -> NotFound:
     return NotFound(f"Attachment {attachment.id} was not found.")
 
 
-async def _file(attachments: AttachmentStore, attachment: StoredAttachment) -> Response:
+def _file(attachments: AttachmentStore, attachment: StoredAttachment) -> Response:
     if attachment.removed:
         raise _gone(attachment)
     return _ranged(
-        attachment,
         etag=_tag("f", attachment),
         size=attachment.size,
         content_type=attachment.content_type,
@@ -204,7 +203,6 @@ async def _thumbnail(attachments: AttachmentStore, attachment: StoredAttachment)
         yield data[first : last + 1]
 
     return _ranged(
-        attachment,
         etag=_tag("t", attachment),
         size=len(data),
         content_type=content_type,
@@ -221,14 +219,13 @@ def _tag(kind: str, attachment: StoredAttachment) -> str:
 
 
 def _ranged(
-    attachment: StoredAttachment,
     *,
     etag: str,
     size: int,
     content_type: str,
     disposition: str,
     file_name: str,
-    read: Any,
+    read: Callable[[int, int], AsyncIterator[bytes]],
 ) -> Response:
     headers = {"ETag": etag, "Cache-Control": "private"}
     condition = conditional.if_none_match()
