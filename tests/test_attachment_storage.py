@@ -26,6 +26,7 @@ from support_requests.domain.clock import now_ms
 from support_requests.domain.errors import NotFound, RuleViolation
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
+from support_requests.storage import attachments as attachments_module
 from support_requests.storage import schema
 from support_requests.storage.attachment_content import Inspected, inspect_upload
 from support_requests.storage.attachments import (
@@ -648,3 +649,14 @@ def test_save_keeps_only_the_files_own_name(database_url, tmp_path):
         return saved.file_name
 
     assert _run(database_url, tmp_path, work) == "app.log"
+
+
+def test_an_attachment_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`supportctl attachments get -c…` would read the id as an option."""
+    draws = iter(["-" + "a" * 21, "-" + "b" * 21, "c" * 22])
+    with monkeypatch.context() as patched:
+        patched.setattr(attachments_module.secrets, "token_urlsafe", lambda _n: next(draws))
+        assert attachments_module.new_attachment_id() == "c" * 22
+    real = {attachments_module.new_attachment_id() for _ in range(2000)}
+    assert len(real) == 2000
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", value) for value in real)
