@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -56,6 +58,31 @@ class SupportRequest(Base):
     # Attachments its messages took (removed ones too): a detail read looks for them only
     # when there are some. An integer, as SQLite reads it with no conversion per row.
     attachment_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Bumped by every change the customer sees (not by internal notes nor tags): the mobile
+    # views and their ETags are a function of it.
+    customer_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # The device and app the request was opened from (all null when not sent).
+    device_platform: Mapped[str | None] = mapped_column(String(16))
+    device_os_version: Mapped[str | None] = mapped_column(String(32))
+    device_app_version: Mapped[str | None] = mapped_column(String(32))
+    device_app_build: Mapped[str | None] = mapped_column(String(32))
+    device_model: Mapped[str | None] = mapped_column(String(64))
+    device_locale: Mapped[str | None] = mapped_column(String(35))
+    device_time_zone: Mapped[str | None] = mapped_column(String(64))
+    # The customer's read marker, and the public staff messages after it (kept in the
+    # transaction that writes a message or moves the marker).
+    customer_last_read_message_id: Mapped[int | None] = mapped_column(Id)
+    unread_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The first public staff message's time (statistics: first response).
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # When the request last became resolved; kept when it closes, cleared when it reopens.
+    # A rating's 14 days run from it (or from closed_at when it was closed unresolved).
+    last_resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    rating_score: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The tags as shown (sorted); request_tags holds them one row each for the queue filter.
+    tags: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[]'"))
 
     __table_args__ = (
         Index("ix_support_requests_customer_created", "customer_id", "created_at", "id"),
@@ -63,6 +90,20 @@ class SupportRequest(Base):
         Index("ix_support_requests_updated", "updated_at", "id"),
         Index("ix_support_requests_status_created", "status", "created_at", "id"),
         Index("ix_support_requests_assignee_created", "assigned_admin_id", "created_at", "id"),
+        Index("ix_support_requests_platform_created", "device_platform", "created_at", "id"),
+        Index("ix_support_requests_app_version_created", "device_app_version", "created_at", "id"),
+        # Rated requests only: the queue's `rated=true` and `maxScore` walk it newest first.
+        Index(
+            "ix_support_requests_rated_created",
+            "created_at",
+            "id",
+            postgresql_where=text("rating_score IS NOT NULL"),
+            sqlite_where=text("rating_score IS NOT NULL"),
+        ),
+        # Statistics read time windows of these.
+        Index("ix_support_requests_last_resolved", "last_resolved_at"),
+        Index("ix_support_requests_closed", "closed_at"),
+        Index("ix_support_requests_rated_at", "rated_at"),
     )
 
 
@@ -81,8 +122,39 @@ class Message(Base):
     author_image: Mapped[str | None] = mapped_column(String(2048))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # A staff note on the request, never shown to the customer.
+    internal: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (Index("ix_messages_request", "request_id", "id"),)
+
+
+class RequestTag(Base):
+    """One tag of a request, with the request's creation time so that the queue filtered by
+    a tag walks ``ix_request_tags_tag_created`` newest first."""
+
+    __tablename__ = "request_tags"
+
+    request_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("support_requests.id", ondelete="CASCADE")
+    )
+    tag: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("request_id", "tag"),
+        Index("ix_request_tags_tag_created", "tag", "created_at", "request_id"),
+    )
+
+
+class CustomerInbox(Base):
+    """A customer's badge: unread staff messages over all their requests, and how many
+    requests have some; kept in the transaction that changes a request's unread count."""
+
+    __tablename__ = "customer_inboxes"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    unread_count: Mapped[int] = mapped_column(Integer)
+    requests_with_unread: Mapped[int] = mapped_column(Integer)
 
 
 class Admin(Base):
