@@ -13,6 +13,7 @@ customer's badge is the sum of their requests'.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -49,7 +50,7 @@ def _new_request_columns() -> tuple[sa.Column[object], ...]:
     )
 
 
-_NEW_REQUEST_INDEXES = (
+_NEW_REQUEST_INDEXES: tuple[tuple[str, list[str], dict[str, Any]], ...] = (
     ("ix_support_requests_platform_created", ["device_platform", "created_at", "id"], {}),
     ("ix_support_requests_app_version_created", ["device_app_version", "created_at", "id"], {}),
     (
