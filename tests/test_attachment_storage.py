@@ -550,7 +550,7 @@ def test_migration_0002_adds_and_drops_the_attachment_tables(database_url, db):
                 "version": 1,
             },
         )
-    schema.upgrade(database_url)
+    schema.upgrade(database_url, "0002")
     names = set(sa.inspect(db).get_table_names())
     assert {"attachments", "attachment_chunks"} <= names
     assert _count(db, "support_requests") == 1
@@ -558,8 +558,8 @@ def test_migration_0002_adds_and_drops_the_attachment_tables(database_url, db):
     names = set(sa.inspect(db).get_table_names())
     assert not {"attachments", "attachment_chunks"} & names
     assert _count(db, "support_requests") == 1
-    schema.upgrade(database_url)
-    assert schema.current(database_url) == schema.head() == "0002"
+    schema.upgrade(database_url, "0002")
+    assert schema.current(database_url) == "0002"
 
 
 # -- detail reads ---------------------------------------------------------------------------

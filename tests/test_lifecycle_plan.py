@@ -159,6 +159,7 @@ def test_admin_reply_on_open_starts_work_and_assigns_the_unassigned_replier() ->
 
     assert plan.changes == {
         "last_admin_message_at": NOW,
+        "first_response_at": NOW,
         "status": IN_PROGRESS,
         "assigned_admin_id": REPLIER,
         "updated_at": NOW,
@@ -175,6 +176,7 @@ def test_admin_reply_on_open_keeps_the_assignee_it_has() -> None:
 
     assert plan.changes == {
         "last_admin_message_at": NOW,
+        "first_response_at": NOW,
         "status": IN_PROGRESS,
         "updated_at": NOW,
     }
@@ -185,7 +187,8 @@ def test_admin_reply_on_open_keeps_the_assignee_it_has() -> None:
 def test_admin_reply_on_in_progress_or_resolved_moves_only_the_last_admin_message(
     status: Status,
 ) -> None:
-    plan = plan_reply(state(status, last_admin_message_at=EARLIER), ADMIN, REPLIER, NOW)
+    before = state(status, last_admin_message_at=EARLIER, first_response_at=EARLIER)
+    plan = plan_reply(before, ADMIN, REPLIER, NOW)
 
     assert plan == Plan(
         NOW,
@@ -244,6 +247,7 @@ def test_resolving_sets_resolved_at_and_writes_the_note(before: Status) -> None:
 
     assert plan.changes == {
         "resolved_at": NOW,
+        "last_resolved_at": NOW,
         "status": RESOLVED,
         "resolution_note": NEW_NOTE,
         "updated_at": NOW,
@@ -493,3 +497,22 @@ def test_an_edit_reads_the_api_fields_and_tells_unassigning_from_leaving_alone()
     )
     assert Edit.of({"assignedAdminId": None}) == Edit(assigns=True, assignee=None)
     assert Edit.of({}) == Edit()
+
+
+def test_the_first_public_staff_reply_is_the_first_response_and_later_ones_keep_it() -> None:
+    first = plan_reply(state(IN_PROGRESS), ADMIN, REPLIER, NOW)
+    assert first.changes["first_response_at"] == NOW
+    later = plan_reply(state(IN_PROGRESS, first_response_at=EARLIER), ADMIN, REPLIER, NOW)
+    assert "first_response_at" not in later.changes
+    customer = plan_reply(state(IN_PROGRESS), CUSTOMER, "c-1", NOW)
+    assert "first_response_at" not in customer.changes
+
+
+def test_the_last_resolution_stands_when_closing_and_falls_when_reopening() -> None:
+    resolved = state(RESOLVED, last_resolved_at=EARLIER)
+    assert "last_resolved_at" not in edited(resolved, Edit(status=CLOSED)).changes
+    for target in (OPEN, IN_PROGRESS):
+        assert edited(resolved, Edit(status=target)).changes["last_resolved_at"] is None
+    reopened = plan_reply(resolved, CUSTOMER, "c-1", NOW)
+    assert reopened.changes["last_resolved_at"] is None
+    assert "last_resolved_at" not in edited(state(OPEN), Edit(status=IN_PROGRESS)).changes

@@ -174,6 +174,8 @@ class RequestState:
     last_customer_message_at: datetime | None
     last_admin_message_at: datetime | None
     updated_at: datetime
+    first_response_at: datetime | None = None
+    last_resolved_at: datetime | None = None
 
 
 class Placeholder(Enum):
@@ -262,6 +264,8 @@ def plan_reply(state: RequestState, by: Actor, replier_id: str, now: datetime) -
     else:
         last = {"lastAdminMessageAt": (state.last_admin_message_at, draft.at)}
         draft.change(last_admin_message_at=draft.at)
+        if state.first_response_at is None:
+            draft.change(first_response_at=draft.at)
     draft.record(f"{by.value}_replied", messageId=(None, Placeholder.NEW_MESSAGE), **last)
     assert outcome.to is not None  # an allowed cell names its status
     draft.move_to(outcome.to)
@@ -355,7 +359,10 @@ class _Draft:
             self.change(resolved_at=None, resolution_note=None)
         if target is Status.RESOLVED:
             changes["resolvedAt"] = (self.current("resolved_at"), self.at)
-            self.change(resolved_at=self.at)
+            self.change(resolved_at=self.at, last_resolved_at=self.at)
+        elif target is not Status.CLOSED and self.current("last_resolved_at") is not None:
+            # Reopened: the last resolution no longer stands (closing keeps it).
+            self.change(last_resolved_at=None)
         if target is Status.CLOSED:
             changes["closedAt"] = (self.current("closed_at"), self.at)
             self.change(closed_at=self.at)

@@ -13,7 +13,9 @@ lookup, rate limit, ``304``. Whatever it does not answer goes down the normal
 stack, which answers it as if the middleware were not there.
 
 - Detail: ``"<view><revision>-<id>-<version>"``; a request's ``version`` is
-  bumped by every change to it, messages included.
+  bumped by every change to it, messages included, and its ``customer_version``
+  (the mobile view's) by every change the customer sees: not by internal notes
+  nor tags.
 - List: a hash of the view, the caller's scope (a customer's own list), the
   query, and each row's (id, version) on the page plus whether another page
   follows.
@@ -64,7 +66,7 @@ HEADER = "If-None-Match"
 CACHE_CONTROL = "private, no-cache"
 # Bumped whenever a view renders the same stored data differently (a new field, a new
 # format), so that no client keeps revalidating a copy of the old shape.
-REVISION = 1
+REVISION = 2
 
 # One element of the list (RFC 9110, 5.6.1 and 8.8.3): optional whitespace, an entity tag
 # or nothing (an empty element), optional whitespace, then a comma or the end.
@@ -164,13 +166,14 @@ async def listing(
         "Support requests fetched successfully",
         [item(record) for record in found.records],
         meta={"nextCursor": found.next_cursor},
-        headers=validators(list_tag(view, query, PageVersions.of(found))),
+        headers=validators(list_tag(view, query, found.versions)),
     )
 
 
 def detail(view: View, record: RequestRecord, shown: dict[str, Any]) -> Response:
     """A request's detail with its tag (a current poll is answered before the handler)."""
-    etag = detail_tag(view, record.row.id, record.row.version)
+    row = record.row
+    etag = detail_tag(view, row.id, row.customer_version if view is View.MOBILE else row.version)
     return envelope("Support request fetched successfully", shown, headers=validators(etag))
 
 

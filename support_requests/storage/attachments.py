@@ -106,7 +106,11 @@ _MARK_REMOVED = (
 _BUMP_REQUEST = (
     update(_requests)
     .where(_requests.c.id == bindparam("changed_id"))
-    .values(version=_requests.c.version + 1, updated_at=bindparam("changed_at"))
+    .values(
+        version=_requests.c.version + 1,
+        customer_version=_requests.c.customer_version + 1,
+        updated_at=bindparam("changed_at"),
+    )
 )
 _INSERT_EVENT = insert(_events)
 _COUNT_ATTACHED = (

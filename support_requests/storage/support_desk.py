@@ -59,7 +59,9 @@ admins_table = cast(Table, Admin.__table__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
+# A listing's rows by reference: staff see every change, a customer what they are shown.
 VERSION_COLUMNS = (requests_table.c.id, requests_table.c.version)
+CUSTOMER_VERSION_COLUMNS = (requests_table.c.id, requests_table.c.customer_version)
 
 # Hot statements, built once: SQLAlchemy then finds them in its compiled cache by a
 # memoised key instead of rebuilding and hashing an expression per request.
@@ -83,22 +85,39 @@ _LOCK_FOR_EDIT = (
 _INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
 _INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_EVENT = insert(events_table)
-# The columns to set come with each call's parameters; the version always moves.
+# The columns to set come with each call's parameters; the version always moves, and the
+# customer's too unless the change is one they never see (an internal note, tags).
 _UPDATE_REQUEST = (
+    update(requests_table)
+    .where(requests_table.c.id == bindparam("changed_id"))
+    .values(
+        version=requests_table.c.version + 1,
+        customer_version=requests_table.c.customer_version + 1,
+    )
+)
+_UPDATE_REQUEST_FOR_STAFF = (
     update(requests_table)
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
-# The detail in one statement: the request on every row, its thread alongside. One
-# statement sees one snapshot on any isolation level, so no thread is newer than its request.
-_DETAIL = (
-    select(*REQUEST_COLUMNS, *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS))
-    .select_from(
-        requests_table.outerjoin(messages_table, messages_table.c.request_id == requests_table.c.id)
+
+
+def _detail_statement(*, public_only: bool) -> Select[Any]:
+    """The detail in one statement: the request on every row, its thread alongside (without
+    internal notes for the customer). One statement sees one snapshot on any isolation
+    level, so no thread is newer than its request."""
+    joined = messages_table.c.request_id == requests_table.c.id
+    if public_only:
+        joined &= messages_table.c.internal.is_(False)
+    return (
+        select(*REQUEST_COLUMNS, *(c.label(f"message_{c.name}") for c in MESSAGE_COLUMNS))
+        .select_from(requests_table.outerjoin(messages_table, joined))
+        .where(requests_table.c.id == bindparam("request_id"))
+        .order_by(messages_table.c.id)
     )
-    .where(requests_table.c.id == bindparam("request_id"))
-    .order_by(messages_table.c.id)
-)
+
+
+_DETAIL = _detail_statement(public_only=False)
 # A request's attachments (by ix_attachments_request) with the request's version on every
 # row: every change to them (a message taking some, a removal) moves the version, so equal
 # versions mean they are the ones of the thread read before.
@@ -112,7 +131,9 @@ _DETAIL_ATTACHMENTS = (
     .where(requests_table.c.id == bindparam("request_id"))
     .order_by(attachments_table.c.message_id, attachments_table.c.position)
 )
-_OWNED_DETAIL = _DETAIL.where(requests_table.c.customer_id == bindparam("customer_id"))
+_OWNED_DETAIL = _detail_statement(public_only=True).where(
+    requests_table.c.customer_id == bindparam("customer_id")
+)
 
 
 def _create_statement() -> Select[Any]:
@@ -190,7 +211,10 @@ _CREATED_COLUMNS = (
 StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
 # A conditional GET's lookup (every poll runs one): a probe of the primary key.
 _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
-_OWNED_VERSION = _VERSION.where(requests_table.c.customer_id == bindparam("customer_id"))
+_OWNED_VERSION = select(requests_table.c.customer_version).where(
+    requests_table.c.id == bindparam("request_id"),
+    requests_table.c.customer_id == bindparam("customer_id"),
+)
 _CREATE = _create_statement()
 _REQUEST_ID = select(requests_table.c.id).where(requests_table.c.id == bindparam("request_id"))
 _EVENTS = (
@@ -215,10 +239,11 @@ class RequestRecord:
 
 @dataclass
 class Page:
-    """One page of a listing and the cursor of the next, if any."""
+    """One page of a listing, the cursor of the next if any, and the page by reference."""
 
     records: list[RequestRecord]
     next_cursor: str | None
+    versions: PageVersions
 
 
 @dataclass(frozen=True)
@@ -232,12 +257,6 @@ class PageVersions:
 
     rows: tuple[tuple[int, int], ...]
     has_more: bool
-
-    @classmethod
-    def of(cls, page: Page) -> PageVersions:
-        """The reference of a page read in full."""
-        rows = tuple((record.row.id, record.row.version) for record in page.records)
-        return cls(rows, page.next_cursor is not None)
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,8 @@ def _state(row: Any) -> RequestState:
         last_customer_message_at=row.last_customer_message_at,
         last_admin_message_at=row.last_admin_message_at,
         updated_at=row.updated_at,
+        first_response_at=row.first_response_at,
+        last_resolved_at=row.last_resolved_at,
     )
 
 
@@ -316,6 +337,8 @@ class _Listing:
     assigned: bool | None
     sort: str
     scope: str
+    # What a row's version is to this listing's reader (staff's, or the customer's).
+    versions: tuple[Any, ...] = VERSION_COLUMNS
 
     def statement(
         self, columns: tuple[Any, ...], limit: int, cursor: str | None
@@ -339,7 +362,7 @@ def _customer_listing(customer: Principal, status: str | None) -> _Listing:
     equal: list[tuple[str, Any]] = [("customer_id", customer.sub)]
     if status is not None:
         equal.append(("status", status))
-    return _Listing(tuple(equal), None, "-createdAt", scope)
+    return _Listing(tuple(equal), None, "-createdAt", scope, CUSTOMER_VERSION_COLUMNS)
 
 
 def _queue_listing(filters: QueueFilters) -> _Listing:
@@ -581,15 +604,19 @@ class SupportDesk:
             last = rows[-1]
             moment = last.updated_at if listing.sort == "-updatedAt" else last.created_at
             next_cursor = pagination.encode(moment, last.id, listing.scope)
-        return Page([RequestRecord(row) for row in rows], next_cursor)
+        _, version = listing.versions
+        versions = PageVersions(
+            tuple((row.id, getattr(row, version.name)) for row in rows), next_cursor is not None
+        )
+        return Page([RequestRecord(row) for row in rows], next_cursor, versions)
 
     async def _page_versions(
         self, listing: _Listing, limit: int, cursor: str | None
     ) -> PageVersions:
-        statement, parameters = listing.statement(VERSION_COLUMNS, limit, cursor)
+        statement, parameters = listing.statement(listing.versions, limit, cursor)
         async with self.database.reading() as connection:
             rows = (await connection.execute(statement, parameters)).all()
-        return PageVersions(tuple((row.id, row.version) for row in rows[:limit]), len(rows) > limit)
+        return PageVersions(tuple((row[0], row[1]) for row in rows[:limit]), len(rows) > limit)
 
     async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
         parameters: dict[str, Any] = {"request_id": request_id}
@@ -676,14 +703,18 @@ class SupportDesk:
         actor: Principal,
         plan: Plan,
         message_id: int | None = None,
+        *,
+        customer_sees: bool = True,
         **also: Any,
     ) -> None:
         """Write ``plan``'s changes (with ``also``) and its events; a plan that changes nothing
-        writes nothing."""
+        writes nothing. A change the customer never sees (``customer_sees=False``) leaves
+        their version, and so every mobile tag, as it was."""
         if not plan.changes:
             return
         await connection.execute(
-            _UPDATE_REQUEST, {**plan.changes, **also, "changed_id": request_id}
+            _UPDATE_REQUEST if customer_sees else _UPDATE_REQUEST_FOR_STAFF,
+            {**plan.changes, **also, "changed_id": request_id},
         )
         await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
 
