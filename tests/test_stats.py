@@ -373,6 +373,16 @@ def test_a_to_alone_starts_30_days_earlier(client: Any) -> None:
     )
 
 
+def test_a_default_bound_past_the_years_a_timestamp_names_stops_at_the_last_one(
+    client: Any,
+) -> None:
+    late = stats(client, **{"from": "9999-12-20T00:00:00Z"})
+    early = stats(client, to="0001-01-10T00:00:00Z")
+
+    assert late["to"] == "9999-12-31T23:59:59.999Z"
+    assert early["from"] == "0001-01-01T00:00:00.000Z"
+
+
 def test_any_rfc_3339_offset_is_taken_as_utc_to_the_millisecond(client: Any) -> None:
     answer = stats(
         client, **{"from": "2026-01-10T10:30:00.1239+02:00", "to": "2026-01-11t00:00:00z"}
