@@ -76,6 +76,7 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
     "createSupportRequest": {422: _KEY_REUSED_OR_NOT_YOURS},
     "listSupportRequests": {422: {"validation_failed": {"cursor"}}},
     "listQueue": {422: {"validation_failed": {"cursor"}}},
+    "getSupportStats": {422: {"validation_failed": {"from", "to"}}},
     "replyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "uploadAttachment": _UPLOAD,

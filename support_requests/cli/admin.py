@@ -10,7 +10,7 @@ import typer
 from rich.console import Group
 from rich.text import Text
 
-from support_requests.cli import attachments
+from support_requests.cli import attachments, stats
 from support_requests.cli.attachments import AttachOption, opened, upload_all, with_attachments
 from support_requests.cli.client import (
     ADMIN,
@@ -289,3 +289,6 @@ def admins(ctx: typer.Context, json_output: JsonOption = False) -> None:
         print_json_text(reply.text)
         return
     make_console().print(admins_table(reply.data))
+
+
+app.command()(stats.stats)

@@ -52,6 +52,7 @@ from support_requests.storage.attachments import AttachmentStore
 from support_requests.storage.database import Database
 from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.rate_limits import Limit, RateLimiter
+from support_requests.storage.stats import SupportStatistics
 from support_requests.storage.support_desk import SupportDesk
 
 logger = logging.getLogger(__name__)
@@ -275,6 +276,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     verifier = TokenVerifier(settings)
     dependencies = {
         "desk": desk,
+        "stats": SupportStatistics(database),
         "idempotency": IdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds),
         "database": database,
         "attachments": attachments,

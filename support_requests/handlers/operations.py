@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from support_requests.handlers import admin, attachments, health, mobile
+from support_requests.handlers import admin, attachments, health, mobile, stats
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
     # mobile
@@ -26,6 +26,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "adminReplyToSupportRequest": admin.reply,
     "listSupportRequestEvents": admin.list_events,
     "listAdmins": admin.list_admins,
+    "getSupportStats": stats.get_stats,
     # attachments
     "uploadAttachment": attachments.upload_attachment,
     "downloadAttachment": attachments.download_attachment,
