@@ -834,6 +834,6 @@ def test_list_revalidation_is_one_statement_that_reads_the_page_by_reference(
     assert result["mobile"].has_more is True
     assert result["queue"].rows == ((third, 1), (second, 1), (first, 2))
     assert result["queue"].has_more is False
-    assert [row_id for row_id, _ in result["mobile"].rows] == [
+    assert [row_id for row_id, *_ in result["mobile"].rows] == [
         record.row.id for record in result["page"].records
     ]

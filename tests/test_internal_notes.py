@@ -212,3 +212,21 @@ def test_an_internal_notes_attachment_is_never_served_to_the_customer(client, db
         assert served.status_code == 200, suffix
     assert mobile_views(client, owner, request_id) == seen
     assert stored_request(db, request_id)["attachment_count"] == 1
+
+
+def test_removing_an_internal_notes_attachment_moves_only_the_staff_version(client, db):
+    owner, staff = customer(), known_admin(client)
+    request_id = create(client, owner)["id"]
+    attachment_id = uploaded(client, staff, png(), "ledger.png", path=ADMIN_UPLOAD)
+    note(client, staff, request_id, "Ledger attached.", attachments=[attachment_id])
+    seen = mobile_views(client, owner, request_id)
+    before = stored_request(db, request_id)
+
+    removed = client.delete(f"{ADMIN_UPLOAD}/{attachment_id}", headers=staff)
+
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["data"]["removed"] is True
+    after = stored_request(db, request_id)
+    assert {k for k in after if after[k] != before[k]} == {"version"}
+    assert mobile_views(client, owner, request_id) == seen
+    assert stored_rows(db, "request_events", request_id)[-1]["type"] == "attachment_removed"

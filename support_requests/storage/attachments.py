@@ -132,6 +132,12 @@ _BUMP_REQUEST = (
         updated_at=bindparam("changed_at"),
     )
 )
+# An internal note's file: staff alone see it, so only their version moves.
+_BUMP_REQUEST_FOR_STAFF = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("changed_id"))
+    .values(version=_requests.c.version + 1)
+)
 _INSERT_EVENT = insert(_events)
 _COUNT_ATTACHED = (
     update(_requests)
@@ -437,8 +443,9 @@ class AttachmentStore:
         """Remove an attachment's bytes, as staff do when a customer posted a secret.
 
         Attached: the bytes and the thumbnail go, the row stays with ``removed_at`` and
-        ``removed_by``; the request's version and ``updated_at`` move and its history gets
-        ``attachment_removed`` by the admin. Removing it again changes nothing and answers
+        ``removed_by``; the request's version and ``updated_at`` move (only the staff version,
+        for a file on an internal note) and its history gets ``attachment_removed`` by the
+        admin. Removing it again changes nothing and answers
         the same. Unattached (only the admin's own uploads are found): deleted outright.
         """
         at = now_ms()
@@ -459,9 +466,15 @@ class AttachmentStore:
                     _MARK_REMOVED,
                     {"attachment_id": attachment_id, "removed_at": at, "removed_by": admin.sub},
                 )
-                await connection.execute(
-                    _BUMP_REQUEST, {"changed_id": row.request_id, "changed_at": at}
-                )
+                answer = await self._get(attachment_id, connection)
+                if answer.internal:
+                    await connection.execute(
+                        _BUMP_REQUEST_FOR_STAFF, {"changed_id": row.request_id}
+                    )
+                else:
+                    await connection.execute(
+                        _BUMP_REQUEST, {"changed_id": row.request_id, "changed_at": at}
+                    )
                 await connection.execute(
                     _INSERT_EVENT,
                     {
@@ -473,7 +486,6 @@ class AttachmentStore:
                         "changes": {"attachmentId": {"from": attachment_id, "to": None}},
                     },
                 )
-                answer = await self._get(attachment_id, connection)
             else:
                 answer = await self._get(attachment_id, connection)
             if row.storage_path is not None:

@@ -690,7 +690,7 @@ class SupportDesk:
         references = tuple(listing.reference(row, now) for row in rows)
         versions = PageVersions(references, next_cursor is not None)
         records = [
-            RequestRecord(row, rating_open=listing.rates and reference[-1])
+            RequestRecord(row, rating_open=bool(listing.rates and reference[-1]))
             for row, reference in zip(rows, references, strict=True)
         ]
         return Page(records, next_cursor, versions)
@@ -706,13 +706,9 @@ class SupportDesk:
             tuple(listing.reference(row, now) for row in rows[:limit]), len(rows) > limit
         )
 
-    async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
-        parameters: dict[str, Any] = {"request_id": request_id}
-        if customer_id is not None:
-            parameters["customer_id"] = customer_id
-        statement = _VERSION if customer_id is None else _OWNED_VERSION
+    async def _version(self, request_id: int) -> int:
         async with self.database.reading() as connection:
-            version = await connection.scalar(statement, parameters)
+            version = await connection.scalar(_VERSION, {"request_id": request_id})
         if version is None:
             raise _not_found(request_id)
         return int(version)
