@@ -80,6 +80,7 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
     "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "uploadAttachment": _UPLOAD,
     "adminUploadAttachment": _UPLOAD,
+    "rateSupportRequest": {409: {"rating_not_allowed": set()}},
     "adminUpdateSupportRequest": {
         409: {"invalid_transition": set()},
         422: {"validation_failed": {"assignedAdminId", "resolutionNote"}},
