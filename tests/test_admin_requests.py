@@ -78,7 +78,9 @@ def test_admin_detail_is_the_mobile_detail_plus_assignee_customer_and_author_ids
         "image": "https://cdn.example.com/alice.png",
     }
     assert [m["authorId"] for m in detail["messages"]] == [alice_id, admin_id_of(staff)]
-    assert [{k: v for k, v in m.items() if k != "authorId"} for m in detail["messages"]] == (
+    assert [m["internal"] for m in detail["messages"]] == [False, False]
+    staff_only = {"authorId", "internal"}
+    assert [{k: v for k, v in m.items() if k not in staff_only} for m in detail["messages"]] == (
         mobile["messages"]
     )
     assert detail["messages"][1]["authorName"] == "Sam Staff"
@@ -328,7 +330,8 @@ def test_closing_sets_closed_at_and_leaves_nothing_to_do(client: Any, db: Any, s
     assert data["allowedActions"] == []
     assert stored_request(db, request_id)["closed_at"] is not None
     mobile = client.get(f"{MOBILE}/{request_id}", headers=owner).json()["data"]
-    assert (mobile["closedAt"], mobile["allowedActions"]) == (data["closedAt"], [])
+    # Nothing left to do but rate it (within 14 days).
+    assert (mobile["closedAt"], mobile["allowedActions"]) == (data["closedAt"], ["rate"])
 
 
 CHANGES_AFTER_CLOSE = {
@@ -740,7 +743,12 @@ def test_every_view_of_a_request_carries_the_callers_allowed_actions(
     views: dict[str, Any] = {}
     if status != "open":
         views["admin-patch"] = move_to(client, staff, request_id, status)
-    mobile_actions = [] if status == "closed" else ["reply"]
+    mobile_actions = {
+        "open": ["reply"],
+        "in_progress": ["reply"],
+        "resolved": ["reply", "rate"],
+        "closed": ["rate"],
+    }[status]
     views["admin-detail"] = client.get(f"{ADMIN}/{request_id}", headers=staff).json()["data"]
     [views["admin-queue"]] = client.get(ADMIN, headers=staff).json()["data"]
     mobile_detail = client.get(f"{MOBILE}/{request_id}", headers=owner).json()["data"]

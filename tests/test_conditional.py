@@ -730,7 +730,7 @@ def test_detail_revalidation_is_one_indexed_lookup(database_url, db, statements)
 
     result = with_desk(database_url, work)
 
-    assert result["versions"] == [3, 3]
+    assert result["versions"] == [(3, False), 3]  # the customer's: and whether they may rate
     assert result["counts"] == [1, 2]
     for statement, parameters in statements.seen:
         assert statement.lstrip().upper().startswith("SELECT"), statement
@@ -830,10 +830,10 @@ def test_list_revalidation_is_one_statement_that_reads_the_page_by_reference(
 
     first, second, third = result["ids"]
     assert result["counts"] == [1, 2]
-    assert result["mobile"].rows == ((third, 1), (second, 1))
+    assert result["mobile"].rows == ((third, 1, False), (second, 1, False))
     assert result["mobile"].has_more is True
     assert result["queue"].rows == ((third, 1), (second, 1), (first, 2))
     assert result["queue"].has_more is False
-    assert [row_id for row_id, _ in result["mobile"].rows] == [
+    assert [row_id for row_id, *_ in result["mobile"].rows] == [
         record.row.id for record in result["page"].records
     ]

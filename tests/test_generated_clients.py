@@ -236,8 +236,18 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     closed = api("mobile.get_support_request").sync(request.id, client=customer).data
     assert (closed.status, closed.allowed_actions, len(closed.messages)) == (
         models.Status.CLOSED,
-        [],
+        [models.MobileAction.RATE],
         3,
+    )
+    rated = (
+        api("mobile.rate_support_request")
+        .sync(request.id, client=customer, body=models.RatingInput(score=4, comment="Thanks."))
+        .data
+    )
+    assert (rated.status, rated.rating.score, rated.rating.comment) == (
+        models.Status.CLOSED,
+        4,
+        "Thanks.",
     )
 
     missing = api("mobile.get_support_request").sync_detailed(request.id + 1000, client=customer)

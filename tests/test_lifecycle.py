@@ -36,6 +36,7 @@ CUSTOMER, ADMIN = Actor.CUSTOMER, Actor.ADMIN
 CLOSED_REPLY = Outcome(refusal=Refusal.REQUEST_CLOSED)
 FINAL = Outcome(refusal=Refusal.INVALID_TRANSITION)
 WRONG_ACTOR = Outcome(refusal=Refusal.NOT_ALLOWED)
+NOT_RATEABLE = Outcome(refusal=Refusal.RATING_NOT_ALLOWED)
 
 
 def to(status: Status, *, assigns_replier: bool = False) -> Outcome:
@@ -45,6 +46,9 @@ def to(status: Status, *, assigns_replier: bool = False) -> Outcome:
 # Each row: the outcome on (open, in_progress, resolved, closed).
 EXPECTED: dict[tuple[Actor, Event], tuple[Outcome, Outcome, Outcome, Outcome]] = {
     (CUSTOMER, Event.CUSTOMER_REPLY): (to(OPEN), to(IN_PROGRESS), to(OPEN), CLOSED_REPLY),
+    # Ratings (CSAT): once resolved or closed, the status stays (the 14 days are on top).
+    (CUSTOMER, Event.RATE): (NOT_RATEABLE, NOT_RATEABLE, to(RESOLVED), to(CLOSED)),
+    (CUSTOMER, Event.INTERNAL_NOTE): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (CUSTOMER, Event.ADMIN_REPLY): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (CUSTOMER, Event.ASSIGN): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (CUSTOMER, Event.SET_NOTE): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
@@ -53,6 +57,7 @@ EXPECTED: dict[tuple[Actor, Event], tuple[Outcome, Outcome, Outcome, Outcome]] =
     (CUSTOMER, Event.SET_RESOLVED): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (CUSTOMER, Event.SET_CLOSED): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (ADMIN, Event.CUSTOMER_REPLY): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
+    (ADMIN, Event.RATE): (WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR, WRONG_ACTOR),
     (ADMIN, Event.ADMIN_REPLY): (
         to(IN_PROGRESS, assigns_replier=True),
         to(IN_PROGRESS),
@@ -65,6 +70,8 @@ EXPECTED: dict[tuple[Actor, Event], tuple[Outcome, Outcome, Outcome, Outcome]] =
     (ADMIN, Event.SET_IN_PROGRESS): (to(IN_PROGRESS), to(IN_PROGRESS), to(IN_PROGRESS), FINAL),
     (ADMIN, Event.SET_RESOLVED): (to(RESOLVED), to(RESOLVED), to(RESOLVED), FINAL),
     (ADMIN, Event.SET_CLOSED): (to(CLOSED), to(CLOSED), to(CLOSED), FINAL),
+    # Internal notes: in every status, closed included, and the status stays.
+    (ADMIN, Event.INTERNAL_NOTE): (to(OPEN), to(IN_PROGRESS), to(RESOLVED), to(CLOSED)),
 }
 
 CELLS = [
@@ -92,7 +99,7 @@ def test_transition_table_has_a_column_per_status_in_the_decisions_order() -> No
 def test_transition_table_gives_every_event_to_exactly_one_actor() -> None:
     events = [event for rows in TRANSITIONS.values() for event in rows]
     assert sorted(events) == sorted(Event)
-    assert list(TRANSITIONS[CUSTOMER]) == [Event.CUSTOMER_REPLY]
+    assert list(TRANSITIONS[CUSTOMER]) == [Event.CUSTOMER_REPLY, Event.RATE]
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[_cell_id(c) for c in CELLS])
@@ -124,18 +131,30 @@ def test_only_an_admin_reply_on_open_assigns_the_replier() -> None:
     assert assigning == {(ADMIN, Event.ADMIN_REPLY, OPEN)}
 
 
-def test_closed_is_terminal_for_every_event_of_every_actor() -> None:
-    for actor, event in itertools.product(Actor, Event):
-        assert not decide(actor, event, CLOSED).allowed
+def test_closed_takes_only_a_rating_and_an_internal_note_and_stays_closed() -> None:
+    allowed = {
+        (actor, event)
+        for actor, event in itertools.product(Actor, Event)
+        if decide(actor, event, CLOSED).allowed
+    }
+    assert allowed == {(CUSTOMER, Event.RATE), (ADMIN, Event.INTERNAL_NOTE)}
+    assert all(decide(actor, event, CLOSED).to is CLOSED for actor, event in allowed)
 
 
 def test_nothing_but_an_admin_status_change_leads_to_closed() -> None:
     leading_to_closed = {
         (actor, event)
         for actor, event, status in itertools.product(Actor, Event, Status)
-        if decide(actor, event, status).to is CLOSED
+        if status is not CLOSED and decide(actor, event, status).to is CLOSED
     }
     assert leading_to_closed == {(ADMIN, Event.SET_CLOSED)}
+
+
+@pytest.mark.parametrize("event", [Event.RATE, Event.INTERNAL_NOTE])
+def test_a_rating_and_an_internal_note_never_change_the_status(event: Event) -> None:
+    for actor, status in itertools.product(Actor, Status):
+        outcome = decide(actor, event, status)
+        assert outcome.to in (None, status)
 
 
 ALL_STATUS_ACTIONS = ["status:open", "status:in_progress", "status:resolved", "status:closed"]
@@ -171,6 +190,24 @@ def test_allowed_actions_list_what_the_actor_may_do_from_the_status(
     actor: Actor, status: Status, expected: list[str]
 ) -> None:
     assert allowed_actions(actor, status) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (OPEN, ["reply"]),
+        (IN_PROGRESS, ["reply"]),
+        (RESOLVED, ["reply", "rate"]),
+        (CLOSED, ["rate"]),
+    ],
+    ids=lambda value: value.value if isinstance(value, Status) else None,
+)
+def test_rate_is_allowed_exactly_when_the_table_allows_it_and_the_window_is_open(
+    status: Status, expected: list[str]
+) -> None:
+    assert allowed_actions(CUSTOMER, status, rating_open=True) == expected
+    assert "rate" not in allowed_actions(CUSTOMER, status, rating_open=False)
+    assert "rate" not in allowed_actions(ADMIN, status, rating_open=True)
 
 
 @pytest.mark.parametrize("status", list(Status))

@@ -7,6 +7,7 @@ refusal, with the codes and texts the API answers with.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +18,13 @@ from support_requests.domain.errors import (
     DomainError,
     FieldProblem,
     InvalidTransition,
+    RatingNotAllowed,
     RequestClosed,
     RuleViolation,
 )
 from support_requests.domain.lifecycle import (
     COLUMNS,
+    RATING_WINDOW,
     Actor,
     Edit,
     Event,
@@ -33,8 +36,12 @@ from support_requests.domain.lifecycle import (
     Status,
     decide,
     plan_edit,
+    plan_internal_note,
     plan_opening,
+    plan_rating,
     plan_reply,
+    rating_allowed,
+    rating_window_open,
 )
 
 OPEN, IN_PROGRESS, RESOLVED, CLOSED = COLUMNS  # in the decisions' order (test_lifecycle)
@@ -409,6 +416,10 @@ def plan_event(actor: Actor, event: Event, before: RequestState) -> Plan:
     """The plan for ``event``, sent the way the APIs send it."""
     if event in (Event.CUSTOMER_REPLY, Event.ADMIN_REPLY):
         return plan_reply(before, actor, REPLIER, NOW)
+    if event is Event.RATE:  # within its window: the window has tests of its own
+        return plan_rating(dataclasses.replace(before, last_resolved_at=EARLIER), 4, None, NOW)
+    if event is Event.INTERNAL_NOTE:
+        return plan_internal_note(before, NOW)
     if event is Event.ASSIGN:
         edit = Edit(assigns=True, assignee=OTHER_ADMIN)
     elif event is Event.SET_NOTE:
@@ -422,6 +433,7 @@ def plan_event(actor: Actor, event: Event, before: RequestState) -> Plan:
 REFUSAL_ERRORS = {
     Refusal.REQUEST_CLOSED: RequestClosed,
     Refusal.INVALID_TRANSITION: InvalidTransition,
+    Refusal.RATING_NOT_ALLOWED: RatingNotAllowed,
 }
 # Another actor's event is refused (403) before anything is planned.
 PLANNED_CELLS = [
@@ -456,7 +468,7 @@ def test_plan_follows_the_transition_table_cell(actor: Actor, event: Event, stat
     assert (after["resolved_at"] is not None) is (outcome.to is RESOLVED)
     assert (after["resolution_note"] is not None) is (outcome.to is RESOLVED)
     assert (after["closed_at"] is not None) is (outcome.to is CLOSED)
-    assert after["updated_at"] == (NOW if plan.events else BEFORE)
+    assert after["updated_at"] == (NOW if plan.changes else BEFORE)
     expected_assignee = OTHER_ADMIN if event is Event.ASSIGN else None
     if outcome.assigns_replier:
         expected_assignee = REPLIER
@@ -516,3 +528,110 @@ def test_the_last_resolution_stands_when_closing_and_falls_when_reopening() -> N
     reopened = plan_reply(resolved, CUSTOMER, "c-1", NOW)
     assert reopened.changes["last_resolved_at"] is None
     assert "last_resolved_at" not in edited(state(OPEN), Edit(status=IN_PROGRESS)).changes
+
+
+# -- ratings (CSAT) --------------------------------------------------------------
+
+RESOLVED_AT = datetime(2026, 3, 1, 9, 0, 0)
+RATED_BEFORE = datetime(2026, 3, 2, 9, 0, 0)
+
+
+def test_rating_a_resolved_request_writes_the_rating_and_records_it() -> None:
+    before = state(RESOLVED, last_resolved_at=RESOLVED_AT, updated_at=RESOLVED_AT)
+    now = RESOLVED_AT + timedelta(days=1)
+
+    plan = plan_rating(before, 5, "Quick fix, thanks.", now)
+
+    assert plan.changes == {
+        "rating_score": 5,
+        "rating_comment": "Quick fix, thanks.",
+        "rated_at": now,
+        "updated_at": now,
+    }
+    assert plan.events == (
+        Recorded("rated", {"score": (None, 5), "comment": (None, "Quick fix, thanks.")}),
+    )
+
+
+def test_rating_again_replaces_the_rating_and_records_the_old_one() -> None:
+    before = state(
+        CLOSED,
+        last_resolved_at=RESOLVED_AT,
+        rating_score=2,
+        rating_comment="Slow.",
+        updated_at=RATED_BEFORE,
+    )
+    now = RESOLVED_AT + timedelta(days=3)
+
+    plan = plan_rating(before, 4, None, now)
+
+    assert plan.changes["rating_score"] == 4
+    assert plan.changes["rating_comment"] is None
+    assert plan.events == (Recorded("rated", {"score": (2, 4), "comment": ("Slow.", None)}),)
+    assert "status" not in plan.changes
+
+
+@pytest.mark.parametrize("status", [OPEN, IN_PROGRESS])
+def test_rating_a_request_not_resolved_nor_closed_is_refused(status: Status) -> None:
+    # Reopened after a rating: the old rating stays, a new one waits for the next resolution.
+    before = state(status, rating_score=3, rating_comment=None)
+
+    refusal = refusal_of(lambda: plan_rating(before, 5, None, NOW))
+
+    assert type(refusal) is RatingNotAllowed
+    assert refusal.detail == "Support request 7 can be rated once it is resolved or closed."
+
+
+@pytest.mark.parametrize(
+    ("after_resolution", "allowed"),
+    [
+        (timedelta(days=13, hours=23), True),
+        (RATING_WINDOW, True),
+        (RATING_WINDOW + timedelta(milliseconds=1), False),
+    ],
+    ids=["13d23h", "14d", "14d+1ms"],
+)
+@pytest.mark.parametrize("status", [RESOLVED, CLOSED])
+def test_rating_window_runs_14_days_from_the_last_resolution(
+    status: Status, after_resolution: timedelta, allowed: bool
+) -> None:
+    closed_at = RESOLVED_AT + timedelta(days=1) if status is CLOSED else None
+    before = state(status, last_resolved_at=RESOLVED_AT, closed_at=closed_at)
+    now = RESOLVED_AT + after_resolution
+
+    assert rating_allowed(status, RESOLVED_AT, closed_at, now) is allowed
+    if allowed:
+        assert plan_rating(before, 3, None, now).changes["rating_score"] == 3
+    else:
+        refusal = refusal_of(lambda: plan_rating(before, 3, None, now))
+        assert type(refusal) is RatingNotAllowed
+        assert refusal.detail == (
+            "Support request 7 can be rated only within 14 days of its resolution."
+        )
+
+
+def test_a_request_closed_without_resolution_is_rated_within_14_days_of_closing() -> None:
+    closed_at = RESOLVED_AT
+    before = state(CLOSED, closed_at=closed_at, last_resolved_at=None)
+
+    assert rating_window_open(None, closed_at, closed_at + RATING_WINDOW)
+    assert plan_rating(before, 1, None, closed_at + RATING_WINDOW).changes["rating_score"] == 1
+    late = closed_at + RATING_WINDOW + timedelta(milliseconds=1)
+    assert type(refusal_of(lambda: plan_rating(before, 1, None, late))) is RatingNotAllowed
+
+
+def test_no_rating_window_without_a_resolution_or_a_closing() -> None:
+    assert not rating_window_open(None, None, NOW)
+    assert not rating_allowed(RESOLVED, None, None, NOW)
+
+
+# -- internal notes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_an_internal_note_changes_no_column_and_records_only_its_entry(status: Status) -> None:
+    plan = plan_internal_note(state(status), NOW)
+
+    assert plan.changes == {}  # no status, assignee, updated_at nor last admin message
+    assert plan.events == (Recorded("internal_note_added", {"messageId": NEW_MESSAGE}),)
+    assert plan.at == NOW

@@ -92,6 +92,7 @@ def test_create_returns_201_with_location_and_the_full_detail(client, db):
         "createdAt": created_at,
         "updatedAt": created_at,
         "allowedActions": ["reply"],
+        "rating": None,
         "messages": [
             {
                 "id": message_id,

@@ -42,6 +42,7 @@ SUMMARY_KEYS = {
     "createdAt",
     "updatedAt",
     "allowedActions",
+    "rating",
 }
 TIMESTAMP_KEYS = (
     "resolvedAt",
@@ -113,6 +114,7 @@ def test_detail_returns_metadata_and_the_thread(client):
         "createdAt": created["createdAt"],
         "updatedAt": replied["updatedAt"],
         "allowedActions": ["reply"],
+        "rating": None,
         "messages": [
             {
                 "id": created["messages"][0]["id"],
@@ -480,4 +482,4 @@ def test_timestamps_are_utc_with_milliseconds(client):
         assert re.fullmatch(TIMESTAMP_PATTERN, value), value
         moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         assert before <= moment <= after, value
-    assert closed["allowedActions"] == []
+    assert closed["allowedActions"] == ["rate"]  # closed unresolved: 14 days to rate

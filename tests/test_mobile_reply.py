@@ -184,7 +184,7 @@ def test_reply_on_closed_is_400_and_stores_nothing(client, db):
     assert snapshot(db, created["id"]) == before
     detail = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
     assert detail["status"] == "closed"
-    assert detail["allowedActions"] == []
+    assert detail["allowedActions"] == ["rate"]
     assert len(detail["messages"]) == 1
 
 

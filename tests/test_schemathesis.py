@@ -44,6 +44,9 @@ MIN_CASES_PER_OPERATION = 100
 # Served with every check by test_a_real_upload_and_its_removal_pass_every_check.
 SERVED_BY_HAND = {
     "DELETE /api/admin/attachments/{attachmentId}",
+    # A rating needs a resolved or closed request, which the stateful phase reaches only
+    # when it follows a PATCH that resolved one: test_a_rating_passes_every_check serves it.
+    "PUT /api/mobile/support-requests/{id}/rating",
     "GET /api/admin/attachments/{attachmentId}/thumbnail",
     "GET /api/mobile/attachments/{attachmentId}/thumbnail",
 }
@@ -81,6 +84,7 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
     "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "uploadAttachment": _UPLOAD,
     "adminUploadAttachment": _UPLOAD,
+    "rateSupportRequest": {409: {"rating_not_allowed": set()}},
     "adminUpdateSupportRequest": {
         409: {"invalid_transition": set()},
         422: {"validation_failed": {"assignedAdminId", "resolutionNote"}},
@@ -280,3 +284,40 @@ def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> No
     assert (
         item["GET"].Case(path_parameters=path, headers=admin).call_and_validate().status_code == 404
     )
+
+
+def test_a_rating_passes_every_check(contract_app: Any) -> None:
+    """A customer rates the request an admin resolved, and rates it again: each response held
+    to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    customer = {"Authorization": f"Bearer {mint(name='Rater')}"}
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Resolver')}"}
+    created = (
+        schema["/api/mobile/support-requests"]["POST"]
+        .Case(
+            body={"category": "other", "subject": "Rate me", "message": "Please."},
+            media_type="application/json",
+            headers=customer,
+        )
+        .call_and_validate()
+    )
+    assert created.status_code == 201
+    path = {"id": created.json()["data"]["id"]}
+    resolved = (
+        schema["/api/admin/support-requests/{id}"]["PATCH"]
+        .Case(
+            path_parameters=path,
+            body={"status": "resolved", "resolutionNote": "Done."},
+            media_type="application/json",
+            headers=admin,
+        )
+        .call_and_validate()
+    )
+    assert resolved.status_code == 200
+    rating = schema["/api/mobile/support-requests/{id}/rating"]["PUT"]
+    for body in ({"score": 5, "comment": "Thanks!"}, {"score": 3}):
+        rated = rating.Case(
+            path_parameters=path, body=body, media_type="application/json", headers=customer
+        ).call_and_validate()
+        assert rated.status_code == 200
+        assert rated.json()["data"]["rating"]["score"] == body["score"]

@@ -38,6 +38,7 @@ REFUSAL_ANSWERS = {
     Refusal.NOT_ALLOWED: (403, "forbidden"),
     Refusal.REQUEST_CLOSED: (400, "request_closed"),
     Refusal.INVALID_TRANSITION: (409, "invalid_transition"),
+    Refusal.RATING_NOT_ALLOWED: (409, "rating_not_allowed"),
 }
 
 
@@ -57,6 +58,14 @@ def _send(
         return client.post(
             f"{ADMIN}/{request_id}/messages", json={"body": "We are on it."}, headers=headers
         )
+    if event is Event.INTERNAL_NOTE:
+        return client.post(
+            f"{ADMIN}/{request_id}/messages",
+            json={"body": "Staff only.", "internal": True},
+            headers=headers,
+        )
+    if event is Event.RATE:
+        return client.put(f"{MOBILE}/{request_id}/rating", json={"score": 4}, headers=headers)
     if event is Event.ASSIGN:
         body: dict[str, Any] = {"assignedAdminId": assignee_id}
     elif event is Event.SET_NOTE:
@@ -107,12 +116,13 @@ def test_http_api_follows_the_transition_table_cell(
         assert snapshot(db, request_id) == before
         return
 
-    replying = event in (Event.CUSTOMER_REPLY, Event.ADMIN_REPLY)
+    replying = event in (Event.CUSTOMER_REPLY, Event.ADMIN_REPLY, Event.INTERNAL_NOTE)
     assert response.status_code == (201 if replying else 200), response.text
     data = response.json()["data"]
     stored = stored_request(db, request_id)
     assert data["status"] == stored["status"] == outcome.to.value
-    assert data["allowedActions"] == allowed_actions(actor, outcome.to)
+    # Every request here was resolved or closed just now: well within its 14 days to rate.
+    assert data["allowedActions"] == allowed_actions(actor, outcome.to, rating_open=True)
     assert (stored["resolved_at"] is not None) is (outcome.to is Status.RESOLVED)
     assert (stored["resolution_note"] is not None) is (outcome.to is Status.RESOLVED)
     assert (stored["closed_at"] is not None) is (outcome.to is Status.CLOSED)
@@ -123,7 +133,11 @@ def test_http_api_follows_the_transition_table_cell(
         assert messages[-1]["author_type"] == actor.value
         assert messages[-1]["body"] == data["messages"][-1]["body"]
         last_column = f"last_{actor.value}_message_at"
-        assert stored[last_column] == messages[-1]["created_at"]
+        if event is Event.INTERNAL_NOTE:  # a note is not a message the customer sees
+            assert messages[-1]["internal"] is True
+            assert stored[last_column] == row_before[last_column]
+        else:
+            assert stored[last_column] == messages[-1]["created_at"]
     else:
         assert messages == before[1]
 
@@ -152,4 +166,4 @@ def test_http_api_follows_the_transition_table_cell(
 
     mobile = client.get(f"{MOBILE}/{request_id}", headers=owner).json()["data"]
     assert mobile["status"] == outcome.to.value
-    assert mobile["allowedActions"] == allowed_actions(Actor.CUSTOMER, outcome.to)
+    assert mobile["allowedActions"] == allowed_actions(Actor.CUSTOMER, outcome.to, rating_open=True)

@@ -220,6 +220,29 @@ def reply(
 
 
 @app.command()
+def note(
+    ctx: typer.Context,
+    request_id: RequestId,
+    body: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="The note; or use --body-file, or pipe it on stdin."),
+    ] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option("--body-file", metavar="FILE", help="Read the note from FILE ('-': stdin)."),
+    ] = None,
+    attach: AttachOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Add an internal note for staff: the customer never sees it; nothing else changes."""
+    text = text_input(body, body_file, option="--body", file_option="--body-file")
+    with opened(attach) as files, api(ctx, json_output=json_output) as client:
+        ids = upload_all(client, ADMIN_ATTACHMENTS, files)
+        change = with_attachments({"body": text, "internal": True}, ids)
+        _change(client, "POST", f"{ADMIN}/{request_id}/messages", change, json_output=json_output)
+
+
+@app.command()
 def assign(
     ctx: typer.Context,
     request_id: RequestId,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -137,4 +137,28 @@ def reply(
         ids = upload_all(client, MOBILE_ATTACHMENTS, files)
         path = f"{MOBILE}/{request_id}/messages"
         answer = client.call("POST", path, body=with_attachments({"body": text}, ids))
+    _show_detail(answer, json_output=json_output)
+
+
+@app.command()
+def rate(
+    ctx: typer.Context,
+    request_id: RequestId,
+    score: Annotated[
+        int,
+        typer.Option(
+            "--score", metavar="1-5", min=1, max=5, help="1 (very dissatisfied) to 5 (very)."
+        ),
+    ],
+    comment: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="What went well or not (optional).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Rate a resolved or closed request, within 14 days (rating again replaces it)."""
+    body: dict[str, Any] = {"score": score}
+    if comment is not None:
+        body["comment"] = comment
+    with api(ctx, json_output=json_output) as client:
+        answer = client.call("PUT", f"{MOBILE}/{request_id}/rating", body=body)
     _show_detail(answer, json_output=json_output)

@@ -33,6 +33,7 @@ STATUS_STYLES = {
 }
 CUSTOMER_STYLE = "blue"
 STAFF_STYLE = "green"
+INTERNAL_STYLE = "yellow"
 NOTHING = "-"
 ATTACHMENT_MARK = "+ "
 
@@ -221,6 +222,9 @@ def request_card(
         grid.add_row("Resolution note", Text(detail["resolutionNote"]))
     if detail["closedAt"] is not None:
         grid.add_row("Closed", local_time(detail["closedAt"]))
+    rating = rating_text(detail, viewer=viewer)
+    if rating is not None:
+        grid.add_row("Rating", rating)
     actions = detail["allowedActions"]
     grid.add_row(
         "Allowed actions",
@@ -228,6 +232,28 @@ def request_card(
     )
     title = Text.assemble((f"#{detail['id']} ", "bold"), (detail["subject"], "bold"))
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+def rating_text(detail: Mapping[str, Any], *, viewer: Viewer) -> Text | None:
+    """The customer's rating as stars and its comment; for the customer, a hint to rate
+    while they may. None when there is nothing to say."""
+    # A server older than contract 1.1 sends no rating.
+    rating: Mapping[str, Any] | None = detail.get("rating")
+    may_rate = viewer == "customer" and "rate" in detail["allowedActions"]
+    if rating is None:
+        if may_rate:
+            hint = f"not rated yet: supportctl mobile rate {detail['id']} --score 1-5"
+            return Text(hint, style="dim")
+        return Text("not rated", style="dim") if viewer == "admin" else None
+    score = rating["score"]
+    text = Text.assemble(("★" * score + "☆" * (5 - score), "bold yellow"), f" {score}/5")
+    if rating["comment"] is not None:
+        text.append("  ")
+        text.append(rating["comment"])
+    text.append(f"  ({local_time(rating['ratedAt'])})", style="dim")
+    if may_rate:
+        text.append("\nyou may rate it again while the request allows it", style="dim")
+    return text
 
 
 def conversation(
@@ -238,17 +264,21 @@ def conversation(
     A message's files are listed under its text, one line each.
 
     Besides colour, the two sides differ in alignment, border and label, so
-    they stay distinct without colour.
+    they stay distinct without colour. Staff's internal notes (admin view only) are
+    yellow, with a double border and an "internal note" label.
     """
     bubbles: list[RenderableType] = []
     bubble_max = max(24, width * 3 // 4)
     for message in messages:
         staff = message["authorType"] == "admin"
         name = message["authorName"]
+        internal = bool(message.get("internal"))
         if staff:
             label = f"{_person(name, 'Support')} (staff)"
             if viewer == "admin" and me is not None and message.get("authorId") == me:
                 label += ", you"
+            if internal:
+                label = f"internal note · {label}"
         elif viewer == "customer":
             label = f"You ({name})" if name else "You"
         else:
@@ -265,14 +295,15 @@ def conversation(
         lines = [*message["body"].splitlines(), *files]
         content = max((cell_len(line) for line in lines), default=0)
         size = min(bubble_max, max(content, cell_len(label) + 6, cell_len(when) + 6) + 4)
+        style = INTERNAL_STYLE if internal else STAFF_STYLE if staff else CUSTOMER_STYLE
         panel = Panel(
             body,
-            title=Text(label, style=f"bold {STAFF_STYLE if staff else CUSTOMER_STYLE}"),
+            title=Text(label, style=f"bold {style}"),
             title_align="right" if staff else "left",
             subtitle=Text(when, style="dim"),
             subtitle_align="right" if staff else "left",
-            border_style=STAFF_STYLE if staff else CUSTOMER_STYLE,
-            box=box.HEAVY if staff else box.ROUNDED,
+            border_style=style,
+            box=box.DOUBLE if internal else box.HEAVY if staff else box.ROUNDED,
             width=size,
         )
         bubbles.append(Align.right(panel) if staff else panel)

@@ -4,6 +4,7 @@ DomainError
 ├── NotFound             the request does not exist or is not the caller's
 ├── RequestClosed        a reply to a closed request
 ├── InvalidTransition    a change the lifecycle does not allow from here
+├── RatingNotAllowed     a rating before resolution or after its window (409)
 ├── RuleViolation        a body that is well-formed but breaks a rule (422)
 │   └── InvalidAttachment          an empty, damaged, disguised or badly named upload
 │                                  (``domain.attachments``; 422, field ``file``)
@@ -34,6 +35,10 @@ class RequestClosed(DomainError):
 
 class InvalidTransition(DomainError):
     """The lifecycle does not allow this change from the current status."""
+
+
+class RatingNotAllowed(DomainError):
+    """A rating of a request that is not resolved nor closed, or whose window has passed."""
 
 
 @dataclass(frozen=True)

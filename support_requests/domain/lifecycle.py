@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -20,6 +20,7 @@ from support_requests.domain.clock import iso_ms
 from support_requests.domain.errors import (
     FieldProblem,
     InvalidTransition,
+    RatingNotAllowed,
     RequestClosed,
     RuleViolation,
 )
@@ -45,6 +46,7 @@ class Event(StrEnum):
     """Something an actor does to a request."""
 
     CUSTOMER_REPLY = "customer_reply"
+    RATE = "rate"
     ADMIN_REPLY = "admin_reply"
     ASSIGN = "assign"
     SET_NOTE = "note"
@@ -52,6 +54,7 @@ class Event(StrEnum):
     SET_IN_PROGRESS = "status:in_progress"
     SET_RESOLVED = "status:resolved"
     SET_CLOSED = "status:closed"
+    INTERNAL_NOTE = "internal_note"
 
 
 class Refusal(StrEnum):
@@ -60,6 +63,7 @@ class Refusal(StrEnum):
     REQUEST_CLOSED = "request_closed"
     INVALID_TRANSITION = "invalid_transition"
     NOT_ALLOWED = "not_allowed"
+    RATING_NOT_ALLOWED = "rating_not_allowed"
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,18 @@ _TAKEN = Outcome(Status.IN_PROGRESS, assigns_replier=True)  # and assigns the re
 _REQUEST_CLOSED = Outcome(refusal=Refusal.REQUEST_CLOSED)  # 400 request_closed
 _INVALID_TRANSITION = Outcome(refusal=Refusal.INVALID_TRANSITION)  # 409 invalid_transition
 _NOT_ALLOWED = Outcome(refusal=Refusal.NOT_ALLOWED)  # 403: not this actor's event
+_UNRATEABLE = Outcome(refusal=Refusal.RATING_NOT_ALLOWED)  # 409 rating_not_allowed
 
 # Who may do each event, and what it does on a request that is open, in_progress, resolved
-# or closed. Any other actor's event is refused as not allowed.
+# or closed. Any other actor's event is refused as not allowed. A rating and an internal note
+# leave the status as it is; a rating's 14 days (``RATING_WINDOW``) are checked on top of its
+# row, by ``plan_rating`` and ``allowed_actions``.
 # fmt: off
 TRANSITIONS: dict[Actor, dict[Event, tuple[Outcome, Outcome, Outcome, Outcome]]] = {
     Actor.CUSTOMER: {
         #                       open          in_progress   resolved      closed
         Event.CUSTOMER_REPLY:  (_OPEN,        _IN_PROGRESS, _OPEN,        _REQUEST_CLOSED),
+        Event.RATE:            (_UNRATEABLE,  _UNRATEABLE,  _RESOLVED,    _CLOSED),
     },
     Actor.ADMIN: {
         #                       open          in_progress   resolved      closed
@@ -103,6 +111,7 @@ TRANSITIONS: dict[Actor, dict[Event, tuple[Outcome, Outcome, Outcome, Outcome]]]
         Event.SET_IN_PROGRESS: (_IN_PROGRESS, _IN_PROGRESS, _IN_PROGRESS, _INVALID_TRANSITION),
         Event.SET_RESOLVED:    (_RESOLVED,    _RESOLVED,    _RESOLVED,    _INVALID_TRANSITION),
         Event.SET_CLOSED:      (_CLOSED,      _CLOSED,      _CLOSED,      _INVALID_TRANSITION),
+        Event.INTERNAL_NOTE:   (_OPEN,        _IN_PROGRESS, _RESOLVED,    _CLOSED),
     },
 }
 # fmt: on
@@ -131,7 +140,7 @@ SET_STATUS_EVENTS: dict[Status, Event] = {
 }
 _TARGETS = {event: status for status, event in SET_STATUS_EVENTS.items()}
 
-MOBILE_ACTIONS: dict[Event, str] = {Event.CUSTOMER_REPLY: "reply"}
+MOBILE_ACTIONS: dict[Event, str] = {Event.CUSTOMER_REPLY: "reply", Event.RATE: "rate"}
 ADMIN_ACTIONS: dict[Event, str] = {
     Event.ADMIN_REPLY: "reply",
     Event.ASSIGN: "assign",
@@ -139,9 +148,35 @@ ADMIN_ACTIONS: dict[Event, str] = {
 }
 
 
-def allowed_actions(actor: Actor, status: Status) -> list[str]:
-    """What ``actor`` may do now, derived from the table (a no-op status change is left out)."""
-    return list(_ALLOWED_ACTIONS[actor, status])
+# A customer rates a request within this long of its last resolution (or of its closing,
+# when it was closed without being resolved).
+RATING_WINDOW = timedelta(days=14)
+
+
+def rating_window_open(
+    last_resolved_at: datetime | None, closed_at: datetime | None, now: datetime
+) -> bool:
+    """Whether ``now`` is within ``RATING_WINDOW`` of the last resolution, or of the closing
+    of a request closed unresolved; the table decides whether the status takes a rating."""
+    since = last_resolved_at if last_resolved_at is not None else closed_at
+    return since is not None and now <= since + RATING_WINDOW
+
+
+def rating_allowed(
+    status: Status, last_resolved_at: datetime | None, closed_at: datetime | None, now: datetime
+) -> bool:
+    """Whether the customer may rate now: the table takes a rating in ``status`` and the
+    window is open."""
+    return decide(Actor.CUSTOMER, Event.RATE, status).allowed and rating_window_open(
+        last_resolved_at, closed_at, now
+    )
+
+
+def allowed_actions(actor: Actor, status: Status, *, rating_open: bool = False) -> list[str]:
+    """What ``actor`` may do now, derived from the table (a no-op status change is left out);
+    ``rate`` only while ``rating_open`` (``rating_window_open`` of the request, now)."""
+    allowed = _ALLOWED_ACTIONS[actor, status]
+    return [name for name in allowed if rating_open or name != _RATE]
 
 
 def _allowed_actions(actor: Actor, status: Status) -> tuple[str, ...]:
@@ -156,6 +191,7 @@ def _allowed_actions(actor: Actor, status: Status) -> tuple[str, ...]:
 _ALLOWED_ACTIONS = {
     (actor, status): _allowed_actions(actor, status) for actor in Actor for status in Status
 }
+_RATE = MOBILE_ACTIONS[Event.RATE]
 
 
 # -- plans ---------------------------------------------------------------------
@@ -176,6 +212,8 @@ class RequestState:
     updated_at: datetime
     first_response_at: datetime | None = None
     last_resolved_at: datetime | None = None
+    rating_score: int | None = None
+    rating_comment: str | None = None
 
 
 class Placeholder(Enum):
@@ -315,11 +353,42 @@ def plan_edit(state: RequestState, edit: Edit, *, assignee_known: bool, now: dat
     return draft.plan()
 
 
+def plan_rating(state: RequestState, score: int, comment: str | None, now: datetime) -> Plan:
+    """The customer's rating (``score`` 1-5, ``comment`` or None): allowed by the table on a
+    resolved or closed request, within ``RATING_WINDOW`` of its last resolution (or its
+    closing); a new rating replaces the one before. The status stays."""
+    _allow(Actor.CUSTOMER, Event.RATE, state)
+    if not rating_window_open(state.last_resolved_at, state.closed_at, now):
+        raise RatingNotAllowed(
+            f"Support request {state.id} can be rated only within "
+            f"{RATING_WINDOW.days} days of its resolution."
+        )
+    draft = _Draft(state, now)
+    draft.change(rating_score=score, rating_comment=comment, rated_at=draft.at)
+    draft.record(
+        "rated", score=(state.rating_score, score), comment=(state.rating_comment, comment)
+    )
+    return draft.plan()
+
+
+def plan_internal_note(state: RequestState, now: datetime) -> Plan:
+    """A staff note the customer never sees: allowed by the table in every status, closed
+    included; it changes no column (``updated_at`` included) and records only its entry."""
+    _allow(Actor.ADMIN, Event.INTERNAL_NOTE, state)
+    draft = _Draft(state, now)
+    draft.record("internal_note_added", messageId=(None, Placeholder.NEW_MESSAGE))
+    return draft.plan()
+
+
 def _allow(actor: Actor, event: Event, state: RequestState) -> Outcome:
     """The table's cell, or its refusal raised as the domain error the API answers with."""
     outcome = decide(actor, event, state.status)
     if outcome.refusal is Refusal.REQUEST_CLOSED:
         raise RequestClosed(f"Support request {state.id} is closed and takes no more replies.")
+    if outcome.refusal is Refusal.RATING_NOT_ALLOWED:
+        raise RatingNotAllowed(
+            f"Support request {state.id} can be rated once it is resolved or closed."
+        )
     if outcome.refusal is not None:
         # Roles are checked (403) before any plan: the only other refusal is a closed request's.
         raise InvalidTransition(
@@ -382,7 +451,7 @@ class _Draft:
             self.record("resolution_note_set", resolutionNote=(before, note))
 
     def plan(self) -> Plan:
-        """The plan; ``updated_at`` moves only when something else does."""
+        """The plan; ``updated_at`` moves only when a column does."""
         if self.changes:
             self.change(updated_at=self.at)
         return Plan(self.at, self.changes, tuple(self.events))

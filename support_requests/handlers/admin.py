@@ -61,11 +61,13 @@ async def reply(
     body: dict[str, Any],
     token_info: dict[str, Any],
 ) -> Response:
-    """Append a staff reply (once per Idempotency-Key)."""
+    """Append a staff reply, or an internal note the customer never sees (``internal``),
+    once per Idempotency-Key."""
     admin = caller(token_info)
+    add = desk.add_internal_note if body.get("internal") else desk.reply_as_admin
 
     async def run() -> Response:
-        record = await desk.reply_as_admin(
+        record = await add(
             admin, id_, body["body"].strip(), attachments=body.get("attachments", ())
         )
         return envelope("Reply added successfully", admin_detail(record), status=201)

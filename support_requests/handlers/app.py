@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -33,6 +34,7 @@ from connexion.resolver import Resolver
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests.domain.clock import now_ms
 from support_requests.framework.connexion_operations import PreparedAsyncApp
 from support_requests.framework.connexion_validation import RequestValidation
 from support_requests.framework.routing import ContractRoutingMiddleware
@@ -263,15 +265,21 @@ def load_spec() -> dict[str, Any]:
     return copy.deepcopy(_parsed_spec())
 
 
-def create_app(settings: Settings, *, on_started: Callable[[], None] | None = None) -> AsyncApp:
-    """The ASGI app for ``settings``; ``on_started`` runs once it is ready to serve."""
+def create_app(
+    settings: Settings,
+    *,
+    on_started: Callable[[], None] | None = None,
+    clock: Callable[[], datetime] = now_ms,
+) -> AsyncApp:
+    """The ASGI app for ``settings``; ``on_started`` runs once it is ready to serve; ``clock``
+    is the time the lifecycle reads (tests move it)."""
     spec = load_spec()
     database = Database(
         settings.database_url,
         pool_size=settings.pool_size,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
-    desk = SupportDesk(database)
+    desk = SupportDesk(database, clock)
     attachments = AttachmentStore(database, settings.attachment_dir)
     verifier = TokenVerifier(settings)
     dependencies = {

@@ -15,10 +15,12 @@ stack, which answers it as if the middleware were not there.
 - Detail: ``"<view><revision>-<id>-<version>"``; a request's ``version`` is
   bumped by every change to it, messages included, and its ``customer_version``
   (the mobile view's) by every change the customer sees: not by internal notes
-  nor tags.
+  nor tags. The mobile tag ends in ``-r`` while the customer may rate the
+  request: its 14 days run out with no change to the request, and ``rate``
+  leaves ``allowedActions`` then.
 - List: a hash of the view, the caller's scope (a customer's own list), the
-  query, and each row's (id, version) on the page plus whether another page
-  follows.
+  query, and each row's (id, version) on the page (with, on mobile, whether
+  the customer may rate it) plus whether another page follows.
 
 ``If-None-Match`` (RFC 9110, 13.1.2) is ``*`` or a list of entity tags, compared
 weakly (a ``W/`` prefix is ignored). A value that does not parse is ignored, as
@@ -121,9 +123,10 @@ def range_header() -> str | None:
     return value
 
 
-def detail_tag(view: View, request_id: int, version: int) -> str:
-    """The ``ETag`` of a request's detail at ``version``."""
-    return f'"{view.value}{REVISION}-{request_id}-{version}"'
+def detail_tag(view: View, request_id: int, version: int, *, rating_open: bool = False) -> str:
+    """The ``ETag`` of a request's detail at ``version`` (while its customer may rate it)."""
+    rating = "-r" if rating_open else ""
+    return f'"{view.value}{REVISION}-{request_id}-{version}{rating}"'
 
 
 def list_tag(view: View, query: Mapping[str, Any], page: PageVersions) -> str:
@@ -173,7 +176,10 @@ async def listing(
 def detail(view: View, record: RequestRecord, shown: dict[str, Any]) -> Response:
     """A request's detail with its tag (a current poll is answered before the handler)."""
     row = record.row
-    etag = detail_tag(view, row.id, row.customer_version if view is View.MOBILE else row.version)
+    if view is View.MOBILE:
+        etag = detail_tag(view, row.id, row.customer_version, rating_open=record.rating_open)
+    else:
+        etag = detail_tag(view, row.id, row.version)
     return envelope("Support request fetched successfully", shown, headers=validators(etag))
 
 
@@ -263,10 +269,7 @@ class Revalidation:
     ) -> None:
         self.app = app
         self._routes = _detail_routes(spec)
-        self._lookups: dict[View, Callable[[Principal, int], Awaitable[int]]] = {
-            View.MOBILE: desk.version_for_customer,
-            View.ADMIN: desk.version_for_admin,
-        }
+        self._desk = desk
         self._verifier = verifier
         self._rate_limit = rate_limit
 
@@ -300,16 +303,24 @@ class Revalidation:
             return False
         try:
             principal = await authenticate(self._verifier, token, route.role)
-            version = await self._lookups[route.view](principal, request_id)
+            etag = await self._current_tag(route.view, principal, request_id)
         except (HttpProblem, NotFound):
             return False  # the normal stack answers the same 401, 403, 503 or 404
-        etag = detail_tag(route.view, request_id, version)
         if not condition.matches(etag):
             return False
         remember_operation(scope, route.operation_id)
         remember_caller(scope, principal)
         await self._rate_limit(not_modified(etag))(scope, receive, send)
         return True
+
+    async def _current_tag(self, view: View, principal: Principal, request_id: int) -> str:
+        """The detail's tag as the handler would send it now: one primary-key lookup."""
+        if view is View.MOBILE:
+            found = await self._desk.version_for_customer(principal, request_id)
+            return detail_tag(view, request_id, found.version, rating_open=found.rating_open)
+        return detail_tag(
+            view, request_id, await self._desk.version_for_admin(principal, request_id)
+        )
 
     def _target(self, scope: Scope) -> tuple[_DetailRoute, int] | None:
         """The detail route the path matches and its id, if its parameters are valid."""

@@ -91,3 +91,14 @@ async def reply(
         return envelope("Reply added successfully", mobile_detail(record), status=201)
 
     return await once(idempotency, customer, body, run)
+
+
+async def rate(
+    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Rate one of the caller's requests, or rate it again (the new rating replaces it)."""
+    comment = body.get("comment")
+    record = await desk.rate(
+        caller(token_info), id_, body["score"], None if comment is None else comment.strip()
+    )
+    return envelope("Support request rated successfully", mobile_detail(record))

@@ -19,6 +19,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "listSupportRequests": mobile.list_requests,
     "getSupportRequest": mobile.get_request,
     "replyToSupportRequest": mobile.reply,
+    "rateSupportRequest": mobile.rate,
     # admin
     "listQueue": admin.list_queue,
     "adminGetSupportRequest": admin.get_request,

@@ -24,6 +24,7 @@ from support_requests.domain.errors import (
     FieldProblem,
     InvalidTransition,
     NotFound,
+    RatingNotAllowed,
     RequestClosed,
     RuleViolation,
 )
@@ -138,6 +139,7 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     RequestClosed: (400, "request_closed"),
     InvalidTransition: (409, "invalid_transition"),
+    RatingNotAllowed: (409, "rating_not_allowed"),
     RuleViolation: (422, "validation_failed"),
     UnsupportedAttachmentType: (415, UnsupportedAttachmentType.CODE),
 }

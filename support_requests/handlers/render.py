@@ -28,7 +28,21 @@ def _summary(record: RequestRecord, actor: Actor) -> dict[str, Any]:
         "lastAdminMessageAt": iso_ms(row.last_admin_message_at),
         "createdAt": iso_ms(row.created_at),
         "updatedAt": iso_ms(row.updated_at),
-        "allowedActions": allowed_actions(actor, Status(row.status)),
+        "allowedActions": allowed_actions(
+            actor, Status(row.status), rating_open=record.rating_open
+        ),
+        "rating": _rating(row),
+    }
+
+
+def _rating(row: Any) -> dict[str, Any] | None:
+    """The customer's rating, or None before they rate."""
+    if row.rating_score is None:
+        return None
+    return {
+        "score": row.rating_score,
+        "comment": row.rating_comment,
+        "ratedAt": iso_ms(row.rated_at),
     }
 
 
@@ -65,9 +79,13 @@ def admin_detail(record: RequestRecord) -> dict[str, Any]:
 
 
 def _messages(record: RequestRecord, viewer: Actor) -> list[dict[str, Any]]:
-    """The thread, oldest first; staff also see each author's id (never shown on mobile)."""
+    """The thread, oldest first; staff also see each author's id (never shown on mobile) and
+    the internal notes, marked (never shown on mobile either)."""
+    staff = viewer is Actor.ADMIN
     messages = []
     for m in record.messages:
+        if m.internal and not staff:
+            continue
         message = {
             "id": m.id,
             "authorType": m.author_type,
@@ -77,8 +95,9 @@ def _messages(record: RequestRecord, viewer: Actor) -> list[dict[str, Any]]:
             "attachments": _attachments(record, m.id, viewer),
             "createdAt": iso_ms(m.created_at),
         }
-        if viewer is Actor.ADMIN:
+        if staff:
             message["authorId"] = m.author_id
+            message["internal"] = m.internal
         messages.append(message)
     return messages
 

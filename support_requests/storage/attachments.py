@@ -7,7 +7,8 @@ the attachment's random id, never after the client's file name.
 
 An upload is unattached (``expires_at`` set) until ``attach_uploads`` gives it to a
 message in that message's own transaction. Who sees what: a customer sees the attachments
-of their own requests and their own unattached uploads; an admin sees every attached one
+of their own requests (not those of staff's internal notes) and their own unattached
+uploads; an admin sees every attached one
 and only their own unattached uploads; anything else is ``NotFound``, worded as for an id
 that does not exist.
 """
@@ -26,7 +27,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from support_requests.domain.attachments import (
     MAX_ATTACHMENTS_PER_MESSAGE,
@@ -41,6 +53,7 @@ from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import (
     Attachment,
     AttachmentChunk,
+    Message,
     RequestEvent,
     SupportRequest,
 )
@@ -57,18 +70,25 @@ attachments_table = cast(Table, Attachment.__table__)
 chunks_table = cast(Table, AttachmentChunk.__table__)
 _requests = cast(Table, SupportRequest.__table__)
 _events = cast(Table, RequestEvent.__table__)
+_messages = cast(Table, Message.__table__)
 _a = attachments_table.c
 _c = chunks_table.c
 
-# Every column but the thumbnail's bytes, the request's customer and the thumbnail's size.
+# Every column but the thumbnail's bytes, the request's customer, whether its message is an
+# internal note, and the thumbnail's size.
 _COLUMNS = (
     *(column for column in attachments_table.c if column.name != "thumbnail"),
     _requests.c.customer_id,
+    func.coalesce(_messages.c.internal, false()).label("internal"),
     func.length(_a.thumbnail).label("thumbnail_size"),
 )
 _BY_ID = (
     select(*_COLUMNS)
-    .select_from(attachments_table.outerjoin(_requests, _requests.c.id == _a.request_id))
+    .select_from(
+        attachments_table.outerjoin(_requests, _requests.c.id == _a.request_id).outerjoin(
+            _messages, _messages.c.id == _a.message_id
+        )
+    )
     .where(_a.id == bindparam("attachment_id"))
 )
 _LOCK_BY_ID = (
@@ -112,6 +132,12 @@ _BUMP_REQUEST = (
         updated_at=bindparam("changed_at"),
     )
 )
+# An internal note's file: staff alone see it, so only their version moves.
+_BUMP_REQUEST_FOR_STAFF = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("changed_id"))
+    .values(version=_requests.c.version + 1)
+)
 _INSERT_EVENT = insert(_events)
 _COUNT_ATTACHED = (
     update(_requests)
@@ -140,7 +166,8 @@ class StoredAttachment:
     """An attachment as stored, without its bytes.
 
     ``customer_id`` is the customer who owns the request it is attached to (None while
-    unattached); ``removed`` is true once staff removed its bytes.
+    unattached); ``internal`` is true on a staff's internal note (the customer never sees
+    it); ``removed`` is true once staff removed its bytes.
     """
 
     id: str
@@ -162,6 +189,7 @@ class StoredAttachment:
     expires_at: datetime | None
     removed: bool
     storage_path: str | None = None
+    internal: bool = False
 
     @classmethod
     def of(cls, row: Any) -> StoredAttachment:
@@ -186,6 +214,7 @@ class StoredAttachment:
             expires_at=row.expires_at,
             removed=row.removed_at is not None,
             storage_path=row.storage_path,
+            internal=bool(row.internal),
         )
 
 
@@ -331,6 +360,7 @@ class AttachmentStore:
             SimpleNamespace(
                 **row,
                 customer_id=None,
+                internal=False,
                 thumbnail_size=None if thumbnail is None else len(thumbnail),
             )
         )
@@ -340,7 +370,11 @@ class AttachmentStore:
         (unexpired) uploads; removed ones too (``removed``). ``NotFound`` otherwise."""
         found = await self._get(attachment_id)
         if found.request_id is not None:
-            visible = customer.role is Actor.CUSTOMER and found.customer_id == customer.sub
+            visible = (
+                customer.role is Actor.CUSTOMER
+                and found.customer_id == customer.sub
+                and not found.internal
+            )
         else:
             visible = self._own_upload(customer, found)
         if not visible:
@@ -409,8 +443,9 @@ class AttachmentStore:
         """Remove an attachment's bytes, as staff do when a customer posted a secret.
 
         Attached: the bytes and the thumbnail go, the row stays with ``removed_at`` and
-        ``removed_by``; the request's version and ``updated_at`` move and its history gets
-        ``attachment_removed`` by the admin. Removing it again changes nothing and answers
+        ``removed_by``; the request's version and ``updated_at`` move (only the staff version,
+        for a file on an internal note) and its history gets ``attachment_removed`` by the
+        admin. Removing it again changes nothing and answers
         the same. Unattached (only the admin's own uploads are found): deleted outright.
         """
         at = now_ms()
@@ -431,9 +466,15 @@ class AttachmentStore:
                     _MARK_REMOVED,
                     {"attachment_id": attachment_id, "removed_at": at, "removed_by": admin.sub},
                 )
-                await connection.execute(
-                    _BUMP_REQUEST, {"changed_id": row.request_id, "changed_at": at}
-                )
+                answer = await self._get(attachment_id, connection)
+                if answer.internal:
+                    await connection.execute(
+                        _BUMP_REQUEST_FOR_STAFF, {"changed_id": row.request_id}
+                    )
+                else:
+                    await connection.execute(
+                        _BUMP_REQUEST, {"changed_id": row.request_id, "changed_at": at}
+                    )
                 await connection.execute(
                     _INSERT_EVENT,
                     {
@@ -445,7 +486,6 @@ class AttachmentStore:
                         "changes": {"attachmentId": {"from": attachment_id, "to": None}},
                     },
                 )
-                answer = await self._get(attachment_id, connection)
             else:
                 answer = await self._get(attachment_id, connection)
             if row.storage_path is not None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,13 +32,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from support_requests.domain.clock import now_ms
 from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import (
+    Actor,
     Edit,
     Plan,
     RequestState,
     Status,
     plan_edit,
+    plan_internal_note,
     plan_opening,
+    plan_rating,
     plan_reply,
+    rating_allowed,
 )
 from support_requests.domain.principal import Principal
 from support_requests.storage import pagination
@@ -59,9 +63,19 @@ admins_table = cast(Table, Admin.__table__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
-# A listing's rows by reference: staff see every change, a customer what they are shown.
+# A listing's rows by reference: staff see every change, a customer what they are shown,
+# and whether they may rate (which the time alone changes: see ``_RATING_COLUMNS``).
 VERSION_COLUMNS = (requests_table.c.id, requests_table.c.version)
-CUSTOMER_VERSION_COLUMNS = (requests_table.c.id, requests_table.c.customer_version)
+_RATING_COLUMNS = (
+    requests_table.c.status,
+    requests_table.c.last_resolved_at,
+    requests_table.c.closed_at,
+)
+CUSTOMER_VERSION_COLUMNS = (
+    requests_table.c.id,
+    requests_table.c.customer_version,
+    *_RATING_COLUMNS,
+)
 
 # Hot statements, built once: SQLAlchemy then finds them in its compiled cache by a
 # memoised key instead of rebuilding and hashing an expression per request.
@@ -211,7 +225,7 @@ _CREATED_COLUMNS = (
 StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
 # A conditional GET's lookup (every poll runs one): a probe of the primary key.
 _VERSION = select(requests_table.c.version).where(requests_table.c.id == bindparam("request_id"))
-_OWNED_VERSION = select(requests_table.c.customer_version).where(
+_OWNED_VERSION = select(requests_table.c.customer_version, *_RATING_COLUMNS).where(
     requests_table.c.id == bindparam("request_id"),
     requests_table.c.customer_id == bindparam("customer_id"),
 )
@@ -230,11 +244,21 @@ _ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).o
 @dataclass
 class RequestRecord:
     """A support request as stored, with its thread when one was read, and the thread's
-    attachments by message id, each message's in the order its author listed them."""
+    attachments by message id, each message's in the order its author listed them;
+    ``rating_open`` says whether its customer may rate it at the time it was read."""
 
     row: Any
     messages: list[Any] = field(default_factory=list)
     attachments: dict[int, list[AttachmentSummary]] = field(default_factory=dict)
+    rating_open: bool = False
+
+
+class CustomerVersion(NamedTuple):
+    """What a customer's view of a request is a function of: their version of it, and
+    whether they may rate it now (the time alone closes the window)."""
+
+    version: int
+    rating_open: bool
 
 
 @dataclass
@@ -248,14 +272,15 @@ class Page:
 
 @dataclass(frozen=True)
 class PageVersions:
-    """A page by reference: each row's (id, version) in page order, and whether more follow.
+    """A page by reference: each row's (id, version) in page order (with, on a customer's
+    list, whether they may rate it now), and whether more follow.
 
-    A listing's items are a function of each row's version, and its next cursor of the last
-    row's key and whether more follow: two reads of a page with equal ``PageVersions`` show
-    the same page.
+    A listing's items are a function of each row's version (and rating window), and its next
+    cursor of the last row's key and whether more follow: two reads of a page with equal
+    ``PageVersions`` show the same page.
     """
 
-    rows: tuple[tuple[int, int], ...]
+    rows: tuple[tuple[Any, ...], ...]
     has_more: bool
 
 
@@ -284,7 +309,15 @@ def _state(row: Any) -> RequestState:
         updated_at=row.updated_at,
         first_response_at=row.first_response_at,
         last_resolved_at=row.last_resolved_at,
+        rating_score=row.rating_score,
+        rating_comment=row.rating_comment,
     )
+
+
+def _rating_open(row: Any, now: datetime) -> bool:
+    """Whether the customer may rate the request ``row`` (any row with the rating columns)
+    at ``now``."""
+    return rating_allowed(Status(row.status), row.last_resolved_at, row.closed_at, now)
 
 
 def _event_rows(
@@ -331,7 +364,8 @@ def _not_found(request_id: int) -> NotFound:
 @dataclass(frozen=True)
 class _Listing:
     """A listing: its equality filters (column, value), the assignment filter, the sort, and
-    the scope its cursors are bound to."""
+    the scope its cursors are bound to; ``rates`` when its items show whether the customer
+    may rate."""
 
     equal: tuple[tuple[str, Any], ...]
     assigned: bool | None
@@ -339,6 +373,14 @@ class _Listing:
     scope: str
     # What a row's version is to this listing's reader (staff's, or the customer's).
     versions: tuple[Any, ...] = VERSION_COLUMNS
+    rates: bool = False
+
+    def reference(self, row: Any, now: datetime) -> tuple[Any, ...]:
+        """A row by reference: (id, version), and on a customer's list whether they may rate
+        it at ``now``."""
+        identity, version = self.versions[:2]
+        reference = (getattr(row, identity.name), getattr(row, version.name))
+        return (*reference, _rating_open(row, now)) if self.rates else reference
 
     def statement(
         self, columns: tuple[Any, ...], limit: int, cursor: str | None
@@ -362,7 +404,7 @@ def _customer_listing(customer: Principal, status: str | None) -> _Listing:
     equal: list[tuple[str, Any]] = [("customer_id", customer.sub)]
     if status is not None:
         equal.append(("status", status))
-    return _Listing(tuple(equal), None, "-createdAt", scope, CUSTOMER_VERSION_COLUMNS)
+    return _Listing(tuple(equal), None, "-createdAt", scope, CUSTOMER_VERSION_COLUMNS, rates=True)
 
 
 def _queue_listing(filters: QueueFilters) -> _Listing:
@@ -421,10 +463,14 @@ def _page_statement(
 
 
 class SupportDesk:
-    """Every operation on support requests, for customers and admins alike."""
+    """Every operation on support requests, for customers and admins alike.
 
-    def __init__(self, database: Database) -> None:
+    ``clock`` is the time every plan and every rating window reads (tests inject one).
+    """
+
+    def __init__(self, database: Database, clock: Callable[[], datetime] = now_ms) -> None:
         self.database = database
+        self.clock = clock
         self._admins_seen: dict[str, tuple[str | None, str | None]] = {}
 
     # -- customers -------------------------------------------------------------
@@ -440,7 +486,7 @@ class SupportDesk:
     ) -> RequestRecord:
         """Open a request with its first message (and the customer's ``attachments``
         uploads on it) and its event, all or nothing."""
-        plan = plan_opening(category, subject, now_ms())
+        plan = plan_opening(category, subject, self.clock())
         request = {
             "customer_id": customer.sub,
             "customer_name": customer.name,
@@ -464,7 +510,7 @@ class SupportDesk:
                 # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
                 async with self.database.autocommit() as connection:
                     result = await connection.execute(_CREATE, parameters)
-                    return _detail_record(result.all(), 0)
+                    return self._shown(_detail_record(result.all(), 0))
             async with self.database.writing() as connection:
                 result = await connection.execute(_CREATE, parameters)
                 record = _detail_record(result.all(), 0)
@@ -497,10 +543,29 @@ class SupportDesk:
         async with self.database.reading() as connection:
             return await self._read_detail(connection, request_id, customer_id=customer.sub)
 
-    async def version_for_customer(self, customer: Principal, request_id: int) -> int:
-        """The version of one of the customer's requests: one lookup by primary key; the same
-        404 as ``get_for_customer`` for a request that is not theirs."""
-        return await self._version(request_id, customer_id=customer.sub)
+    async def version_for_customer(self, customer: Principal, request_id: int) -> CustomerVersion:
+        """The customer's version of one of their requests and whether they may rate it now:
+        one lookup by primary key; the same 404 as ``get_for_customer`` for a request that is
+        not theirs."""
+        parameters = {"request_id": request_id, "customer_id": customer.sub}
+        async with self.database.reading() as connection:
+            row = (await connection.execute(_OWNED_VERSION, parameters)).first()
+        if row is None:
+            raise _not_found(request_id)
+        return CustomerVersion(int(row.customer_version), _rating_open(row, self.clock()))
+
+    async def rate(
+        self, customer: Principal, request_id: int, score: int, comment: str | None
+    ) -> RequestRecord:
+        """Rate one of the customer's requests (replacing any rating before), as the lifecycle
+        allows: resolved or closed, within 14 days of the last resolution."""
+        async with self.database.writing() as connection:
+            row = await self._lock(
+                connection, _LOCK_OWNED_REQUEST, request_id=request_id, customer_id=customer.sub
+            )
+            plan = plan_rating(_state(row), score, comment, self.clock())
+            await self._write(connection, request_id, customer, plan)
+            return await self._read_detail(connection, request_id, customer_id=customer.sub)
 
     async def reply_as_customer(
         self, customer: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
@@ -570,9 +635,26 @@ class SupportDesk:
                 connection, _LOCK_FOR_EDIT, request_id=request_id, assignee_id=edit.assignee
             )
             plan = plan_edit(
-                _state(row), edit, assignee_known=bool(row.assignee_known), now=now_ms()
+                _state(row), edit, assignee_known=bool(row.assignee_known), now=self.clock()
             )
             await self._write(connection, request_id, admin, plan)
+            return await self._read_detail(connection, request_id)
+
+    async def add_internal_note(
+        self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
+    ) -> RequestRecord:
+        """Add a staff note the customer never sees (with the admin's ``attachments``
+        uploads), in any status, closed included: no column a customer sees changes, nor
+        their version; only the staff version moves."""
+        await self._remember_admin(admin)
+        async with self.database.writing() as connection:
+            row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
+            plan = plan_internal_note(_state(row), self.clock())
+            message_id = await self._add_message(
+                connection, request_id, admin, body, plan.at, internal=True
+            )
+            await attach_uploads(connection, admin, attachments, request_id, message_id, plan.at)
+            await self._write(connection, request_id, admin, plan, message_id, customer_sees=False)
             return await self._read_detail(connection, request_id)
 
     async def list_admins(self, admin: Principal) -> list[Any]:
@@ -604,11 +686,14 @@ class SupportDesk:
             last = rows[-1]
             moment = last.updated_at if listing.sort == "-updatedAt" else last.created_at
             next_cursor = pagination.encode(moment, last.id, listing.scope)
-        _, version = listing.versions
-        versions = PageVersions(
-            tuple((row.id, getattr(row, version.name)) for row in rows), next_cursor is not None
-        )
-        return Page([RequestRecord(row) for row in rows], next_cursor, versions)
+        now = self.clock()
+        references = tuple(listing.reference(row, now) for row in rows)
+        versions = PageVersions(references, next_cursor is not None)
+        records = [
+            RequestRecord(row, rating_open=bool(listing.rates and reference[-1]))
+            for row, reference in zip(rows, references, strict=True)
+        ]
+        return Page(records, next_cursor, versions)
 
     async def _page_versions(
         self, listing: _Listing, limit: int, cursor: str | None
@@ -616,15 +701,14 @@ class SupportDesk:
         statement, parameters = listing.statement(listing.versions, limit, cursor)
         async with self.database.reading() as connection:
             rows = (await connection.execute(statement, parameters)).all()
-        return PageVersions(tuple((row[0], row[1]) for row in rows[:limit]), len(rows) > limit)
+        now = self.clock()
+        return PageVersions(
+            tuple(listing.reference(row, now) for row in rows[:limit]), len(rows) > limit
+        )
 
-    async def _version(self, request_id: int, *, customer_id: str | None = None) -> int:
-        parameters: dict[str, Any] = {"request_id": request_id}
-        if customer_id is not None:
-            parameters["customer_id"] = customer_id
-        statement = _VERSION if customer_id is None else _OWNED_VERSION
+    async def _version(self, request_id: int) -> int:
         async with self.database.reading() as connection:
-            version = await connection.scalar(statement, parameters)
+            version = await connection.scalar(_VERSION, {"request_id": request_id})
         if version is None:
             raise _not_found(request_id)
         return int(version)
@@ -648,11 +732,13 @@ class SupportDesk:
     ) -> RequestRecord:
         """Append ``author``'s reply with their uploads ``attachments`` to the locked request
         ``row``, as the lifecycle plans it; ``also`` are more columns to write with it."""
-        plan = plan_reply(_state(row), author.role, author.sub, now_ms())
+        plan = plan_reply(_state(row), author.role, author.sub, self.clock())
         message_id = await self._add_message(connection, row.id, author, body, plan.at)
         await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
         await self._write(connection, row.id, author, plan, message_id, **also)
-        return await self._read_detail(connection, row.id)
+        # The customer's answer is their detail: without internal notes.
+        customer_id = author.sub if author.role is Actor.CUSTOMER else None
+        return await self._read_detail(connection, row.id, customer_id=customer_id)
 
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
@@ -666,13 +752,18 @@ class SupportDesk:
                 result = await connection.execute(
                     _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
                 )
-            record = _detail_record(result.all(), request_id)
+            record = self._shown(_detail_record(result.all(), request_id))
             if not record.row.attachment_count:
                 return record
             rows = (await connection.execute(_DETAIL_ATTACHMENTS, {"request_id": request_id})).all()
             if rows and rows[0].version == record.row.version:
                 record.attachments = _attachments_by_message(rows)
                 return record
+
+    def _shown(self, record: RequestRecord) -> RequestRecord:
+        """``record`` with whether its customer may rate it now."""
+        record.rating_open = _rating_open(record.row, self.clock())
+        return record
 
     async def _add_message(
         self,
@@ -681,6 +772,8 @@ class SupportDesk:
         author: Principal,
         body: str,
         now: datetime,
+        *,
+        internal: bool = False,
     ) -> int:
         result = await connection.execute(
             _INSERT_MESSAGE,
@@ -692,6 +785,7 @@ class SupportDesk:
                 "author_image": author.picture,
                 "body": body,
                 "created_at": now,
+                "internal": internal,
             },
         )
         return int(result.scalar_one())
@@ -708,9 +802,10 @@ class SupportDesk:
         **also: Any,
     ) -> None:
         """Write ``plan``'s changes (with ``also``) and its events; a plan that changes nothing
-        writes nothing. A change the customer never sees (``customer_sees=False``) leaves
+        and records nothing writes nothing (one that only records, an internal note, moves
+        the version). A change the customer never sees (``customer_sees=False``) leaves
         their version, and so every mobile tag, as it was."""
-        if not plan.changes:
+        if not plan.changes and not plan.events:
             return
         await connection.execute(
             _UPDATE_REQUEST if customer_sees else _UPDATE_REQUEST_FOR_STAFF,
@@ -725,7 +820,7 @@ class SupportDesk:
             return
         dialect = postgresql if not self.database.is_sqlite else sqlite
         statement = dialect.insert(admins_table).values(
-            id=admin.sub, name=admin.name, image=admin.picture, first_seen_at=now_ms()
+            id=admin.sub, name=admin.name, image=admin.picture, first_seen_at=self.clock()
         )
         statement = statement.on_conflict_do_update(
             index_elements=[admins_table.c.id],
