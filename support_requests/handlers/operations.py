@@ -19,6 +19,8 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "listSupportRequests": mobile.list_requests,
     "getSupportRequest": mobile.get_request,
     "replyToSupportRequest": mobile.reply,
+    "markSupportRequestRead": mobile.mark_read,
+    "getUnreadCount": mobile.get_unread,
     # admin
     "listQueue": admin.list_queue,
     "adminGetSupportRequest": admin.get_request,
