@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from support_requests.domain.clock import now_ms
 from support_requests.domain.read_state import Badge
+from support_requests.storage import schema
 from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
@@ -477,3 +478,66 @@ def test_concurrent_staff_replies_and_reads_keep_the_badge_equal_to_its_requests
         stored == sums_by_customer(db)[me.sub] == (shown.unread_count, shown.requests_with_unread)
     )
     assert shown.unread_count > 0
+
+
+# -- migration ------------------------------------------------------------------------------
+
+
+def test_migration_0003_backfills_markers_unread_counts_and_badges(
+    database_url: str, db: Any
+) -> None:
+    """A database at 0002 whose threads mix customer and staff messages: after the upgrade,
+    each marker is the customer's latest message, each unread count the staff messages after
+    it, and each badge the sum over its customer's requests."""
+    Base.metadata.drop_all(db)
+    with db.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    schema.upgrade(database_url, "0002")
+    # request id -> (customer, its thread's authors in order)
+    threads = {
+        1: ("alice", ["customer", "admin", "customer", "admin", "admin"]),
+        2: ("alice", ["customer"]),
+        3: ("alice", ["customer", "admin", "admin"]),
+        4: ("bob", ["customer", "admin"]),
+        5: ("carol", ["customer", "admin", "customer"]),
+    }
+    moment = now_ms()
+    message_id = 0
+    expected: dict[int, tuple[int, int]] = {}
+    with db.begin() as connection:
+        for request_id, (owner, authors) in threads.items():
+            connection.execute(
+                sa.text(
+                    "INSERT INTO support_requests (id, customer_id, category, subject, status,"
+                    " created_at, updated_at, version)"
+                    " VALUES (:id, :owner, 'other', 'Before read state', 'open', :at, :at, 3)"
+                ),
+                {"id": request_id, "owner": owner, "at": moment},
+            )
+            marker, unread = 0, 0
+            for author in authors:
+                message_id += 10
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO messages (id, request_id, author_type, author_id, body,"
+                        " created_at) VALUES (:id, :request, :author, :author, 'Hi', :at)"
+                    ),
+                    {"id": message_id, "request": request_id, "author": author, "at": moment},
+                )
+                if author == "customer":
+                    marker, unread = message_id, 0
+                else:
+                    unread += 1
+            expected[request_id] = (marker, unread)
+
+    schema.upgrade(database_url, "0003")
+
+    for request_id, (marker, unread) in expected.items():
+        stored = stored_request(db, request_id)
+        assert (stored["customer_last_read_message_id"], stored["unread_count"]) == (
+            marker,
+            unread,
+        ), request_id
+        assert stored["customer_version"] == stored["version"] == 3
+    assert expected[1] == (30, 2) and expected[3] == (70, 2) and expected[5] == (140, 0)
+    assert inbox_rows(db) == {"alice": (4, 2), "bob": (1, 1)} == sums_by_customer(db)
