@@ -92,6 +92,8 @@ def test_create_returns_201_with_location_and_the_full_detail(client, db):
         "createdAt": created_at,
         "updatedAt": created_at,
         "allowedActions": ["reply"],
+        "unreadCount": 0,
+        "lastReadMessageId": None,
         "messages": [
             {
                 "id": message_id,

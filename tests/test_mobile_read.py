@@ -42,6 +42,8 @@ SUMMARY_KEYS = {
     "createdAt",
     "updatedAt",
     "allowedActions",
+    "unreadCount",
+    "lastReadMessageId",
 }
 TIMESTAMP_KEYS = (
     "resolvedAt",
@@ -113,6 +115,8 @@ def test_detail_returns_metadata_and_the_thread(client):
         "createdAt": created["createdAt"],
         "updatedAt": replied["updatedAt"],
         "allowedActions": ["reply"],
+        "unreadCount": 1,
+        "lastReadMessageId": None,
         "messages": [
             {
                 "id": created["messages"][0]["id"],
