@@ -16,7 +16,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from support_requests.domain.clock import now_ms
-from support_requests.domain.read_state import Badge
+from support_requests.domain.read_state import (
+    Badge,
+    BadgeDelta,
+    ReadState,
+    after_customer_reply,
+    after_staff_reply,
+    moves_forward,
+)
 from support_requests.storage import schema
 from support_requests.storage.models import Base
 from tests.helpers import (
@@ -124,6 +131,31 @@ def add_internal_note(db: Any, request_id: int) -> int:
                 .returning(table.c.id)
             ).scalar_one()
         )
+
+
+# -- the rules, without a database ------------------------------------------------------------
+
+
+def test_the_marker_moves_only_to_a_later_message() -> None:
+    assert moves_forward(ReadState(None, 2), 5)
+    assert moves_forward(ReadState(5, 0), 6)
+    assert not moves_forward(ReadState(5, 0), 5)
+    assert not moves_forward(ReadState(5, 0), 4)
+    assert not moves_forward(ReadState(5, 0), None)
+
+
+def test_the_badge_moves_by_the_requests_change_and_counts_requests_with_unread() -> None:
+    assert BadgeDelta.between(ReadState(None, 0), after_staff_reply(ReadState(None, 0))) == (
+        BadgeDelta(1, 1)
+    )
+    assert BadgeDelta.between(ReadState(3, 1), after_staff_reply(ReadState(3, 1))) == (
+        BadgeDelta(1, 0)
+    )
+    assert BadgeDelta.between(ReadState(3, 2), after_customer_reply(ReadState(3, 2), 9)) == (
+        BadgeDelta(-2, -1)
+    )
+    assert not BadgeDelta.between(ReadState(3, 0), after_customer_reply(ReadState(3, 0), 9))
+    assert after_customer_reply(ReadState(3, 2), 9) == ReadState(9, 0)
 
 
 # -- counting -------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
     "listSupportRequests": {422: {"validation_failed": {"cursor"}}},
     "listQueue": {422: {"validation_failed": {"cursor"}}},
     "replyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
+    # A marker that names no message of the thread the customer sees.
+    "markSupportRequestRead": {422: {"validation_failed": {"lastReadMessageId"}}},
     "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "uploadAttachment": _UPLOAD,
     "adminUploadAttachment": _UPLOAD,
