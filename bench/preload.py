@@ -47,6 +47,18 @@ REQUESTS_PER_CUSTOMER = 20
 ADMIN_NAMES = tuple(f"Preload Agent {n}" for n in range(1, 6))
 ADMIN_NAMESPACE = uuid.UUID("5f0f8a52-6a57-4f1e-9a54-0c8f2ab1d6e3")
 BATCH = 10_000  # requests per batch, with their messages and events
+DEVICE_COLUMNS = tuple(c.name for c in REQUESTS.columns if c.name.startswith("device_"))
+# The preloaded requests' customers' badges: the sums of their unread counts, added to any
+# badge they already have (a second preload reuses the customer ids).
+ADD_BADGES = sa.text(
+    "INSERT INTO customer_inboxes (customer_id, unread_count, requests_with_unread)"
+    " SELECT customer_id, sum(unread_count), count(*) FROM support_requests"
+    " WHERE id BETWEEN :first AND :last AND unread_count > 0 GROUP BY customer_id"
+    " ON CONFLICT (customer_id) DO UPDATE SET"
+    " unread_count = customer_inboxes.unread_count + excluded.unread_count,"
+    " requests_with_unread = customer_inboxes.requests_with_unread"
+    " + excluded.requests_with_unread"
+)
 
 
 @dataclass(frozen=True)
@@ -153,12 +165,15 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
             status = STATUSES[n % len(STATUSES)]
             created = start + n * step
             admin_id, admin_name = (None, None) if status == "open" else admins[n % len(admins)]
-            last_customer = last_admin = None
+            last_customer = last_admin = first_admin = None
+            staff_messages = 0
             messages = []
             for k in range(messages_per_request):
                 at = _stamp(created + k * minute)
                 if k % 2 == 1 and admin_id is not None:
                     last_admin = at
+                    first_admin = first_admin or at
+                    staff_messages += 1
                     author_type, author_id, author_name = "admin", admin_id, admin_name
                 else:
                     last_customer = at
@@ -173,6 +188,7 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
                         "body": f"Message {k + 1} about request {request_id}: the app shows an "
                         "error when I open my orders.",
                         "created_at": at,
+                        "internal": False,
                     }
                 )
             updated = _stamp(created + messages_per_request * minute)
@@ -196,6 +212,17 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
                 "updated_at": updated,
                 "version": messages_per_request + (status != "open"),
                 "attachment_count": 0,  # preloaded messages carry no attachments
+                "customer_version": messages_per_request + (status != "open"),
+                **dict.fromkeys(DEVICE_COLUMNS),
+                # Never read: every staff message counts (their badges are loaded afterwards).
+                "customer_last_read_message_id": None,
+                "unread_count": staff_messages,
+                "first_response_at": first_admin,
+                "last_resolved_at": updated if status == "resolved" else None,
+                "rating_score": None,
+                "rating_comment": None,
+                "rated_at": None,
+                "tags": "[]",
             }
             changes = {
                 "status": {"from": None, "to": "open"},
@@ -263,6 +290,7 @@ def _load_postgresql(
             sa.text("SELECT setval(CAST(:sequence AS regclass), :last)"),
             {"sequence": sequence, "last": first_id + requests - 1},
         )
+        connection.execute(ADD_BADGES, {"first": first_id, "last": first_id + requests - 1})
     return first_id
 
 
@@ -288,6 +316,7 @@ def _load_sqlite(
             connection.exec_driver_sql(statements[EVENTS.name], batch.events)
             done += len(batch.requests)
             progress(f"preload: {done:,} / {requests:,} requests")
+        connection.execute(ADD_BADGES, {"first": first_id, "last": first_id + requests - 1})
     return first_id
 
 

@@ -52,8 +52,13 @@ LUA_SCRIPT = HERE / "lua" / "requests.lua"
 MOBILE = "/api/mobile/support-requests"
 ADMIN_QUEUE = "/api/admin/support-requests"
 ATTACHMENTS = "/api/mobile/attachments"
+UNREAD = "/api/mobile/unread"
+# Staff replies to customer 0's seeded requests before the `unread` scenario, so that the
+# badge it reads counts something.
+UNREAD_SEEDED = 10
 SCENARIOS = (
     "detail",
+    "unread",
     "revalidate",
     "list",
     "queue",
@@ -64,7 +69,7 @@ SCENARIOS = (
     "download-304",
 )
 # The attachment scenarios move a MiB per request: run them when asked for.
-DEFAULT_SCENARIOS = SCENARIOS[:6]
+DEFAULT_SCENARIOS = SCENARIOS[:7]
 ATTACHMENT_SCENARIOS = ("upload", "download", "download-304")
 UPLOAD_PNG_SIDE = 512  # RGBA noise: a 1 MiB PNG
 CATEGORIES = ("account", "payment", "technical", "other")
@@ -434,6 +439,20 @@ def seed_attachment(api: Api, who: Callers, workdir: Path) -> SeededAttachment:
     )
 
 
+def seed_unread(api: Api, who: Callers, seeded: Seeded) -> dict[str, Any]:
+    """Staff replies to up to ``UNREAD_SEEDED`` of customer 0's seeded requests (with an admin
+    token), so that the badge the ``unread`` scenario reads is not zero; the badge."""
+    if who.admin:
+        for request_id in seeded.request_ids[0][-UNREAD_SEEDED:]:
+            body = {"body": "Thanks, we are on it."}
+            path = f"{ADMIN_QUEUE}/{request_id}/messages"
+            api.expect(api.call("POST", path, who.admin, body), 201, "a staff reply")
+    badge = api.expect(api.call("GET", UNREAD, who.customers[0]), 200, "reading the badge")
+    data: dict[str, Any] = badge.json()["data"]
+    log(f"badge of customer 0: {data['unreadCount']} unread in {data['requestsWithUnread']}")
+    return data
+
+
 # -- scenarios -------------------------------------------------------------------------
 
 
@@ -488,6 +507,14 @@ def scenarios(
             [Call("GET", detail, hot_token)],
         )
     ]
+    runnable.append(
+        Scenario(
+            "unread",
+            f"GET {UNREAD} (customer 0's badge, over {len(seeded.request_ids[0]) + 1} requests)",
+            200,
+            [Call("GET", UNREAD, hot_token)],
+        )
+    )
     skipped: dict[str, str] = {}
     if seeded.etag:
         runnable.append(
@@ -985,6 +1012,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         attachment = None
         if any(name in ATTACHMENT_SCENARIOS for name in args.scenarios):
             attachment = seed_attachment(target.api, who, target.workdir)
+        badge = None
+        if "unread" in args.scenarios:
+            badge = seed_unread(target.api, who, seeded)
         available, skipped = scenarios(who, seeded, attachment)
         chosen = [s for s in available if s.name in args.scenarios]
         skipped = {k: v for k, v in skipped.items() if k in args.scenarios}
@@ -1024,6 +1054,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 "hot_messages": args.hot_messages,
                 "seed_seconds": round(seeded.seconds, 2),
                 "etag": seeded.etag is not None,
+                "unread": badge,
                 "rate_limited": seeded.rate_limited,
                 "preload": target.preloaded,
                 "skipped": skipped,

@@ -67,8 +67,15 @@ def test_admin_detail_is_the_mobile_detail_plus_assignee_customer_and_author_ids
     assert response.status_code == 200, response.text
     detail = response.json()["data"]
     assert response.json()["message"]
-    assert set(detail) == set(mobile) | {"assignedAdminId", "customer"}
-    for key in set(mobile) - {"messages", "allowedActions"}:
+    # The customer's own read state is theirs; staff see it as how far the customer has read.
+    read_state = {"unreadCount", "lastReadMessageId"}
+    assert set(detail) == set(mobile) - read_state | {
+        "assignedAdminId",
+        "customer",
+        "customerLastReadMessageId",
+    }
+    assert detail["customerLastReadMessageId"] == mobile["lastReadMessageId"]
+    for key in set(mobile) - {"messages", "allowedActions"} - read_state:
         assert detail[key] == mobile[key], key
     assert detail["assignedAdminId"] == admin_id_of(staff)
     alice_id = admin_id_of(alice)  # the token's sub, whatever its role

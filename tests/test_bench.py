@@ -61,12 +61,13 @@ def test_bench_runs_every_scenario_and_writes_its_report(backend: str, tmp_path:
     if backend == "postgresql":
         assert names == ["detail", "list", "reply"]
     else:
-        expected = ["detail", "list", "queue", "create", "reply"]
+        expected = ["detail", "unread", "list", "queue", "create", "reply"]
         if report["setup"]["etag"]:
-            expected.insert(1, "revalidate")
+            expected.insert(2, "revalidate")
         else:
             assert "revalidate" in report["setup"]["skipped"]
         assert names == expected
+        assert report["setup"]["unread"]["unreadCount"] == 2
     for scenario in report["scenarios"]:
         assert scenario.keys() >= SCENARIO_KEYS
         assert scenario["requests"] > 0 and scenario["rps"] > 0

@@ -355,6 +355,41 @@ def test_customer_and_staff_messages_are_distinct_without_colour(cli: Cli) -> No
     assert f"You ({customer})" in shown and f"{agent} (staff)" in shown
 
 
+def test_mobile_list_shows_unread_counts_and_show_marks_them_read(cli: Cli) -> None:
+    customer, agent = someone(), f"Agent {uuid.uuid4().hex[:6]}"
+    request_id = str(new_request(cli, customer, message="Customer words")["id"])
+    for words in ("First staff words", "Second staff words"):
+        cli("--as-admin", agent, "admin", "reply", request_id, "--body", words)
+
+    listed = cli("--as", customer, "mobile", "list", NO_COLOR="1").stdout
+    assert re.search(r"Unread", listed)
+    assert re.search(rf"\b{request_id}\b.*assigned\s+2\s", listed)
+    assert "2 unread messages in 1 request." in cli("--as", customer, "mobile", "unread").stdout
+    assert cli.json("--as", customer, "mobile", "unread")["data"] == {
+        "unreadCount": 2,
+        "requestsWithUnread": 1,
+    }
+
+    # --no-read: the divider, and the messages stay unread.
+    peek = cli("--as", customer, "mobile", "show", request_id, "--no-read", NO_COLOR="1").stdout
+    assert re.search(r"─+ new ─+", peek)
+    assert "2 unread messages" in cli("--as", customer, "mobile", "unread").stdout
+
+    shown = cli("--as", customer, "mobile", "show", request_id, NO_COLOR="1").stdout
+    divider = re.search(r"─+ new ─+", shown)
+    assert divider is not None
+    assert shown.index("Customer words") < divider.start() < shown.index("First staff words")
+    assert "No unread messages." in cli("--as", customer, "mobile", "unread").stdout
+    detail = cli.json("--as", customer, "mobile", "show", request_id)["data"]
+    assert (detail["unreadCount"], detail["lastReadMessageId"]) == (0, detail["messages"][-1]["id"])
+    again = cli("--as", customer, "mobile", "show", request_id, NO_COLOR="1").stdout
+    assert re.search(r"─+ new ─+", again) is None
+    staff_view = cli("--as-admin", agent, "admin", "show", request_id, NO_COLOR="1").stdout
+    assert re.search(
+        rf"Customer has read\s+up to message {detail['messages'][-1]['id']}", staff_view
+    )
+
+
 def test_colour_only_on_a_terminal_and_never_with_no_color(cli: Cli) -> None:
     customer = someone()
     request_id = str(new_request(cli, customer)["id"])

@@ -93,6 +93,8 @@ def test_create_returns_201_with_location_and_the_full_detail(client, db):
         "updatedAt": created_at,
         "allowedActions": ["reply"],
         "rating": None,
+        "unreadCount": 0,
+        "lastReadMessageId": None,
         "messages": [
             {
                 "id": message_id,

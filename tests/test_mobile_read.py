@@ -43,6 +43,8 @@ SUMMARY_KEYS = {
     "updatedAt",
     "allowedActions",
     "rating",
+    "unreadCount",
+    "lastReadMessageId",
 }
 TIMESTAMP_KEYS = (
     "resolvedAt",
@@ -115,6 +117,8 @@ def test_detail_returns_metadata_and_the_thread(client):
         "updatedAt": replied["updatedAt"],
         "allowedActions": ["reply"],
         "rating": None,
+        "unreadCount": 1,
+        "lastReadMessageId": None,
         "messages": [
             {
                 "id": created["messages"][0]["id"],

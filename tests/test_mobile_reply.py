@@ -81,6 +81,7 @@ def test_reply_returns_201_with_the_updated_detail(client, db):
         "messages": [first, added],
         "lastCustomerMessageAt": added["createdAt"],
         "updatedAt": added["createdAt"],
+        "lastReadMessageId": added["id"],
     }
     assert client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"] == data
     stored = stored_rows(db, "messages", created["id"])

@@ -81,6 +81,8 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
     "listQueue": {422: {"validation_failed": {"cursor"}}},
     "getSupportStats": {422: {"validation_failed": {"from", "to"}}},
     "replyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
+    # A marker that names no message of the thread the customer sees.
+    "markSupportRequestRead": {422: {"validation_failed": {"lastReadMessageId"}}},
     "adminReplyToSupportRequest": {400: {"request_closed": set()}, 422: _KEY_REUSED_OR_NOT_YOURS},
     "uploadAttachment": _UPLOAD,
     "adminUploadAttachment": _UPLOAD,

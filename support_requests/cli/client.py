@@ -29,6 +29,7 @@ MOBILE = "/api/mobile/support-requests"
 ADMIN = "/api/admin/support-requests"
 ADMINS = "/api/admin/admins"
 MOBILE_ATTACHMENTS = "/api/mobile/attachments"
+MOBILE_UNREAD = "/api/mobile/unread"
 ADMIN_ATTACHMENTS = "/api/admin/attachments"
 
 

@@ -12,6 +12,7 @@ from support_requests.cli.attachments import AttachOption, opened, upload_all, w
 from support_requests.cli.client import (
     MOBILE,
     MOBILE_ATTACHMENTS,
+    MOBILE_UNREAD,
     ApiReply,
     fetch_pages,
     joined_text,
@@ -26,7 +27,13 @@ from support_requests.cli.context import (
     complete_status,
     text_input,
 )
-from support_requests.cli.render import make_console, print_json_text, request_table, request_view
+from support_requests.cli.render import (
+    badge_text,
+    make_console,
+    print_json_text,
+    request_table,
+    request_view,
+)
 
 app = typer.Typer(help="The customer's side: your own support requests.", no_args_is_help=True)
 
@@ -115,11 +122,38 @@ def list_requests(
 
 
 @app.command()
-def show(ctx: typer.Context, request_id: RequestId, json_output: JsonOption = False) -> None:
-    """Show a request as a conversation, with its status and what you may do next."""
+def show(
+    ctx: typer.Context,
+    request_id: RequestId,
+    no_read: Annotated[
+        bool, typer.Option("--no-read", help="Leave the messages unread (send no read marker).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Show a request as a conversation, "new" before the first unread staff message, then
+    mark what was shown read."""
     with api(ctx, json_output=json_output) as client:
         reply = client.call("GET", f"{MOBILE}/{request_id}")
-    _show_detail(reply, json_output=json_output, announce=False)
+        _show_detail(reply, json_output=json_output, announce=False)
+        # A server older than contract 1.1 sends no read state; nothing unread, nothing to mark.
+        messages = reply.data["messages"]
+        if not no_read and reply.data.get("unreadCount") and messages:
+            client.call(
+                "POST",
+                f"{MOBILE}/{request_id}/read",
+                body={"lastReadMessageId": messages[-1]["id"]},
+            )
+
+
+@app.command()
+def unread(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Your badge: unread staff messages over all your requests."""
+    with api(ctx, json_output=json_output) as client:
+        reply = client.call("GET", MOBILE_UNREAD)
+    if json_output:
+        print_json_text(reply.text)
+        return
+    make_console().print(badge_text(reply.data))
 
 
 @app.command()

@@ -20,6 +20,7 @@ from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -153,6 +154,7 @@ def request_table(
         table.add_column("Assignee", ratio=1)
     else:
         table.add_column("Staff", no_wrap=True)
+        table.add_column("Unread", justify="right", no_wrap=True)
     table.add_column("Updated", no_wrap=True, min_width=12, max_width=12)
     for item in items:
         row: list[RenderableType] = [
@@ -168,6 +170,9 @@ def request_table(
             row.append(Text((admin_names or {}).get(assignee) or assignee or NOTHING))
         else:
             row.append("assigned" if item["isAssigned"] else "waiting")
+            # A server older than contract 1.1 sends no unread count.
+            unread = item.get("unreadCount", 0)
+            row.append(Text(str(unread), style="bold") if unread else "")
         row.append(short_time(item["updatedAt"]))
         table.add_row(*row)
     parts: list[RenderableType] = [table]
@@ -210,6 +215,8 @@ def request_card(
         customer = detail["customer"]
         grid.add_row("Customer", Text(_with_id(customer["name"], customer["id"])))
         grid.add_row("Assignee", Text(admin_label(detail["assignedAdminId"], admin_names or {})))
+        seen = detail.get("customerLastReadMessageId")
+        grid.add_row("Customer has read", f"up to message {seen}" if seen else NOTHING)
     else:
         grid.add_row("Staff", "assigned" if detail["isAssigned"] else "not assigned yet")
     grid.add_row("Created", local_time(detail["createdAt"]))
@@ -256,12 +263,30 @@ def rating_text(detail: Mapping[str, Any], *, viewer: Viewer) -> Text | None:
     return text
 
 
+def first_unread(messages: list[dict[str, Any]], last_read: int | None) -> int | None:
+    """The id of the first staff message after the customer's read marker, if any."""
+    return next(
+        (
+            message["id"]
+            for message in messages
+            if message["authorType"] == "admin" and (last_read is None or message["id"] > last_read)
+        ),
+        None,
+    )
+
+
 def conversation(
-    messages: list[dict[str, Any]], *, viewer: Viewer, me: str | None, width: int
+    messages: list[dict[str, Any]],
+    *,
+    viewer: Viewer,
+    me: str | None,
+    width: int,
+    new_from: int | None = None,
 ) -> RenderableType:
     """The thread as a chat: customer messages on the left, staff on the right.
 
-    A message's files are listed under its text, one line each.
+    A message's files are listed under its text, one line each; a "new" divider comes before
+    message ``new_from`` (the first unread one).
 
     Besides colour, the two sides differ in alignment, border and label, so
     they stay distinct without colour. Staff's internal notes (admin view only) are
@@ -270,6 +295,8 @@ def conversation(
     bubbles: list[RenderableType] = []
     bubble_max = max(24, width * 3 // 4)
     for message in messages:
+        if message["id"] == new_from:
+            bubbles.append(Rule(Text("new", style="bold red"), style="red"))
         staff = message["authorType"] == "admin"
         name = message["authorName"]
         internal = bool(message.get("internal"))
@@ -318,10 +345,26 @@ def request_view(
     width: int,
     admin_names: Mapping[str, str | None] | None = None,
 ) -> RenderableType:
-    """The card and the conversation under it."""
+    """The card and the conversation under it (for the customer, "new" before the first
+    unread staff message)."""
+    messages = detail["messages"]
+    new_from = None
+    if viewer == "customer" and detail.get("unreadCount"):
+        new_from = first_unread(messages, detail.get("lastReadMessageId"))
     return Group(
         request_card(detail, viewer=viewer, admin_names=admin_names),
-        conversation(detail["messages"], viewer=viewer, me=me, width=width),
+        conversation(messages, viewer=viewer, me=me, width=width, new_from=new_from),
+    )
+
+
+def badge_text(badge: Mapping[str, Any]) -> Text:
+    """The customer's badge as a sentence."""
+    unread, requests = badge["unreadCount"], badge["requestsWithUnread"]
+    if not unread:
+        return Text("No unread messages.")
+    return Text(
+        f"{unread} unread message{'s' if unread != 1 else ''} "
+        f"in {requests} request{'s' if requests != 1 else ''}."
     )
 
 

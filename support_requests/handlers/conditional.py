@@ -18,6 +18,8 @@ stack, which answers it as if the middleware were not there.
   nor tags. The mobile tag ends in ``-r`` while the customer may rate the
   request: its 14 days run out with no change to the request, and ``rate``
   leaves ``allowedActions`` then.
+- Badge (``GET /api/mobile/unread``): ``"<view><revision>u-<unread>-<requests>"``, its
+  two numbers, which are all it shows.
 - List: a hash of the view, the caller's scope (a customer's own list), the
   query, and each row's (id, version) on the page (with, on mobile, whether
   the customer may rate it) plus whether another page follows.
@@ -51,6 +53,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
+from support_requests.domain.read_state import Badge
 from support_requests.framework.routing import path_template
 from support_requests.handlers.auth import (
     TokenVerifier,
@@ -139,6 +142,11 @@ def list_tag(view: View, query: Mapping[str, Any], page: PageVersions) -> str:
     return f'"{view.value}{REVISION}l-{base64.urlsafe_b64encode(digest).rstrip(b"=").decode()}"'
 
 
+def badge_tag(shown: Badge) -> str:
+    """The ``ETag`` of a customer's badge: its two numbers are the whole representation."""
+    return f'"{View.MOBILE.value}{REVISION}u-{shown.unread_count}-{shown.requests_with_unread}"'
+
+
 def validators(etag: str) -> dict[str, str]:
     """The headers a ``200`` of a conditional GET carries."""
     return {"ETag": etag, "Cache-Control": CACHE_CONTROL}
@@ -171,6 +179,15 @@ async def listing(
         meta={"nextCursor": found.next_cursor},
         headers=validators(list_tag(view, query, found.versions)),
     )
+
+
+def badge(shown: Badge, body: dict[str, Any]) -> Response:
+    """The customer's badge with its tag, or ``304`` when the caller's copy is current."""
+    etag = badge_tag(shown)
+    condition = if_none_match()
+    if condition is not None and condition.matches(etag):
+        return not_modified(etag)
+    return envelope("Unread count fetched successfully", body, headers=validators(etag))
 
 
 def detail(view: View, record: RequestRecord, shown: dict[str, Any]) -> Response:

@@ -9,7 +9,13 @@ from starlette.responses import Response
 from support_requests.handlers import conditional
 from support_requests.handlers.auth import caller
 from support_requests.handlers.idempotency import once
-from support_requests.handlers.render import envelope, mobile_detail, mobile_summary
+from support_requests.handlers.render import (
+    badge,
+    envelope,
+    mobile_detail,
+    mobile_summary,
+    read_state,
+)
 from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.support_desk import SupportDesk
 
@@ -102,3 +108,17 @@ async def rate(
         caller(token_info), id_, body["score"], None if comment is None else comment.strip()
     )
     return envelope("Support request rated successfully", mobile_detail(record))
+
+
+async def mark_read(
+    desk: SupportDesk, id_: int, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Move the caller's read marker forward (to the latest message without an id)."""
+    state = await desk.mark_read(caller(token_info), id_, body.get("lastReadMessageId"))
+    return envelope("Read state updated successfully", read_state(state))
+
+
+async def get_unread(desk: SupportDesk, token_info: dict[str, Any]) -> Response:
+    """The caller's badge over all their requests (304 while it is unchanged)."""
+    shown = await desk.badge(caller(token_info))
+    return conditional.badge(shown, badge(shown))

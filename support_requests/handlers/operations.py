@@ -20,6 +20,8 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "getSupportRequest": mobile.get_request,
     "replyToSupportRequest": mobile.reply,
     "rateSupportRequest": mobile.rate,
+    "markSupportRequestRead": mobile.mark_read,
+    "getUnreadCount": mobile.get_unread,
     # admin
     "listQueue": admin.list_queue,
     "adminGetSupportRequest": admin.get_request,

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from support_requests.domain.clock import iso_ms
 from support_requests.domain.lifecycle import Actor, Status, allowed_actions
+from support_requests.domain.read_state import Badge, ReadState
 from support_requests.storage.attachments import StoredAttachment
 from support_requests.storage.support_desk import RequestRecord
 
@@ -48,7 +49,11 @@ def _rating(row: Any) -> dict[str, Any] | None:
 
 def mobile_summary(record: RequestRecord) -> dict[str, Any]:
     """A list item for the customer: no admin UUID anywhere."""
-    return _summary(record, Actor.CUSTOMER)
+    row = record.row
+    summary = _summary(record, Actor.CUSTOMER)
+    summary["unreadCount"] = row.unread_count
+    summary["lastReadMessageId"] = row.customer_last_read_message_id
+    return summary
 
 
 def mobile_detail(record: RequestRecord) -> dict[str, Any]:
@@ -68,6 +73,7 @@ def admin_summary(record: RequestRecord) -> dict[str, Any]:
         "name": row.customer_name,
         "image": row.customer_image,
     }
+    summary["customerLastReadMessageId"] = row.customer_last_read_message_id
     return summary
 
 
@@ -144,6 +150,16 @@ def uploaded_attachment(attachment: StoredAttachment) -> dict[str, Any]:
         "createdAt": iso_ms(attachment.created_at),
         "expiresAt": iso_ms(attachment.expires_at),
     }
+
+
+def read_state(state: ReadState) -> dict[str, Any]:
+    """A request's read state after the customer marked it."""
+    return {"lastReadMessageId": state.last_read_message_id, "unreadCount": state.unread_count}
+
+
+def badge(shown: Badge) -> dict[str, Any]:
+    """The customer's badge."""
+    return {"unreadCount": shown.unread_count, "requestsWithUnread": shown.requests_with_unread}
 
 
 def envelope(

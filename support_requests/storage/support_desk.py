@@ -45,6 +45,15 @@ from support_requests.domain.lifecycle import (
     rating_allowed,
 )
 from support_requests.domain.principal import Principal
+from support_requests.domain.read_state import (
+    Badge,
+    BadgeDelta,
+    ReadState,
+    after_customer_reply,
+    after_staff_reply,
+    moves_forward,
+    unknown_message,
+)
 from support_requests.storage import pagination
 from support_requests.storage.attachments import (
     SUMMARY_COLUMNS,
@@ -55,6 +64,7 @@ from support_requests.storage.attachments import (
 )
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
+from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
 
 requests_table = cast(Table, SupportRequest.__table__)
 messages_table = cast(Table, Message.__table__)
@@ -318,6 +328,11 @@ def _rating_open(row: Any, now: datetime) -> bool:
     """Whether the customer may rate the request ``row`` (any row with the rating columns)
     at ``now``."""
     return rating_allowed(Status(row.status), row.last_resolved_at, row.closed_at, now)
+
+
+def _read_state(row: Any) -> ReadState:
+    """The customer's read state of a request row."""
+    return ReadState(row.customer_last_read_message_id, row.unread_count)
 
 
 def _event_rows(
@@ -587,6 +602,43 @@ class SupportDesk:
                 customer_image=customer.picture,
             )
 
+    async def mark_read(
+        self, customer: Principal, request_id: int, message_id: int | None
+    ) -> ReadState:
+        """Move the customer's read marker forward to ``message_id`` of the thread they see
+        (its latest message when None), with the request's unread count and the badge in the
+        same transaction. A marker at or past it stays (nothing written). A move bumps both
+        versions (every tag of the request) but not ``updated_at``, and records no history:
+        a read is not a change of the request."""
+        async with self.database.writing() as connection:
+            row = await self._lock(
+                connection, _LOCK_OWNED_REQUEST, request_id=request_id, customer_id=customer.sub
+            )
+            before = _read_state(row)
+            thread = (
+                await connection.execute(
+                    THREAD_AFTER, {"request_id": request_id, "after": message_id or 0}
+                )
+            ).first()
+            if message_id is not None and not thread.found:
+                raise unknown_message(message_id)
+            target = thread.latest if message_id is None else message_id
+            if not moves_forward(before, target):
+                return before
+            # Nothing follows the latest message; after another, the staff messages after it.
+            after = ReadState(target, 0 if message_id is None else thread.unread)
+            await connection.execute(
+                _UPDATE_REQUEST, {**after.to_columns(), "changed_id": request_id}
+            )
+            await self._add_to_badge(connection, row.customer_id, before, after)
+            return after
+
+    async def badge(self, customer: Principal) -> Badge:
+        """The customer's badge: one primary-key probe (zeros before their first unread)."""
+        async with self.database.reading() as connection:
+            row = (await connection.execute(BADGE, {"customer_id": customer.sub})).first()
+        return Badge() if row is None else Badge(row.unread_count, row.requests_with_unread)
+
     # -- admins ----------------------------------------------------------------
 
     async def list_queue(
@@ -735,10 +787,31 @@ class SupportDesk:
         plan = plan_reply(_state(row), author.role, author.sub, self.clock())
         message_id = await self._add_message(connection, row.id, author, body, plan.at)
         await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
-        await self._write(connection, row.id, author, plan, message_id, **also)
+        # A public message moves the customer's read state: theirs marks the thread read, a
+        # staff one is unread; the badge moves with it, in this transaction.
+        before = _read_state(row)
+        after = (
+            after_customer_reply(before, message_id)
+            if author.role is Actor.CUSTOMER
+            else after_staff_reply(before)
+        )
+        await self._write(
+            connection, row.id, author, plan, message_id, **after.to_columns(), **also
+        )
+        await self._add_to_badge(connection, row.customer_id, before, after)
         # The customer's answer is their detail: without internal notes.
         customer_id = author.sub if author.role is Actor.CUSTOMER else None
         return await self._read_detail(connection, row.id, customer_id=customer_id)
+
+    async def _add_to_badge(
+        self, connection: DbConnection, customer_id: str, before: ReadState, after: ReadState
+    ) -> None:
+        await add_to_badge(
+            connection,
+            is_sqlite=self.database.is_sqlite,
+            customer_id=customer_id,
+            delta=BadgeDelta.between(before, after),
+        )
 
     async def _read_detail(
         self, connection: DbConnection, request_id: int, *, customer_id: str | None = None
