@@ -67,7 +67,7 @@ def test_admin_detail_is_the_mobile_detail_plus_assignee_customer_and_author_ids
     assert response.status_code == 200, response.text
     detail = response.json()["data"]
     assert response.json()["message"]
-    assert set(detail) == set(mobile) | {"assignedAdminId", "customer"}
+    assert set(detail) == set(mobile) | {"assignedAdminId", "customer", "tags"}
     for key in set(mobile) - {"messages", "allowedActions"}:
         assert detail[key] == mobile[key], key
     assert detail["assignedAdminId"] == admin_id_of(staff)

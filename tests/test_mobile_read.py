@@ -42,6 +42,7 @@ SUMMARY_KEYS = {
     "createdAt",
     "updatedAt",
     "allowedActions",
+    "device",
 }
 TIMESTAMP_KEYS = (
     "resolvedAt",
@@ -133,6 +134,7 @@ def test_detail_returns_metadata_and_the_thread(client):
                 "createdAt": second["createdAt"],
             },
         ],
+        "device": None,
     }
     assert first["id"] < second["id"]
 

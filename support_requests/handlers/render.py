@@ -29,6 +29,22 @@ def _summary(record: RequestRecord, actor: Actor) -> dict[str, Any]:
         "createdAt": iso_ms(row.created_at),
         "updatedAt": iso_ms(row.updated_at),
         "allowedActions": allowed_actions(actor, Status(row.status)),
+        "device": _device(row),
+    }
+
+
+def _device(row: Any) -> dict[str, Any] | None:
+    """The device context the request was opened with; ``None`` when none was sent."""
+    if row.device_platform is None:
+        return None
+    return {
+        "platform": row.device_platform,
+        "osVersion": row.device_os_version,
+        "appVersion": row.device_app_version,
+        "appBuild": row.device_app_build,
+        "deviceModel": row.device_model,
+        "locale": row.device_locale,
+        "timeZone": row.device_time_zone,
     }
 
 
@@ -54,6 +70,7 @@ def admin_summary(record: RequestRecord) -> dict[str, Any]:
         "name": row.customer_name,
         "image": row.customer_image,
     }
+    summary["tags"] = list(row.tags or ())
     return summary
 
 
