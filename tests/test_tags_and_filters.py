@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from support_requests.storage import support_desk
+from support_requests.storage import pagination, support_desk
 from support_requests.storage.models import Base
 from support_requests.storage.support_desk import REQUEST_COLUMNS, QueueFilters
 from tests.helpers import (
@@ -471,3 +471,17 @@ def test_each_filtered_default_page_walks_its_index(db: Any, index: str) -> None
             text = "\n".join(row[0] for row in plan)
     assert index.strip() in text, text
     assert "TEMP B-TREE" not in text and "Sort" not in text.split("->")[0], text
+
+
+def test_queue_cursors_issued_before_the_new_filters_stay_valid() -> None:
+    before = pagination.scope_of(
+        listing="admin",
+        status="open",
+        category=None,
+        assigned=None,
+        assignee=None,
+        sort="-createdAt",
+    )
+
+    assert support_desk._queue_listing(QueueFilters(status="open")).scope == before
+    assert support_desk._queue_listing(QueueFilters(status="open", tag="bug")).scope != before

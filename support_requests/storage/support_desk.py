@@ -411,18 +411,23 @@ def _customer_listing(customer: Principal, status: str | None) -> _Listing:
 
 def _queue_listing(filters: QueueFilters) -> _Listing:
     """The admin queue, filtered and sorted."""
+    # Round 2's filters join the scope only when given, so that the cursors a server issued
+    # before them stay valid across the upgrade.
+    added = {
+        "platform": filters.platform,
+        "app_version": filters.app_version,
+        "tag": filters.tag,
+        "rated": filters.rated,
+        "max_score": filters.max_score,
+    }
     scope = pagination.scope_of(
         listing="admin",
         status=filters.status,
         category=filters.category,
         assigned=filters.assigned,
         assignee=filters.assignee_id,
-        platform=filters.platform,
-        app_version=filters.app_version,
-        tag=filters.tag,
-        rated=filters.rated,
-        max_score=filters.max_score,
         sort=filters.sort,
+        **{name: value for name, value in added.items() if value is not None},
     )
     equal: list[tuple[str, Any]] = []
     if filters.status is not None:
