@@ -5,6 +5,9 @@ An operator's benchmark tool: it writes straight into the database, bypassing th
 as ``storage.models`` declares them. Each preloaded request gets ``messages_per_request``
 messages (customer and staff taking turns) and its ``created`` event, with consistent
 statuses, times and assignees, so every API operation reads it as it would a real one.
+Most come with the device they were opened from (platform, app version), about a quarter
+carry tags (one row each in ``request_tags``) and a quarter of the resolved and closed ones
+a rating, so that the queue's filters find what they would on a real desk.
 
 - PostgreSQL: ``COPY ... FROM STDIN`` in one transaction holding an EXCLUSIVE lock on
   ``support_requests`` (reads go on, the deployment's writes wait), then
@@ -33,9 +36,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from support_requests.storage.database import sync_url
-from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
+from support_requests.storage.models import (
+    Admin,
+    Message,
+    RequestEvent,
+    RequestTag,
+    SupportRequest,
+)
 
 REQUESTS = cast(sa.Table, SupportRequest.__table__)
+TAGS = cast(sa.Table, RequestTag.__table__)
 MESSAGES = cast(sa.Table, Message.__table__)
 EVENTS = cast(sa.Table, RequestEvent.__table__)
 ADMINS = cast(sa.Table, Admin.__table__)
@@ -47,7 +57,6 @@ REQUESTS_PER_CUSTOMER = 20
 ADMIN_NAMES = tuple(f"Preload Agent {n}" for n in range(1, 6))
 ADMIN_NAMESPACE = uuid.UUID("5f0f8a52-6a57-4f1e-9a54-0c8f2ab1d6e3")
 BATCH = 10_000  # requests per batch, with their messages and events
-DEVICE_COLUMNS = tuple(c.name for c in REQUESTS.columns if c.name.startswith("device_"))
 # The preloaded requests' customers' badges: the sums of their unread counts, added to any
 # badge they already have (a second preload reuses the customer ids).
 ADD_BADGES = sa.text(
@@ -58,6 +67,26 @@ ADD_BADGES = sa.text(
     " unread_count = customer_inboxes.unread_count + excluded.unread_count,"
     " requests_with_unread = customer_inboxes.requests_with_unread"
     " + excluded.requests_with_unread"
+)
+# Of every 10 requests: 4 from iOS, 3 from Android, 1 from the web, 2 with no device sent.
+PLATFORMS = ("ios", "android", "ios", "android", "web", "ios", "android", "ios", None, None)
+APP_VERSIONS = tuple(f"4.{minor}.{patch}" for minor in range(8) for patch in range(3))
+OS_VERSIONS = {"ios": "18.2", "android": "15", "web": "Chrome 131"}
+MODELS = {"ios": "iPhone15,3", "android": "Pixel 8", "web": None}
+# Of every 12 requests, the tags they carry (a quarter carry some).
+TAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("bug",),
+    (),
+    (),
+    ("bug-ios", "crash"),
+    (),
+    (),
+    ("billing", "vip"),
+    (),
+    (),
+    (),
+    (),
+    (),
 )
 
 
@@ -85,11 +114,12 @@ class Batch:
     requests: list[tuple[Any, ...]]
     messages: list[tuple[Any, ...]]
     events: list[tuple[Any, ...]]
+    tags: list[tuple[Any, ...]]
 
 
 def columns_of(table: sa.Table) -> tuple[str, ...]:
     """The columns a preloaded row fills: all of the model's, but a generated id."""
-    return tuple(c.name for c in table.columns if table is REQUESTS or c.name != "id")
+    return tuple(c.name for c in table.columns if table in (REQUESTS, TAGS) or c.name != "id")
 
 
 def preload(
@@ -152,10 +182,10 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
     minute = timedelta(minutes=1)
     customers = max(1, requests // REQUESTS_PER_CUSTOMER)
     admins = [(admin["id"], admin["name"]) for admin in _admins()]
-    order = {table.name: columns_of(table) for table in (REQUESTS, MESSAGES, EVENTS)}
+    order = {table.name: columns_of(table) for table in (REQUESTS, MESSAGES, EVENTS, TAGS)}
     checked = False
     for batch_start in range(0, requests, BATCH):
-        batch = Batch([], [], [])
+        batch = Batch([], [], [], [])
         for n in range(batch_start, min(requests, batch_start + BATCH)):
             request_id = first_id + n
             customer_id = f"preload-{n % customers:07d}"
@@ -166,14 +196,14 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
             created = start + n * step
             admin_id, admin_name = (None, None) if status == "open" else admins[n % len(admins)]
             last_customer = last_admin = first_admin = None
-            staff_messages = 0
+            admin_messages = 0
             messages = []
             for k in range(messages_per_request):
                 at = _stamp(created + k * minute)
                 if k % 2 == 1 and admin_id is not None:
                     last_admin = at
                     first_admin = first_admin or at
-                    staff_messages += 1
+                    admin_messages += 1
                     author_type, author_id, author_name = "admin", admin_id, admin_name
                 else:
                     last_customer = at
@@ -192,6 +222,10 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
                     }
                 )
             updated = _stamp(created + messages_per_request * minute)
+            platform = PLATFORMS[n % len(PLATFORMS)]
+            tags = TAG_SETS[n % len(TAG_SETS)]
+            rated = status in ("resolved", "closed") and n % 4 == 1
+            version = messages_per_request + (status != "open") + bool(tags)
             request = {
                 "id": request_id,
                 "customer_id": customer_id,
@@ -210,19 +244,26 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
                 "last_admin_message_at": last_admin,
                 "created_at": _stamp(created),
                 "updated_at": updated,
-                "version": messages_per_request + (status != "open"),
+                "version": version,
                 "attachment_count": 0,  # preloaded messages carry no attachments
-                "customer_version": messages_per_request + (status != "open"),
-                **dict.fromkeys(DEVICE_COLUMNS),
-                # Never read: every staff message counts (their badges are loaded afterwards).
+                "customer_version": version - bool(tags),  # tags are staff-only
+                "device_platform": platform,
+                "device_os_version": platform and OS_VERSIONS[platform],
+                "device_app_version": platform and APP_VERSIONS[(n // 10) % len(APP_VERSIONS)],
+                "device_app_build": platform and str(1000 + (n // 10) % len(APP_VERSIONS)),
+                "device_model": platform and MODELS[platform],
+                "device_locale": platform and ("en-US", "de-DE", "pt-BR")[n % 3],
+                "device_time_zone": platform
+                and ("America/New_York", "Europe/Berlin", "America/Sao_Paulo")[n % 3],
+                # Nothing read yet: every staff message is unread.
                 "customer_last_read_message_id": None,
-                "unread_count": staff_messages,
+                "unread_count": admin_messages,
                 "first_response_at": first_admin,
-                "last_resolved_at": updated if status == "resolved" else None,
-                "rating_score": None,
-                "rating_comment": None,
-                "rated_at": None,
-                "tags": "[]",
+                "last_resolved_at": updated if status in ("resolved", "closed") else None,
+                "rating_score": 1 + (n // 4) % 5 if rated else None,
+                "rating_comment": "Quick and friendly." if rated and n % 8 == 1 else None,
+                "rated_at": updated if rated else None,
+                "tags": json.dumps(list(tags)),
             }
             changes = {
                 "status": {"from": None, "to": "open"},
@@ -245,6 +286,7 @@ def _batches(first_id: int, requests: int, messages_per_request: int) -> Iterato
             batch.requests.append(tuple(request[c] for c in order["support_requests"]))
             batch.messages.extend(tuple(m[c] for c in order["messages"]) for m in messages)
             batch.events.append(tuple(event[c] for c in order["request_events"]))
+            batch.tags.extend((request_id, tag, request["created_at"]) for tag in tags)
         yield batch
 
 
@@ -279,6 +321,7 @@ def _load_postgresql(
                     (REQUESTS, batch.requests),
                     (MESSAGES, batch.messages),
                     (EVENTS, batch.events),
+                    (TAGS, batch.tags),
                 ):
                     copy_sql = f"COPY {table.name} ({', '.join(columns_of(table))}) FROM STDIN"
                     with cursor.copy(copy_sql) as copy:
@@ -307,13 +350,15 @@ def _load_sqlite(
         statements = {
             table.name: f"INSERT INTO {table.name} ({', '.join(columns_of(table))}) "
             f"VALUES ({', '.join('?' * len(columns_of(table)))})"
-            for table in (REQUESTS, MESSAGES, EVENTS)
+            for table in (REQUESTS, MESSAGES, EVENTS, TAGS)
         }
         done = 0
         for batch in _batches(first_id, requests, messages_per_request):
             connection.exec_driver_sql(statements[REQUESTS.name], batch.requests)
             connection.exec_driver_sql(statements[MESSAGES.name], batch.messages)
             connection.exec_driver_sql(statements[EVENTS.name], batch.events)
+            if batch.tags:
+                connection.exec_driver_sql(statements[TAGS.name], batch.tags)
             done += len(batch.requests)
             progress(f"preload: {done:,} / {requests:,} requests")
         connection.execute(ADD_BADGES, {"first": first_id, "last": first_id + requests - 1})
@@ -327,7 +372,7 @@ def _highest_id(connection: sa.Connection) -> int:
 
 def _analyze(engine: sa.Engine) -> None:
     if engine.dialect.name == "postgresql":
-        tables = ", ".join(t.name for t in (REQUESTS, MESSAGES, EVENTS))
+        tables = ", ".join(t.name for t in (REQUESTS, MESSAGES, EVENTS, TAGS))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql(f"VACUUM (ANALYZE) {tables}")
     else:

@@ -67,9 +67,23 @@ SCENARIOS = (
     "upload",
     "download",
     "download-304",
+    "queue-platform",
+    "queue-app-version",
+    "queue-tag",
+    "queue-rated",
+    "queue-max-score",
 )
 # The attachment scenarios move a MiB per request: run them when asked for.
 DEFAULT_SCENARIOS = SCENARIOS[:7]
+# The queue filtered as staff filter it, each by its own index: values the preloaded rows
+# (bench/preload.py) hold; run them with --preload, when asked for.
+QUEUE_FILTERS = {
+    "queue-platform": "platform=android",
+    "queue-app-version": "appVersion=4.7.2",
+    "queue-tag": "tag=bug-ios",
+    "queue-rated": "rated=true",
+    "queue-max-score": "maxScore=2",
+}
 ATTACHMENT_SCENARIOS = ("upload", "download", "download-304")
 UPLOAD_PNG_SIDE = 512  # RGBA noise: a 1 MiB PNG
 CATEGORIES = ("account", "payment", "technical", "other")
@@ -539,8 +553,15 @@ def scenarios(
     if who.admin:
         queue = f"{ADMIN_QUEUE}?status=open&limit={LIST_LIMIT}"
         runnable.append(Scenario("queue", f"GET {queue}", 200, [Call("GET", queue, who.admin)]))
+        for name, query in QUEUE_FILTERS.items():
+            filtered = f"{ADMIN_QUEUE}?{query}&limit={LIST_LIMIT}"
+            runnable.append(
+                Scenario(name, f"GET {filtered}", 200, [Call("GET", filtered, who.admin)])
+            )
     else:
         skipped["queue"] = "no admin token (give --admin-token, or the secret)"
+        for name in QUEUE_FILTERS:
+            skipped[name] = skipped["queue"]
     runnable.append(
         Scenario(
             "create",

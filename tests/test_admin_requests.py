@@ -73,6 +73,7 @@ def test_admin_detail_is_the_mobile_detail_plus_assignee_customer_and_author_ids
         "assignedAdminId",
         "customer",
         "customerLastReadMessageId",
+        "tags",
     }
     assert detail["customerLastReadMessageId"] == mobile["lastReadMessageId"]
     for key in set(mobile) - {"messages", "allowedActions"} - read_state:

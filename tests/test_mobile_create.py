@@ -106,6 +106,7 @@ def test_create_returns_201_with_location_and_the_full_detail(client, db):
                 "createdAt": created_at,
             }
         ],
+        "device": None,
     }
 
     row = stored_request(db, data["id"])

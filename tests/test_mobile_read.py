@@ -45,6 +45,7 @@ SUMMARY_KEYS = {
     "rating",
     "unreadCount",
     "lastReadMessageId",
+    "device",
 }
 TIMESTAMP_KEYS = (
     "resolvedAt",
@@ -139,6 +140,7 @@ def test_detail_returns_metadata_and_the_thread(client):
                 "createdAt": second["createdAt"],
             },
         ],
+        "device": None,
     }
     assert first["id"] < second["id"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -132,6 +133,25 @@ def queue(
         bool, typer.Option("--unassigned", help="Only requests nobody owns.")
     ] = False,
     mine: Annotated[bool, typer.Option("--mine", help="Only requests assigned to you.")] = False,
+    platform: Annotated[
+        str | None,
+        typer.Option("--platform", metavar="PLATFORM", help="Only this platform: ios, android, …"),
+    ] = None,
+    app_version: Annotated[
+        str | None,
+        typer.Option("--app-version", metavar="TEXT", help="Only exactly this app version."),
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", metavar="TAG", help="Only requests with this tag.")
+    ] = None,
+    rated: Annotated[
+        bool | None,
+        typer.Option("--rated/--unrated", help="Only requests the customer rated, or did not."),
+    ] = None,
+    max_score: Annotated[
+        int | None,
+        typer.Option("--max-score", metavar="1-5", help="Only rated requests scored at most this."),
+    ] = None,
     sort: Annotated[str | None, typer.Option(metavar="ORDER", help=f"Order: {SORTS}.")] = None,
     all_pages: AllPagesOption = False,
     limit: LimitOption = None,
@@ -149,6 +169,11 @@ def queue(
             "category": category,
             "assigned": False if unassigned else None,
             "assigneeId": caller_id(client) if mine else None,
+            "platform": platform,
+            "appVersion": app_version,
+            "tag": tag,
+            "rated": rated,
+            "maxScore": max_score,
             "sort": sort,
             "limit": limit,
             "cursor": cursor,
@@ -301,6 +326,29 @@ def close(ctx: typer.Context, request_id: RequestId, json_output: JsonOption = F
     with api(ctx, json_output=json_output) as client:
         change = {"status": "closed"}
         _change(client, "PATCH", f"{ADMIN}/{request_id}", change, json_output=json_output)
+
+
+class TagChange(StrEnum):
+    """What ``admin tag`` does to the request's set of tags."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@app.command()
+def tag(
+    ctx: typer.Context,
+    request_id: RequestId,
+    change: Annotated[TagChange, typer.Argument(help="add or remove.")],
+    name: Annotated[str, typer.Argument(metavar="TAG", help="e.g. bug-ios (a-z, 0-9, '-').")],
+    json_output: JsonOption = False,
+) -> None:
+    """Add a tag to a request or remove one (tags are for staff; customers never see them)."""
+    with api(ctx, json_output=json_output) as client:
+        current: list[str] = client.call("GET", f"{ADMIN}/{request_id}").data["tags"]
+        tags = [*current, name] if change is TagChange.ADD else [t for t in current if t != name]
+        body = {"tags": sorted(set(tags))}
+        _change(client, "PATCH", f"{ADMIN}/{request_id}", body, json_output=json_output)
 
 
 @app.command()

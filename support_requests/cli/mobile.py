@@ -82,13 +82,55 @@ def create(
         ),
     ] = None,
     attach: AttachOption = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            "--platform",
+            metavar="PLATFORM",
+            help="The device's platform: ios, android, web or other (needed for the others).",
+        ),
+    ] = None,
+    os_version: Annotated[
+        str | None, typer.Option("--os-version", metavar="TEXT", help="e.g. 18.2")
+    ] = None,
+    app_version: Annotated[
+        str | None, typer.Option("--app-version", metavar="TEXT", help="e.g. 4.2.1")
+    ] = None,
+    app_build: Annotated[
+        str | None, typer.Option("--app-build", metavar="TEXT", help="e.g. 1042")
+    ] = None,
+    device_model: Annotated[
+        str | None, typer.Option("--device-model", metavar="TEXT", help="e.g. 'Pixel 8'")
+    ] = None,
+    locale: Annotated[
+        str | None, typer.Option("--locale", metavar="BCP47", help="e.g. de-DE")
+    ] = None,
+    time_zone: Annotated[
+        str | None, typer.Option("--time-zone", metavar="IANA", help="e.g. Europe/Berlin")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Open a support request with its first message."""
+    """Open a support request with its first message (and the device it is sent from)."""
     text = text_input(message, message_file, option="--message", file_option="--message-file")
+    device = {
+        "platform": platform,
+        "osVersion": os_version,
+        "appVersion": app_version,
+        "appBuild": app_build,
+        "deviceModel": device_model,
+        "locale": locale,
+        "timeZone": time_zone,
+    }
+    sent = {name: value for name, value in device.items() if value is not None}
+    if sent and platform is None:
+        raise typer.BadParameter(
+            "the device's other fields need its platform", param_hint="'--platform'"
+        )
     with opened(attach) as files, api(ctx, json_output=json_output) as client:
         ids = upload_all(client, MOBILE_ATTACHMENTS, files)
-        body = {"category": category, "subject": subject, "message": text}
+        body: dict[str, Any] = {"category": category, "subject": subject, "message": text}
+        if sent:
+            body["device"] = sent
         reply = client.call("POST", MOBILE, body=with_attachments(body, ids))
     _show_detail(reply, json_output=json_output)
 

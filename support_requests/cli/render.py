@@ -199,6 +199,16 @@ def admins_table(admins: list[dict[str, Any]]) -> RenderableType:
 # -- one request ---------------------------------------------------------------
 
 
+def device_label(device: dict[str, Any]) -> str:
+    """The device context on one line: ``ios 18.2 · app 4.2.1 (1042) · iPhone15,3 · …``."""
+    parts = [" ".join(p for p in (device["platform"], device.get("osVersion")) if p)]
+    if device.get("appVersion") or device.get("appBuild"):
+        build = f" ({device['appBuild']})" if device.get("appBuild") else ""
+        parts.append(f"app {device.get('appVersion') or '?'}{build}")
+    parts += [device[key] for key in ("deviceModel", "locale", "timeZone") if device.get(key)]
+    return " · ".join(parts)
+
+
 def request_card(
     detail: dict[str, Any],
     *,
@@ -211,6 +221,11 @@ def request_card(
     grid.add_column()
     grid.add_row("Status", status_text(detail["status"]))
     grid.add_row("Category", detail["category"])
+    device = detail.get("device")
+    grid.add_row("Device", Text(device_label(device)) if device else Text(NOTHING, style="dim"))
+    if viewer == "admin":
+        tags = detail.get("tags") or []
+        grid.add_row("Tags", Text(", ".join(tags)) if tags else Text("none", style="dim"))
     if viewer == "admin":
         customer = detail["customer"]
         grid.add_row("Customer", Text(_with_id(customer["name"], customer["id"])))

@@ -214,6 +214,7 @@ class RequestState:
     last_resolved_at: datetime | None = None
     rating_score: int | None = None
     rating_comment: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 class Placeholder(Enum):
@@ -249,33 +250,42 @@ def _plain(value: Any, message_id: int | None) -> Any:
 @dataclass(frozen=True)
 class Plan:
     """Everything one event changes: the columns that change (``updated_at`` among them, and
-    none when nothing changes) and the history entries to record, all at ``at``."""
+    none when nothing changes) and the history entries to record, all at ``at``.
+
+    ``customer_sees`` is false for a change only staff see (tags): it leaves ``updated_at``
+    and the customer's version as they were."""
 
     at: datetime
     changes: Mapping[str, Any]
     events: tuple[Recorded, ...]
+    customer_sees: bool = True
 
 
 @dataclass(frozen=True)
 class Edit:
-    """An admin's requested change: the new status, note and assignee, each if asked for."""
+    """An admin's requested change: the new status, note, assignee and set of tags, each if
+    asked for."""
 
     status: Status | None = None
     note: str | None = None
     assigns: bool = False
     assignee: str | None = None
+    tags: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, requested: Mapping[str, Any]) -> Edit:
         """The change the API's fields ask for: ``status``, ``resolutionNote`` and
-        ``assignedAdminId`` (``null`` unassigns); admin ids in lower case, as stored."""
+        ``assignedAdminId`` (``null`` unassigns), ``tags`` (a set: sorted, duplicates
+        collapsed); admin ids in lower case, as stored."""
         status = requested.get("status")
         assignee = requested.get("assignedAdminId")
+        tags = requested.get("tags")
         return cls(
             status=None if status is None else Status(status),
             note=requested.get("resolutionNote"),
             assigns="assignedAdminId" in requested,
             assignee=None if assignee is None else assignee.lower(),
+            tags=None if tags is None else tuple(sorted(set(tags))),
         )
 
 
@@ -313,9 +323,12 @@ def plan_reply(state: RequestState, by: Actor, replier_id: str, now: datetime) -
 
 
 def plan_edit(state: RequestState, edit: Edit, *, assignee_known: bool, now: datetime) -> Plan:
-    """An admin's change of status, note and assignee together, or the refusal of all of it.
+    """An admin's change of status, note, assignee and tags together, or the refusal of all
+    of it.
 
     ``assignee_known`` says whether ``edit.assignee`` is an admin the service has seen.
+    Tags are staff bookkeeping, not an event of the table: they change on every status,
+    closed included, and a change of tags alone is one the customer never sees.
     """
     target = state.status if edit.status is None else edit.status
     events = [SET_STATUS_EVENTS[target]] if edit.status is not None else []
@@ -350,6 +363,8 @@ def plan_edit(state: RequestState, edit: Edit, *, assignee_known: bool, now: dat
         draft.write_note(edit.note)
     if edit.assigns:
         draft.assign(edit.assignee)
+    if edit.tags is not None:
+        draft.tag(edit.tags)
     return draft.plan()
 
 
@@ -450,8 +465,19 @@ class _Draft:
             self.change(resolution_note=note)
             self.record("resolution_note_set", resolutionNote=(before, note))
 
+    def tag(self, tags: tuple[str, ...]) -> None:
+        before = self.state.tags
+        if before != tags:
+            self.change(tags=list(tags))
+            self.record("tags_changed", tags=(list(before), list(tags)))
+
     def plan(self) -> Plan:
-        """The plan; ``updated_at`` moves only when a column does."""
-        if self.changes:
+        """The plan; ``updated_at`` moves only when something the customer sees does."""
+        customer_sees = not self.changes or bool(self.changes.keys() - _STAFF_ONLY)
+        if self.changes and customer_sees:
             self.change(updated_at=self.at)
-        return Plan(self.at, self.changes, tuple(self.events))
+        return Plan(self.at, self.changes, tuple(self.events), customer_sees)
+
+
+# Columns only staff see: changing only these leaves the customer's view as it was.
+_STAFF_ONLY = frozenset({"tags"})

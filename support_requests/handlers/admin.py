@@ -27,11 +27,25 @@ async def list_queue(
     category: str | None = None,
     assigned: bool | None = None,
     assignee_id: str | None = None,
+    platform: str | None = None,
+    app_version: str | None = None,
+    tag: str | None = None,
+    rated: bool | None = None,
+    max_score: int | None = None,
 ) -> Response:
     """One page of the queue (304 while it is unchanged)."""
     admin = caller(token_info)
     filters = QueueFilters(
-        status=status, category=category, assigned=assigned, assignee_id=assignee_id, sort=sort
+        status=status,
+        category=category,
+        assigned=assigned,
+        assignee_id=assignee_id,
+        platform=platform,
+        app_version=app_version,
+        tag=tag,
+        rated=rated,
+        max_score=max_score,
+        sort=sort,
     )
     # The queue looks the same to every admin: the tag does not depend on the caller.
     query = {"limit": limit, "cursor": cursor, **vars(filters)}

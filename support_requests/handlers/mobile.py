@@ -38,6 +38,7 @@ async def create_request(
             subject=body["subject"].strip(),
             message=body["message"].strip(),
             attachments=body.get("attachments", ()),
+            device=_device(body.get("device")),
         )
         return envelope(
             "Support request created successfully",
@@ -47,6 +48,13 @@ async def create_request(
         )
 
     return await once(idempotency, customer, body, run)
+
+
+def _device(device: dict[str, str] | None) -> dict[str, str] | None:
+    """The device context as sent, its text fields trimmed like every other text field."""
+    if device is None:
+        return None
+    return {name: value.strip() for name, value in device.items()}
 
 
 async def list_requests(

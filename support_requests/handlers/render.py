@@ -33,6 +33,7 @@ def _summary(record: RequestRecord, actor: Actor) -> dict[str, Any]:
             actor, Status(row.status), rating_open=record.rating_open
         ),
         "rating": _rating(row),
+        "device": _device(row),
     }
 
 
@@ -44,6 +45,21 @@ def _rating(row: Any) -> dict[str, Any] | None:
         "score": row.rating_score,
         "comment": row.rating_comment,
         "ratedAt": iso_ms(row.rated_at),
+    }
+
+
+def _device(row: Any) -> dict[str, Any] | None:
+    """The device context the request was opened with; ``None`` when none was sent."""
+    if row.device_platform is None:
+        return None
+    return {
+        "platform": row.device_platform,
+        "osVersion": row.device_os_version,
+        "appVersion": row.device_app_version,
+        "appBuild": row.device_app_build,
+        "deviceModel": row.device_model,
+        "locale": row.device_locale,
+        "timeZone": row.device_time_zone,
     }
 
 
@@ -74,6 +90,7 @@ def admin_summary(record: RequestRecord) -> dict[str, Any]:
         "image": row.customer_image,
     }
     summary["customerLastReadMessageId"] = row.customer_last_read_message_id
+    summary["tags"] = list(row.tags or ())
     return summary
 
 

@@ -19,9 +19,11 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     Table,
     bindparam,
+    delete,
     insert,
     select,
     tuple_,
@@ -63,10 +65,17 @@ from support_requests.storage.attachments import (
     summary_of,
 )
 from support_requests.storage.database import Database, DbConnection
-from support_requests.storage.models import Admin, Message, RequestEvent, SupportRequest
+from support_requests.storage.models import (
+    Admin,
+    Message,
+    RequestEvent,
+    RequestTag,
+    SupportRequest,
+)
 from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
 
 requests_table = cast(Table, SupportRequest.__table__)
+tags_table = cast(Table, RequestTag.__table__)
 messages_table = cast(Table, Message.__table__)
 events_table = cast(Table, RequestEvent.__table__)
 admins_table = cast(Table, Admin.__table__)
@@ -124,6 +133,9 @@ _UPDATE_REQUEST_FOR_STAFF = (
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
+# A request's tags, one row each, replaced as a set.
+_DELETE_TAGS = delete(tags_table).where(tags_table.c.request_id == bindparam("request_id"))
+_INSERT_TAG = insert(tags_table)
 
 
 def _detail_statement(*, public_only: bool) -> Select[Any]:
@@ -220,6 +232,16 @@ def _create_statement() -> Select[Any]:
     )
 
 
+# The create body's ``device`` fields, and the columns that store them.
+DEVICE_COLUMNS = {
+    "platform": "device_platform",
+    "osVersion": "device_os_version",
+    "appVersion": "device_app_version",
+    "appBuild": "device_app_build",
+    "deviceModel": "device_model",
+    "locale": "device_locale",
+    "timeZone": "device_time_zone",
+}
 _CREATED_COLUMNS = (
     "customer_id",
     "customer_name",
@@ -231,6 +253,7 @@ _CREATED_COLUMNS = (
     "created_at",
     "updated_at",
     "version",
+    *DEVICE_COLUMNS.values(),
 )
 StoredMessage = namedtuple("StoredMessage", [c.name for c in MESSAGE_COLUMNS])  # type: ignore[misc]
 # A conditional GET's lookup (every poll runs one): a probe of the primary key.
@@ -302,6 +325,11 @@ class QueueFilters:
     category: str | None = None
     assigned: bool | None = None
     assignee_id: str | None = None
+    platform: str | None = None
+    app_version: str | None = None
+    tag: str | None = None
+    rated: bool | None = None
+    max_score: int | None = None
     sort: str = "-createdAt"
 
 
@@ -321,6 +349,7 @@ def _state(row: Any) -> RequestState:
         last_resolved_at=row.last_resolved_at,
         rating_score=row.rating_score,
         rating_comment=row.rating_comment,
+        tags=tuple(row.tags or ()),
     )
 
 
@@ -379,8 +408,8 @@ def _not_found(request_id: int) -> NotFound:
 @dataclass(frozen=True)
 class _Listing:
     """A listing: its equality filters (column, value), the assignment filter, the sort, and
-    the scope its cursors are bound to; ``rates`` when its items show whether the customer
-    may rate."""
+    the scope its cursors are bound to; the queue's tag, rated and score filters; ``rates``
+    when its items show whether the customer may rate."""
 
     equal: tuple[tuple[str, Any], ...]
     assigned: bool | None
@@ -388,6 +417,9 @@ class _Listing:
     scope: str
     # What a row's version is to this listing's reader (staff's, or the customer's).
     versions: tuple[Any, ...] = VERSION_COLUMNS
+    tag: str | None = None
+    rated: bool | None = None
+    max_score: int | None = None
     rates: bool = False
 
     def reference(self, row: Any, now: datetime) -> tuple[Any, ...]:
@@ -407,8 +439,20 @@ class _Listing:
             parameters["after_moment"], parameters["after_id"] = pagination.decode(
                 cursor, self.scope
             )
-        shape = tuple(name for name, _ in self.equal)
-        statement = _page_statement(columns, shape, self.assigned, self.sort, cursor is not None)
+        if self.tag is not None:
+            parameters["tag"] = self.tag
+        if self.max_score is not None:
+            parameters["max_score"] = self.max_score
+        statement = _page_statement(
+            columns,
+            tuple(name for name, _ in self.equal),
+            self.assigned,
+            self.sort,
+            cursor is not None,
+            tagged=self.tag is not None,
+            rated=self.rated,
+            scored=self.max_score is not None,
+        )
         return statement, parameters
 
 
@@ -424,6 +468,15 @@ def _customer_listing(customer: Principal, status: str | None) -> _Listing:
 
 def _queue_listing(filters: QueueFilters) -> _Listing:
     """The admin queue, filtered and sorted."""
+    # Round 2's filters join the scope only when given, so that the cursors a server issued
+    # before them stay valid across the upgrade.
+    added = {
+        "platform": filters.platform,
+        "app_version": filters.app_version,
+        "tag": filters.tag,
+        "rated": filters.rated,
+        "max_score": filters.max_score,
+    }
     scope = pagination.scope_of(
         listing="admin",
         status=filters.status,
@@ -431,6 +484,7 @@ def _queue_listing(filters: QueueFilters) -> _Listing:
         assigned=filters.assigned,
         assignee=filters.assignee_id,
         sort=filters.sort,
+        **{name: value for name, value in added.items() if value is not None},
     )
     equal: list[tuple[str, Any]] = []
     if filters.status is not None:
@@ -439,7 +493,19 @@ def _queue_listing(filters: QueueFilters) -> _Listing:
         equal.append(("category", filters.category))
     if filters.assignee_id is not None:
         equal.append(("assigned_admin_id", filters.assignee_id.lower()))
-    return _Listing(tuple(equal), filters.assigned, filters.sort, scope)
+    if filters.platform is not None:
+        equal.append(("device_platform", filters.platform))
+    if filters.app_version is not None:
+        equal.append(("device_app_version", filters.app_version))
+    return _Listing(
+        tuple(equal),
+        filters.assigned,
+        filters.sort,
+        scope,
+        tag=filters.tag,
+        rated=filters.rated,
+        max_score=filters.max_score,
+    )
 
 
 @functools.cache
@@ -449,8 +515,18 @@ def _page_statement(
     assigned: bool | None,
     sort: str,
     after_cursor: bool,
+    *,
+    tagged: bool = False,
+    rated: bool | None = None,
+    scored: bool = False,
 ) -> Select[Any]:
-    """A listing's page statement, built once per shape; its values are parameters."""
+    """A listing's page statement, built once per shape; its values are parameters.
+
+    Filtered by a tag, it walks ``ix_request_tags_tag_created`` (whose ``created_at`` is the
+    request's) joined to the requests, so the page's key is the tag row's. Rated and score
+    filters name ``rating_score IS NOT NULL`` so the planner may use the partial index
+    ``ix_support_requests_rated_created``.
+    """
     conditions: list[ColumnElement[bool]] = [
         requests_table.c[name] == bindparam(f"equal_{name}") for name in equal
     ]
@@ -458,10 +534,23 @@ def _page_statement(
         conditions.append(requests_table.c.assigned_admin_id.is_not(None))
     elif assigned is False:
         conditions.append(requests_table.c.assigned_admin_id.is_(None))
+    if rated is True or scored:
+        conditions.append(requests_table.c.rating_score.is_not(None))
+    if rated is False:
+        conditions.append(requests_table.c.rating_score.is_(None))
+    if scored:
+        conditions.append(requests_table.c.rating_score <= bindparam("max_score"))
+    source: FromClause = requests_table
     key_column = (
         requests_table.c.updated_at if sort == "-updatedAt" else requests_table.c.created_at
     )
-    key = tuple_(key_column, requests_table.c.id)
+    id_column = requests_table.c.id
+    if tagged:
+        source = tags_table.join(requests_table, requests_table.c.id == tags_table.c.request_id)
+        conditions.append(tags_table.c.tag == bindparam("tag"))
+        if sort != "-updatedAt":
+            key_column, id_column = tags_table.c.created_at, tags_table.c.request_id
+    key = tuple_(key_column, id_column)
     descending = sort.startswith("-")
     if after_cursor:
         after = tuple_(
@@ -470,11 +559,15 @@ def _page_statement(
         )
         conditions.append(key < after if descending else key > after)
     order = (
-        (key_column.desc(), requests_table.c.id.desc())
-        if descending
-        else (key_column.asc(), requests_table.c.id.asc())
+        (key_column.desc(), id_column.desc()) if descending else (key_column.asc(), id_column.asc())
     )
-    return select(*columns).where(*conditions).order_by(*order).limit(bindparam("rows"))
+    return (
+        select(*columns)
+        .select_from(source)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(bindparam("rows"))
+    )
 
 
 class SupportDesk:
@@ -498,10 +591,13 @@ class SupportDesk:
         subject: str,
         message: str,
         attachments: Sequence[str] = (),
+        device: dict[str, str] | None = None,
     ) -> RequestRecord:
         """Open a request with its first message (and the customer's ``attachments``
-        uploads on it) and its event, all or nothing."""
+        uploads on it) and its event, all or nothing; ``device`` is the body's device
+        context (its fields by their API names), if sent."""
         plan = plan_opening(category, subject, self.clock())
+        sent = device or {}
         request = {
             "customer_id": customer.sub,
             "customer_name": customer.name,
@@ -511,6 +607,7 @@ class SupportDesk:
             **plan.changes,
             "created_at": plan.at,
             "version": 1,
+            **{column: sent.get(name) for name, column in DEVICE_COLUMNS.items()},
         }
         if not self.database.is_sqlite:
             (created,) = plan.events
@@ -689,7 +786,9 @@ class SupportDesk:
             plan = plan_edit(
                 _state(row), edit, assignee_known=bool(row.assignee_known), now=self.clock()
             )
-            await self._write(connection, request_id, admin, plan)
+            await self._write(connection, request_id, admin, plan, customer_sees=plan.customer_sees)
+            if "tags" in plan.changes:
+                await self._replace_tags(connection, row, plan.changes["tags"])
             return await self._read_detail(connection, request_id)
 
     async def add_internal_note(
@@ -708,6 +807,15 @@ class SupportDesk:
             await attach_uploads(connection, admin, attachments, request_id, message_id, plan.at)
             await self._write(connection, request_id, admin, plan, message_id, customer_sees=False)
             return await self._read_detail(connection, request_id)
+
+    async def _replace_tags(self, connection: DbConnection, row: Any, tags: list[str]) -> None:
+        """The request's rows in ``request_tags``, one a tag, dated as the request."""
+        await connection.execute(_DELETE_TAGS, {"request_id": row.id})
+        if tags:
+            await connection.execute(
+                _INSERT_TAG,
+                [{"request_id": row.id, "tag": tag, "created_at": row.created_at} for tag in tags],
+            )
 
     async def list_admins(self, admin: Principal) -> list[Any]:
         """Every admin seen so far, by name."""
