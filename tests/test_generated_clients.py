@@ -255,6 +255,85 @@ def _lifecycle(api: Any, models: Any, customer: Any, staff: Any, admin_id: uuid.
     assert missing.parsed.code == models.ProblemCode.NOT_FOUND
 
 
+def test_the_generated_python_client_shows_the_conversation_as_each_side_sees_it(
+    python_client: ModuleType, live_url: str
+) -> None:
+    """Round 2's fields through the generated client: device context, the badge and the
+    read marker, internal notes, tags and the statistics."""
+
+    def api(name: str) -> Any:
+        return importlib.import_module(f"{PACKAGE}.api.{name}")
+
+    models = importlib.import_module(f"{PACKAGE}.models")
+    Client = python_client.AuthenticatedClient
+    customer_token = mint(name="Alex Customer")
+    admin_token = mint(str(uuid.uuid4()), role="admin", name="Support Agent")
+    with (
+        Client(base_url=live_url, token=customer_token, raise_on_unexpected_status=True) as me,
+        Client(base_url=live_url, token=admin_token, raise_on_unexpected_status=True) as staff,
+    ):
+        created = (
+            api("mobile.create_support_request")
+            .sync(
+                client=me,
+                body=models.CreateSupportRequest(
+                    category=models.Category.TECHNICAL,
+                    subject="Crash after the update",
+                    message="The app closes when I open my orders.",
+                    device=models.DeviceContext(
+                        platform=models.DevicePlatform.IOS,
+                        app_version="4.2.1",
+                        locale="de-DE",
+                        time_zone="Europe/Berlin",
+                    ),
+                ),
+            )
+            .data
+        )
+        assert (created.device.platform, created.device.app_version) == (
+            models.DevicePlatform.IOS,
+            "4.2.1",
+        )
+        assert (created.unread_count, created.last_read_message_id, created.rating) == (
+            0,
+            None,
+            None,
+        )
+
+        reply = api("admin.admin_reply_to_support_request")
+        reply.sync(created.id, client=staff, body=models.AdminReply(body="Update to 4.2.2."))
+        noted = reply.sync(
+            created.id,
+            client=staff,
+            body=models.AdminReply(body="Known crash, fixed in 4.2.2.", internal=True),
+        ).data
+        assert [m.internal for m in noted.messages] == [False, False, True]
+        tagged = (
+            api("admin.admin_update_support_request")
+            .sync(created.id, client=staff, body=models.AdminUpdate(tags=["ios", "crash"]))
+            .data
+        )
+        assert tagged.tags == ["crash", "ios"]
+
+        badge = api("mobile.get_unread_count").sync(client=me).data
+        assert (badge.unread_count, badge.requests_with_unread) == (1, 1)
+        detail = api("mobile.get_support_request").sync(created.id, client=me).data
+        assert [m.author_type.value for m in detail.messages] == ["customer", "admin"]
+        assert detail.unread_count == 1
+        state = (
+            api("mobile.mark_support_request_read")
+            .sync(created.id, client=me, body=models.MarkRead())
+            .data
+        )
+        assert (state.last_read_message_id, state.unread_count) == (detail.messages[-1].id, 0)
+        assert api("mobile.get_unread_count").sync(client=me).data.unread_count == 0
+        seen = api("admin.admin_get_support_request").sync(created.id, client=staff).data
+        assert seen.customer_last_read_message_id == detail.messages[-1].id
+
+        stats = api("admin.get_support_stats").sync(client=staff).data
+        assert stats.opened >= 1 and stats.backlog.in_progress >= 1
+
+
 # -- Kotlin and Swift, through openapi-generator -------------------------------------------
 
 

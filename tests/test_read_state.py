@@ -112,25 +112,15 @@ def staff_replies(client: Any, request_id: int, count: int) -> list[int]:
     return ids
 
 
-def add_internal_note(db: Any, request_id: int) -> int:
-    """A staff-only message in the thread, written as the notes feature stores one."""
-    table = Base.metadata.tables["messages"]
-    with db.begin() as connection:
-        return int(
-            connection.execute(
-                table.insert()
-                .values(
-                    request_id=request_id,
-                    author_type="admin",
-                    author_id="00000000-0000-4000-8000-000000000001",
-                    author_name="Agent",
-                    body="Internal: refund approved.",
-                    created_at=now_ms(),
-                    internal=True,
-                )
-                .returning(table.c.id)
-            ).scalar_one()
-        )
+def add_internal_note(client: Any, request_id: int) -> int:
+    """A staff-only note in the thread, through the API; its message id."""
+    response = client.post(
+        f"/api/admin/support-requests/{request_id}/messages",
+        json={"body": "Internal: refund approved.", "internal": True},
+        headers=admin(),
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["data"]["messages"][-1]["id"])
 
 
 # -- the rules, without a database ------------------------------------------------------------
@@ -242,13 +232,13 @@ def test_the_badge_counts_over_all_the_customers_requests(client: Any, db: Any) 
 def test_an_internal_note_is_neither_read_nor_unread(client: Any, db: Any) -> None:
     me = customer()
     request = create(client, me)
-    note = add_internal_note(db, request["id"])
+    note = add_internal_note(client, request["id"])
     (answer,) = staff_replies(client, request["id"], 1)
     assert note < answer
     assert badge(client, me) == {"unreadCount": 1, "requestsWithUnread": 1}
     # Everything so far is the latest message the customer sees, never the note.
     assert read_ok(client, me, request["id"]) == {"lastReadMessageId": answer, "unreadCount": 0}
-    later_note = add_internal_note(db, request["id"])
+    later_note = add_internal_note(client, request["id"])
     assert read_ok(client, me, request["id"]) == {"lastReadMessageId": answer, "unreadCount": 0}
     assert stored_request(db, request["id"])["customer_last_read_message_id"] == answer
     assert later_note > answer
@@ -323,7 +313,7 @@ def test_a_message_outside_the_customers_thread_is_422_on_last_read_message_id(
     request = create(client, me)
     other = create(client, me)
     staff_replies(client, request["id"], 1)
-    note = add_internal_note(db, request["id"])
+    note = add_internal_note(client, request["id"])
     before = snapshot(db, request["id"])
     inbox = inbox_rows(db)
     for message_id in (other["messages"][0]["id"], note, 10**12):
