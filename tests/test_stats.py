@@ -25,7 +25,7 @@ from support_requests.storage.database import Database, sync_url
 from support_requests.storage.models import Base
 from support_requests.storage.stats import SupportStatistics, Window
 from tests.conftest import PG_URL, reset_pg
-from tests.helpers import admin, assert_problem, customer, error_fields
+from tests.helpers import admin, admin_id_of, assert_problem, customer, error_fields
 
 STATS = "/api/admin/stats"
 FROM = datetime(2026, 11, 1)
@@ -336,6 +336,14 @@ def test_reading_the_statistics_changes_nothing_stored(client: Any, db: sa.Engin
     stats(client)
 
     assert stored(db) == before
+
+
+def test_an_admin_reading_the_statistics_is_one_the_service_has_seen(client: Any) -> None:
+    staff = admin(name="Stats Reader")
+    assert client.get(STATS, headers=staff).status_code == 200
+
+    admins = client.get("/api/admin/admins", headers=admin()).json()["data"]
+    assert {"id": admin_id_of(staff), "name": "Stats Reader", "image": None} in admins
 
 
 # -- the window ---------------------------------------------------------------------------

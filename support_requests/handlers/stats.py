@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.responses import Response
 
 from support_requests.domain.clock import iso_ms, now_ms
 from support_requests.domain.errors import FieldProblem, RuleViolation
+from support_requests.handlers.auth import caller
 from support_requests.handlers.render import envelope
 from support_requests.storage.stats import SupportStatistics, SupportStats, window
+from support_requests.storage.support_desk import SupportDesk
 
 
 async def get_stats(
-    stats: SupportStatistics, from_: str | None = None, to: str | None = None
+    stats: SupportStatistics,
+    desk: SupportDesk,
+    token_info: dict[str, Any],
+    from_: str | None = None,
+    to: str | None = None,
 ) -> Response:
     """The window's counts, response and resolution times and ratings; the backlog now."""
+    await desk.remember_admin(caller(token_info))  # as every admin operation does
     asked = window(_instant("from", from_), _instant("to", to), now=now_ms())
     return envelope("Support statistics fetched successfully", _rendered(await stats.read(asked)))
 

@@ -742,25 +742,25 @@ class SupportDesk:
         self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
     ) -> Page:
         """The queue, filtered and sorted."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         return await self._page(_queue_listing(filters), limit, cursor)
 
     async def queue_page_versions(
         self, admin: Principal, filters: QueueFilters, *, limit: int, cursor: str | None
     ) -> PageVersions:
         """What ``list_queue`` would show, by reference: one statement, same index."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         return await self._page_versions(_queue_listing(filters), limit, cursor)
 
     async def get_for_admin(self, admin: Principal, request_id: int) -> RequestRecord:
         """Any request with its thread."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         async with self.database.reading() as connection:
             return await self._read_detail(connection, request_id)
 
     async def version_for_admin(self, admin: Principal, request_id: int) -> int:
         """The version of any request: one lookup by primary key; 404 when there is none."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         return await self._version(request_id)
 
     async def reply_as_admin(
@@ -768,7 +768,7 @@ class SupportDesk:
     ) -> RequestRecord:
         """Append a staff reply (with the admin's ``attachments`` uploads); on ``open`` it
         starts work and takes the request if unowned."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         async with self.database.writing() as connection:
             row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
             return await self._reply(connection, row, admin, body, attachments)
@@ -777,7 +777,7 @@ class SupportDesk:
         self, admin: Principal, request_id: int, requested: dict[str, Any]
     ) -> RequestRecord:
         """Change status, assignee and note together, or refuse the whole change."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         edit = Edit.of(requested)
         async with self.database.writing() as connection:
             row = await self._lock(
@@ -797,7 +797,7 @@ class SupportDesk:
         """Add a staff note the customer never sees (with the admin's ``attachments``
         uploads), in any status, closed included: no column a customer sees changes, nor
         their version; only the staff version moves."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         async with self.database.writing() as connection:
             row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
             plan = plan_internal_note(_state(row), self.clock())
@@ -819,14 +819,14 @@ class SupportDesk:
 
     async def list_admins(self, admin: Principal) -> list[Any]:
         """Every admin seen so far, by name."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         async with self.database.reading() as connection:
             result = await connection.execute(_ADMINS)
             return list(result.all())
 
     async def list_events(self, admin: Principal, request_id: int) -> list[Any]:
         """The request's history, oldest first."""
-        await self._remember_admin(admin)
+        await self.remember_admin(admin)
         async with self.database.reading() as connection:
             exists = await connection.scalar(_REQUEST_ID, {"request_id": request_id})
             if exists is None:
@@ -994,7 +994,7 @@ class SupportDesk:
         )
         await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
 
-    async def _remember_admin(self, admin: Principal) -> None:
+    async def remember_admin(self, admin: Principal) -> None:
         """Record an admin seen in a token, once per process unless name or picture change."""
         seen = (admin.name, admin.picture)
         if self._admins_seen.get(admin.sub) == seen:
