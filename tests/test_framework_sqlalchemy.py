@@ -266,7 +266,11 @@ def test_postgresql_statements_match_stock_sqlalchemy(database_url, db, statemen
     def run(customer: str) -> tuple[Any, dict[str, Any]]:
         if statement == "count":
             return rate_limits._COUNT, {"key": customer, "window_start": MOMENT, "count": 1}
-        created = {**_request(customer), "author_type": "customer", "body": "hello ✓"}
+        device = dict.fromkeys(support_desk.DEVICE_COLUMNS.values()) | {
+            "device_platform": "ios",
+            "device_locale": "de-DE",
+        }
+        created = {**_request(customer), **device, "author_type": "customer", "body": "hello ✓"}
         event = _event(0)
         return support_desk._CREATE, {
             **created,
