@@ -237,10 +237,25 @@ def reply(
     json_output: JsonOption = False,
 ) -> None:
     """Reply as staff (an open request moves to in progress and becomes yours if unowned)."""
+    _post_message(ctx, request_id, body, body_file, attach, json_output=json_output)
+
+
+def _post_message(
+    ctx: typer.Context,
+    request_id: int,
+    body: str | None,
+    body_file: Path | None,
+    attach: list[Path] | None,
+    *,
+    json_output: bool,
+    internal: bool = False,
+) -> None:
+    """Post a staff message (an internal note when ``internal``) with its files."""
     text = text_input(body, body_file, option="--body", file_option="--body-file")
+    fields: dict[str, Any] = {"body": text, "internal": True} if internal else {"body": text}
     with opened(attach) as files, api(ctx, json_output=json_output) as client:
         ids = upload_all(client, ADMIN_ATTACHMENTS, files)
-        change = with_attachments({"body": text}, ids)
+        change = with_attachments(fields, ids)
         _change(client, "POST", f"{ADMIN}/{request_id}/messages", change, json_output=json_output)
 
 
@@ -260,11 +275,7 @@ def note(
     json_output: JsonOption = False,
 ) -> None:
     """Add an internal note for staff: the customer never sees it; nothing else changes."""
-    text = text_input(body, body_file, option="--body", file_option="--body-file")
-    with opened(attach) as files, api(ctx, json_output=json_output) as client:
-        ids = upload_all(client, ADMIN_ATTACHMENTS, files)
-        change = with_attachments({"body": text, "internal": True}, ids)
-        _change(client, "POST", f"{ADMIN}/{request_id}/messages", change, json_output=json_output)
+    _post_message(ctx, request_id, body, body_file, attach, json_output=json_output, internal=True)
 
 
 @app.command()
