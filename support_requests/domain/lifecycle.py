@@ -11,7 +11,7 @@ plan and writes; no other module decides a transition.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from typing import Any
@@ -252,8 +252,8 @@ class Plan:
     """Everything one event changes: the columns that change (``updated_at`` among them, and
     none when nothing changes) and the history entries to record, all at ``at``.
 
-    ``customer_sees`` is false for a change only staff see (tags): it leaves ``updated_at``
-    and the customer's version as they were."""
+    ``customer_sees`` is false for a change only staff see (tags, an internal note): it
+    leaves ``updated_at`` and the customer's version as they were."""
 
     at: datetime
     changes: Mapping[str, Any]
@@ -392,7 +392,7 @@ def plan_internal_note(state: RequestState, now: datetime) -> Plan:
     _allow(Actor.ADMIN, Event.INTERNAL_NOTE, state)
     draft = _Draft(state, now)
     draft.record("internal_note_added", messageId=(None, Placeholder.NEW_MESSAGE))
-    return draft.plan()
+    return replace(draft.plan(), customer_sees=False)
 
 
 def _allow(actor: Actor, event: Event, state: RequestState) -> Outcome:

@@ -786,7 +786,7 @@ class SupportDesk:
             plan = plan_edit(
                 _state(row), edit, assignee_known=bool(row.assignee_known), now=self.clock()
             )
-            await self._write(connection, request_id, admin, plan, customer_sees=plan.customer_sees)
+            await self._write(connection, request_id, admin, plan)
             if "tags" in plan.changes:
                 await self._replace_tags(connection, row, plan.changes["tags"])
             return await self._read_detail(connection, request_id)
@@ -805,7 +805,7 @@ class SupportDesk:
                 connection, request_id, admin, body, plan.at, internal=True
             )
             await attach_uploads(connection, admin, attachments, request_id, message_id, plan.at)
-            await self._write(connection, request_id, admin, plan, message_id, customer_sees=False)
+            await self._write(connection, request_id, admin, plan, message_id)
             return await self._read_detail(connection, request_id)
 
     async def _replace_tags(self, connection: DbConnection, row: Any, tags: list[str]) -> None:
@@ -978,18 +978,16 @@ class SupportDesk:
         actor: Principal,
         plan: Plan,
         message_id: int | None = None,
-        *,
-        customer_sees: bool = True,
         **also: Any,
     ) -> None:
         """Write ``plan``'s changes (with ``also``) and its events; a plan that changes nothing
         and records nothing writes nothing (one that only records, an internal note, moves
-        the version). A change the customer never sees (``customer_sees=False``) leaves
-        their version, and so every mobile tag, as it was."""
+        the version). A plan the customer never sees (``plan.customer_sees``) leaves their
+        version, and so every mobile tag, as it was."""
         if not plan.changes and not plan.events:
             return
         await connection.execute(
-            _UPDATE_REQUEST if customer_sees else _UPDATE_REQUEST_FOR_STAFF,
+            _UPDATE_REQUEST if plan.customer_sees else _UPDATE_REQUEST_FOR_STAFF,
             {**plan.changes, **also, "changed_id": request_id},
         )
         await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
