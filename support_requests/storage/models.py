@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -272,4 +274,125 @@ class IdempotencyRecord(Base):
     __table_args__ = (
         PrimaryKeyConstraint("owner", "key"),
         Index("ix_idempotency_records_created", "created_at"),
+    )
+
+
+class Device(Base):
+    """A customer's push token (APNs or FCM): one row per token, moved to whoever registers
+    it last. The token is looked up by its SHA-256 (a token may be 4 KiB, too long for an
+    index entry); it is shown to its customer and to the app's backend in
+    ``notification.push`` events only."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    app_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    registered_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_devices_customer_registered", "customer_id", "registered_at"),)
+
+
+class WebhookEndpoint(Base):
+    """Where the service sends events: a URL, the event types it takes, and its signing
+    secret (``whsec_…``, stored encrypted when ``SUPPORT_SECRET_KEY`` is set)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(512))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    # Why it was disabled (``gone``: the receiver answered 410), null while enabled.
+    disabled_reason: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class WebhookEvent(Base):
+    """One event as sent: ``body`` is the exact JSON every attempt signs and sends, so a
+    retry carries the same bytes and the same ``webhook-id`` (``public_id``)."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    # No foreign key: an event outlives what it tells of (and erasure rewrites it).
+    request_id: Mapped[int | None] = mapped_column(Id)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_webhook_events_customer", "customer_id", "id"),)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: ``pending`` until a 2xx (``succeeded``) or until its
+    retries run out or the endpoint is gone (``failed``). A worker that takes it sets
+    ``claimed_until``; one that dies leaves it to be taken again once that passes.
+    ``order_key`` (the request's id) keeps one request's deliveries to an endpoint in order."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(Id, ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    order_key: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_response_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # The workers' claim walks the pending ones by due time.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # Per-request order: is an earlier delivery of this request to this endpoint pending?
+        Index(
+            "ix_webhook_deliveries_order",
+            "endpoint_id",
+            "order_key",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # An endpoint's deliveries, newest first (the admin API's page).
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_event", "event_id"),
+    )
+
+
+# On PostgreSQL, a committed insert of deliveries wakes every worker that LISTENs on
+# ``support_webhooks`` (a notification is sent at commit, never for a rollback).
+NOTIFY_CHANNEL = "support_webhooks"
+NOTIFY_WORKERS = (
+    "CREATE OR REPLACE FUNCTION support_webhooks_notify() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('support_webhooks', ''); "
+    "RETURN NULL; END $$",
+    "CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries "
+    "FOR EACH STATEMENT EXECUTE FUNCTION support_webhooks_notify()",
+)
+for _statement in NOTIFY_WORKERS:
+    event.listen(
+        WebhookDelivery.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql")
     )
