@@ -40,6 +40,7 @@ JWKS_ALGORITHMS = ("RS256", "ES256")
 DEFAULT_JWKS_TIMEOUT = 3.0
 DEFAULT_JWKS_CACHE_SECONDS = 300.0
 DEFAULT_JWKS_REFETCH_SECONDS = 10.0
+DEFAULT_WEBHOOK_FIRST_RETRY_SECONDS = 5.0
 
 
 class ConfigurationError(ValueError):
@@ -87,6 +88,18 @@ class Settings:
     attachment_dir: Path | None = None
     # How often the server deletes uploads that expired unattached.
     attachment_cleanup_seconds: float = DEFAULT_ATTACHMENT_CLEANUP_SECONDS
+    # Encrypts webhook signing secrets at rest (None: stored as issued; a database dump
+    # then reveals them).
+    secret_key: bytes | None = None
+    # Webhook URLs: private, loopback, link-local and metadata addresses, and plain http,
+    # are refused unless these allow them (local development and tests).
+    webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+    # Seconds before a failed delivery's first retry; each next one about twice as late.
+    webhook_first_retry_seconds: float = DEFAULT_WEBHOOK_FIRST_RETRY_SECONDS
+    # Whether the server process runs a delivery worker of its own (from the environment:
+    # on by default on SQLite, where `supportctl worker` is not needed).
+    embedded_worker: bool = False
 
     def __post_init__(self) -> None:
         configured = [
@@ -119,6 +132,14 @@ class Settings:
         _check_seconds("SUPPORT_JWKS_TIMEOUT", self.jwks_timeout, allow_zero=False)
         _check_seconds("SUPPORT_JWKS_CACHE_SECONDS", self.jwks_cache_seconds, allow_zero=False)
         _check_seconds("SUPPORT_JWKS_REFETCH_SECONDS", self.jwks_refetch_seconds, allow_zero=True)
+        _check_seconds(
+            "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", self.webhook_first_retry_seconds, allow_zero=True
+        )
+        if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"SUPPORT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes "
+                f"(got {len(self.secret_key)})"
+            )
         if self.jwks_refetch_seconds > self.jwks_cache_seconds:
             raise ConfigurationError(
                 "SUPPORT_JWKS_REFETCH_SECONDS must not exceed SUPPORT_JWKS_CACHE_SECONDS "
@@ -172,6 +193,7 @@ class Settings:
         public_key_path = env.get("SUPPORT_JWT_PUBLIC_KEY")
         jwks_url = env.get("SUPPORT_JWKS_URL") or None
         attachment_dir = env.get("SUPPORT_ATTACHMENT_DIR")
+        secret_key = env.get("SUPPORT_SECRET_KEY")
         key = secret.encode() if secret else None
         public_key = read_public_key(Path(public_key_path)) if public_key_path else None
         dev_secret_path = None
@@ -203,6 +225,13 @@ class Settings:
                 env, "SUPPORT_ATTACHMENT_MAX_BYTES", DEFAULT_ATTACHMENT_MAX_BYTES
             ),
             attachment_dir=Path(attachment_dir) if attachment_dir else None,
+            secret_key=secret_key.encode() if secret_key else None,
+            webhook_allow_private=_flag(env, "SUPPORT_WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_allow_http=_flag(env, "SUPPORT_WEBHOOK_ALLOW_HTTP", False),
+            webhook_first_retry_seconds=_seconds(
+                env, "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", DEFAULT_WEBHOOK_FIRST_RETRY_SECONDS
+            ),
+            embedded_worker=_flag(env, "SUPPORT_WEBHOOK_WORKER", database_url.startswith("sqlite")),
         )
 
 
@@ -299,6 +328,17 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigurationError(f"{name} must be at least 1 (got {value})")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0 (got {raw!r})")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

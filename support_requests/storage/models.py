@@ -21,8 +21,8 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
-    false,
     event,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column

@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("token_sha256"),
     )
-    op.create_index(
-        "ix_devices_customer_registered", "devices", ["customer_id", "registered_at"]
-    )
+    op.create_index("ix_devices_customer_registered", "devices", ["customer_id", "registered_at"])
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -110,9 +108,7 @@ def upgrade() -> None:
         postgresql_where=_PENDING,
         sqlite_where=_PENDING,
     )
-    op.create_index(
-        "ix_webhook_deliveries_endpoint", "webhook_deliveries", ["endpoint_id", "id"]
-    )
+    op.create_index("ix_webhook_deliveries_endpoint", "webhook_deliveries", ["endpoint_id", "id"])
     op.create_index("ix_webhook_deliveries_event", "webhook_deliveries", ["event_id"])
     if op.get_bind().dialect.name == "postgresql":
         for statement in _NOTIFY_WORKERS:

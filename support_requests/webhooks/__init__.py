@@ -1,0 +1,1 @@
+"""Push and webhooks: signing secrets, safe addresses, event payloads, delivery, the worker."""
