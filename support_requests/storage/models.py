@@ -394,5 +394,7 @@ NOTIFY_WORKERS = (
 )
 for _statement in NOTIFY_WORKERS:
     event.listen(
-        WebhookDelivery.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql")
+        WebhookDelivery.__table__,
+        "after_create",
+        DDL(_statement).execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
     )
