@@ -18,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# host, port -> the addresses it resolves to (as strings); raises OSError when it does not.
+Lookup = Callable[[str, int], Awaitable[list[str]]]
+LOOKUP_TIMEOUT_SECONDS = 3.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -97,7 +101,16 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
-async def resolve(target: Target, *, allow_private: bool) -> list[IPAddress]:
+async def system_lookup(host: str, port: int) -> list[str]:
+    """The system resolver's addresses for ``host`` (``getaddrinfo``, as a connection would)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolve(
+    target: Target, *, allow_private: bool, lookup: Lookup = system_lookup
+) -> list[IPAddress]:
     """Every address ``target``'s host resolves to, all of them checked; ``UnsafeUrl``
     if any is refused (a host with one private address among public ones is refused:
     the connection could be steered to it) or if the host does not resolve."""
@@ -108,16 +121,16 @@ async def resolve(target: Target, *, allow_private: bool) -> list[IPAddress]:
     if literal is not None:
         addresses = [literal]
     else:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-        except (socket.gaierror, UnicodeError) as error:
+            async with asyncio.timeout(LOOKUP_TIMEOUT_SECONDS):
+                found = await lookup(target.host, target.port)
+        except (OSError, UnicodeError) as error:
             raise UnsafeUrl(f"host {target.host} does not resolve ({error})") from None
+        except TimeoutError:
+            raise UnsafeUrl(f"host {target.host} did not resolve in time") from None
         addresses = []
-        for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        for text in found:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
