@@ -228,6 +228,17 @@ def server_environment(database_url: str, data_dir: Path, secret: str) -> dict[s
     return env
 
 
+def server_variables(assignments: list[str]) -> dict[str, str]:
+    """``--server-env NAME=VALUE`` options as a mapping."""
+    variables = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or not name:
+            raise BenchError(f"--server-env {assignment!r}: write NAME=VALUE")
+        variables[name] = value
+    return variables
+
+
 def initialise_database(env: dict[str, str]) -> None:
     """``supportctl db init``: the schema at the newest revision (safe to repeat)."""
     done = subprocess.run(
@@ -831,6 +842,14 @@ def add_setup_arguments(
     target.add_argument(
         "--workers", type=int, default=1, metavar="N", help="with --start: server workers (1)"
     )
+    target.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --start: one more server variable, e.g. SUPPORT_RATE_LIMIT_READS=12000/minute"
+        " or SUPPORT_REDIS_URL=redis://127.0.0.1:6379/0 (repeatable; limits are off unless set)",
+    )
     auth = parser.add_argument_group("tokens (with --url)")
     env = os.environ.get
     auth.add_argument(
@@ -999,6 +1018,7 @@ def deployment(args: argparse.Namespace, run_id: str) -> Iterator[Deployment]:
                 database_url = f"sqlite:///{workdir / 'support.db'}"
             secret = secrets.token_urlsafe(48)
             env = server_environment(database_url, workdir, secret)
+            env.update(server_variables(args.server_env))
             initialise_database(env)
         if args.preload:
             assert database_url is not None

@@ -25,6 +25,8 @@ from support_requests.storage.models import Base
 from tests.helpers import SECRET
 
 PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")
+# The machine's Redis: tests that need it fail (never skip) when it is not there.
+REDIS_URL = os.environ.get("SUPPORT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 REQUIRE_PG = os.environ.get("SUPPORT_REQUIRE_PG") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 _pg_ready = False

@@ -9,7 +9,9 @@ import pytest
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import ConfigurationError, Settings
 from support_requests.storage.rate_limits import Limit
+from tests.conftest import REDIS_URL
 from tests.helpers import MOBILE, create, customer
+from tests.servers import free_port
 
 
 def _client(settings: Settings, **limits: str):
@@ -80,18 +82,44 @@ def test_unauthenticated_requests_are_not_counted(settings):
         assert client.get(MOBILE, headers=alice).status_code == 200
 
 
-@pytest.mark.postgres
-def test_the_budget_is_shared_by_every_process_on_postgresql(settings, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite counts per process (one box); the shared budget is PostgreSQL's")
+def test_the_budget_is_shared_by_every_process_with_redis(settings):
+    """Two apps (two processes' worth of limiters) on one Redis draw from one budget."""
     alice = customer()
-    first = _client(settings, rate_limit_reads="4/minute")
-    second = _client(settings, rate_limit_reads="4/minute")
+    first = _client(settings, rate_limit_reads="4/minute", redis_url=REDIS_URL)
+    second = _client(settings, rate_limit_reads="4/minute", redis_url=REDIS_URL)
+    with first as one, second as two:
+        answers = [(one if i % 2 else two).get(MOBILE, headers=alice) for i in range(6)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429, 429]
+    assert [a.headers["RateLimit-Remaining"] for a in answers] == ["3", "2", "1", "0", "0", "0"]
+
+
+def test_without_redis_each_process_counts_its_own_budget(settings):
+    alice = customer()
+    first = _client(settings, rate_limit_reads="2/minute")
+    second = _client(settings, rate_limit_reads="2/minute")
     with first as one, second as two:
         statuses = [
-            (one if i % 2 else two).get(MOBILE, headers=alice).status_code for i in range(6)
+            (one if i % 2 else two).get(MOBILE, headers=alice).status_code for i in range(4)
         ]
-    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert statuses == [200, 200, 200, 200]
+
+
+def test_a_redis_outage_fails_open_to_per_process_budgets(settings, caplog):
+    """Redis on a dead port: the API answers, each process counts in its own memory, and
+    one error line says so."""
+    alice = customer()
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with _client(settings, rate_limit_reads="3/minute", redis_url=dead) as client:
+        statuses = [client.get(MOBILE, headers=alice).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    outage = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(outage) == 1
+    assert outage[0].levelname == "ERROR"
+
+
+def test_a_redis_url_that_is_not_redis_is_refused_at_start(settings):
+    with pytest.raises(ConfigurationError, match="redis://"):
+        dataclasses.replace(settings, redis_url="http://127.0.0.1:6379")
 
 
 @pytest.mark.parametrize("text", ["60/fortnight", "ten/minute", "0/minute", "-1/second", ""])
@@ -107,6 +135,7 @@ def test_a_malformed_limit_is_refused_at_start(settings, text):
         (" 5 / second ", Limit(5, 1)),
         ("OFF", None),
         ("2/hour", Limit(2, 3600)),
+        ("100 per 5 minutes", Limit(100, 300)),
     ],
 )
 def test_limits_parse_from_their_documented_form(text, expected):

@@ -23,7 +23,7 @@ another body. Afterwards, from the database and the servers' logs:
   lists are prefixes of the final history; no admin change that nobody asked for;
 - mobile responses never contain a UUID; list walks show each of the customer's
   requests exactly once; filters hold;
-- rate-limit counters are shared: one caller never sees the same
+- rate-limit counters are shared (in Redis): one caller never sees the same
   ``RateLimit-Remaining`` twice in a window, whichever process answered;
 - each process served its share and logged one JSON line per request.
 
@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from support_requests.domain.clock import iso_ms
 from support_requests.domain.lifecycle import SET_STATUS_EVENTS, Actor, Event, Status, decide
 from support_requests.storage.database import sync_url
-from tests.conftest import PG_URL, reset_pg
+from tests.conftest import PG_URL, REDIS_URL, reset_pg
 from tests.helpers import ADMIN, MOBILE, UUID_PATTERN, admin, admin_id_of, customer
 from tests.servers import Server, migrated_database, running_servers
 
@@ -538,6 +538,7 @@ def test_two_processes_on_one_database_keep_every_rule_under_mixed_load(tmp_path
         SUPPORT_RATE_LIMIT_READS=RATE_LIMIT,
         SUPPORT_RATE_LIMIT_WRITES=RATE_LIMIT,
         SUPPORT_DB_POOL_SIZE=POOL_SIZE,
+        SUPPORT_REDIS_URL=REDIS_URL,  # one budget for both processes
     ) as servers:
         load = asyncio.run(_run_load(servers, people, staff))
     elapsed = time.monotonic() - started

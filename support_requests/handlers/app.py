@@ -291,9 +291,10 @@ def create_app(
         "uploads": Uploads.create(settings.attachment_max_bytes),
         "expected_revision": None if settings.create_schema else schema.head(),
     }
+    limiter = RateLimiter(settings.redis_url)
     rate_limit = _bound(
         RateLimit,
-        limiter=RateLimiter(database),
+        limiter=limiter,
         reads=Limit.parse(settings.rate_limit_reads),
         writes=Limit.parse(settings.rate_limit_writes),
     )
@@ -320,6 +321,7 @@ def create_app(
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
         await database.dispose()
+        limiter.close()
 
     app = PreparedAsyncApp(
         __name__,

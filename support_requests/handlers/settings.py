@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from support_requests.storage.rate_limits import Limit
+from support_requests.storage.rate_limits import Limit, redis_storage_uri
 
 MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
@@ -100,6 +100,8 @@ class Settings:
     # Whether the server process runs a delivery worker of its own (from the environment:
     # on by default on SQLite, where `supportctl worker` is not needed).
     embedded_worker: bool = False
+    # Rate-limit budgets in Redis, shared by every process and host (None: per process).
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         configured = [
@@ -135,6 +137,11 @@ class Settings:
         _check_seconds(
             "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", self.webhook_first_retry_seconds, allow_zero=True
         )
+        if self.redis_url is not None:
+            try:
+                redis_storage_uri(self.redis_url)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_BYTES:
             raise ConfigurationError(
                 f"SUPPORT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes "
@@ -231,6 +238,7 @@ class Settings:
             webhook_first_retry_seconds=_seconds(
                 env, "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", DEFAULT_WEBHOOK_FIRST_RETRY_SECONDS
             ),
+            redis_url=env.get("SUPPORT_REDIS_URL") or None,
             embedded_worker=_flag(env, "SUPPORT_WEBHOOK_WORKER", database_url.startswith("sqlite")),
         )
 

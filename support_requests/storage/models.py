@@ -246,7 +246,9 @@ class AttachmentChunk(Base):
 
 
 class RateLimitCounter(Base):
-    """Requests a caller made in one window (PostgreSQL; SQLite counts in the process)."""
+    """No longer written: rate limits are counted in memory or Redis
+    (``storage/rate_limits.py``). Kept so that an older server running during an upgrade
+    keeps working; a later migration drops it."""
 
     __tablename__ = "rate_limit_counters"
 

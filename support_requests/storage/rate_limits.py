@@ -1,34 +1,44 @@
-"""Per-caller request budgets in fixed windows.
+"""Per-caller request budgets, counted in a storage of the ``limits`` library.
 
-On PostgreSQL the counters live in the database, so every server process on
-every host draws from the same budget; on SQLite (one box) they live in the
-process. A limit reads ``N/second``, ``N/minute`` or ``N/hour``, or ``off``.
+Two storages, chosen by configuration: ``memory://`` in the process (the default; each
+server process has its own budgets), or Redis (``SUPPORT_REDIS_URL``), one budget shared
+by every process and host that uses the same URL. ``limits`` parses the limit text and
+keeps the counters (its memory storage, or its Redis storage through ``coredis``: one
+script that increments and sets the expiry, one round trip).
+
+Windows are fixed and aligned to the clock (the window's number is part of the key), so
+the count that one ``incr`` returns is enough for every header: remaining, and seconds to
+the reset, with no second call.
+
+Redis unreachable: the limiter fails open to per-process budgets. Each process counts in
+its own memory, logs one error line, and tries Redis again after ``RETRY_SHARED_SECONDS``;
+the API keeps answering (a Redis outage never takes it down) and a runaway caller is still
+held to the per-process budget.
+
+(The counters used to live in PostgreSQL: one row written per request. Measured against
+Redis on this machine it cost far more read throughput; see docs/operations.md "Rate
+limits", so it was dropped.)
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete
-from sqlalchemy.dialects import postgresql
+import coredis
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.errors import StorageError
 
-from support_requests.storage.database import Database
-from support_requests.storage.models import RateLimitCounter
+log = logging.getLogger("support_requests.rate_limits")
 
-_COUNTERS = cast(Table, RateLimitCounter.__table__)
-_INSERT = postgresql.insert(_COUNTERS)
-_COUNT = _INSERT.on_conflict_do_update(
-    index_elements=[_COUNTERS.c.key, _COUNTERS.c.window_start],
-    set_={"count": _COUNTERS.c.count + 1},
-).returning(_COUNTERS.c.count)
-_SWEEP = delete(_COUNTERS).where(_COUNTERS.c.window_start < bindparam("before"))
-_PERIODS = {"second": 1, "minute": 60, "hour": 3600}
-_LIMIT = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*")
+RETRY_SHARED_SECONDS = 5.0
+# Seconds to wait for Redis before counting locally: a blackholed Redis must not hold up
+# every request for the client's default timeout.
+REDIS_TIMEOUT_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -40,17 +50,23 @@ class Limit:
 
     @classmethod
     def parse(cls, text: str) -> Limit | None:
-        """``60/minute`` → Limit(60, 60); ``off`` → None; anything else is a ValueError."""
+        """``60/minute`` → Limit(60, 60); ``off`` → None; anything ``limits`` cannot read,
+        or a count below 1, is a ValueError."""
         if text.strip().lower() == "off":
             return None
-        match = _LIMIT.fullmatch(text)
-        if not match or int(match.group(1)) < 1:
-            raise ValueError(f"rate limit {text!r}: write N/second, N/minute, N/hour or off")
-        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+        try:
+            item = limits.parse(text)
+        except ValueError:
+            item = None
+        if item is None or item.amount < 1:
+            raise ValueError(
+                f"rate limit {text!r}: write N/second, N/minute, N/hour (or N per M minutes) or off"
+            )
+        return cls(item.amount, item.get_expiry())
 
     def __str__(self) -> str:
-        period = {v: k for k, v in _PERIODS.items()}[self.period]
-        return f"{self.count}/{period}"
+        names = {1: "second", 60: "minute", 3600: "hour"}
+        return f"{self.count}/{names.get(self.period, f'{self.period} seconds')}"
 
 
 @dataclass(frozen=True)
@@ -63,43 +79,73 @@ class Verdict:
     reset_seconds: int
 
 
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+def redis_storage_uri(url: str) -> str:
+    """``limits``' asynchronous Redis URI for a ``redis://`` or ``rediss://`` URL."""
+    if url.startswith(("redis://", "rediss://")):
+        return "async+" + url
+    raise ValueError(f"SUPPORT_REDIS_URL must be a redis:// or rediss:// URL (got {url!r})")
 
 
 class RateLimiter:
-    """Counts requests per (caller, kind) in the current window."""
+    """Counts requests per key in the current window, in Redis when ``redis_url`` is given
+    (falling back to this process's memory while Redis cannot be reached)."""
 
-    def __init__(self, database: Database) -> None:
-        self.database = database
-        self._local: dict[tuple[str, int], int] = {}
-        self._last_sweep = 0.0
+    def __init__(self, redis_url: str | None = None) -> None:
+        self.redis_url = redis_url
+        self._local: Storage = MemoryStorage()
+        self._shared: Storage | None = None
+        self._pool: Any = None
+        if redis_url is not None:
+            # The connection pool is ours, so that ``close`` can close its connections.
+            self._pool = coredis.ConnectionPool.from_url(
+                redis_url,
+                connect_timeout=REDIS_TIMEOUT_SECONDS,
+                stream_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            self._shared = RedisStorage(
+                redis_storage_uri(redis_url),
+                wrap_exceptions=True,
+                connection_pool=self._pool,
+            )
+        self._shared_down_until = 0.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether budgets are counted in Redis right now."""
+        return self._shared is not None and time.monotonic() >= self._shared_down_until
 
     async def hit(self, key: str, limit: Limit, now: float | None = None) -> Verdict:
         """Count one request against ``key``'s budget."""
         now = time.time() if now is None else now
-        window = int(now // limit.period) * limit.period
-        reset = max(1, math.ceil(window + limit.period - now))
-        if self.database.is_sqlite:
-            count = self._count_locally(key, window)
-        else:
-            count = await self._count_in_database(key, window, now)
+        window = int(now // limit.period)
+        reset = max(1, math.ceil((window + 1) * limit.period - now))
+        count = await self._count(f"{key}:{window}", limit.period)
         return Verdict(count <= limit.count, limit.count, max(0, limit.count - count), reset)
 
-    def _count_locally(self, key: str, window: int) -> int:
-        stale = [k for k in self._local if k[1] < window] if len(self._local) > 10_000 else []
-        for old in stale:
-            del self._local[old]
-        count = self._local.get((key, window), 0) + 1
-        self._local[key, window] = count
-        return count
+    async def _count(self, key: str, period: int) -> int:
+        if self._shared is not None and time.monotonic() >= self._shared_down_until:
+            try:
+                return int(await self._shared.incr(key, period))
+            except (StorageError, OSError, TimeoutError) as error:
+                self._shared_down_until = time.monotonic() + RETRY_SHARED_SECONDS
+                log.error(
+                    "rate limits: Redis at %s cannot be reached (%s); counting in this "
+                    "process until it answers again",
+                    self.redis_url,
+                    error,
+                )
+        return int(await self._local.incr(key, period))
 
-    async def _count_in_database(self, key: str, window: int, now: float) -> int:
-        async with self.database.autocommit() as connection:
-            count = await connection.scalar(
-                _COUNT, {"key": key, "window_start": _utc(window), "count": 1}
-            )
-            if now - self._last_sweep > 60:
-                self._last_sweep = now
-                await connection.execute(_SWEEP, {"before": _utc(now - 7200)})
-        return int(count)
+    def close(self) -> None:
+        """Close the connections to Redis (the app's shutdown)."""
+        if self._pool is not None:
+            self._pool.disconnect()
+
+    async def check(self) -> bool:
+        """Whether the shared storage answers (True when there is none)."""
+        if self._shared is None:
+            return True
+        try:
+            return bool(await self._shared.check())
+        except (StorageError, OSError, TimeoutError):
+            return False
