@@ -184,6 +184,11 @@ def serve(
     except schema.SchemaOutOfDate as problem:
         console.print(Text.assemble(("Error: ", "bold red"), str(problem)))
         raise typer.Exit(1) from None
+    if workers > 1:
+        # Each worker writes its samples here; a scrape of any of them adds all up.
+        from support_requests.metrics import prepare_multiprocess
+
+        prepare_multiprocess()
     uvicorn.run(
         APP_FACTORY,
         factory=True,

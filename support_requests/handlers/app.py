@@ -43,6 +43,7 @@ from support_requests.handlers import conditional, problems
 from support_requests.handlers.attachments import Uploads, too_large
 from support_requests.handlers.auth import TokenVerifier, bearer_security
 from support_requests.handlers.limits import RateLimit
+from support_requests.handlers.monitoring import MetricsEndpoint
 from support_requests.handlers.observability import RequestContext, configure_logging
 from support_requests.handlers.operations import OPERATIONS
 from support_requests.handlers.render import ATTACHMENT_PATHS
@@ -174,6 +175,7 @@ def _bound(middleware: type, **options: Any) -> type:
 
 def _middlewares(
     request_context: type,
+    metrics_endpoint: type,
     rate_limit: type,
     revalidation: type,
     body_limit: type,
@@ -181,7 +183,8 @@ def _middlewares(
     validate_responses: bool,
 ) -> list[Any]:
     """Connexion's stack, with ours: request context and headers outermost (they see every
-    response, problems included), the detail polls' 304 right inside the problem mapping,
+    response, problems included), ``/metrics`` and the detail polls' 304 right inside the
+    problem mapping,
     loose id routing, the body cap, and rate limits right after authentication. Response
     validation is left out when it is off (Connexion's then only passes each request on)."""
     stack: list[Any] = []
@@ -198,7 +201,7 @@ def _middlewares(
             stack.append(RequestValidation)
             continue
         if middleware is ExceptionMiddleware:
-            stack += [request_context, ResponseHeaders, middleware, revalidation]
+            stack += [request_context, ResponseHeaders, middleware, metrics_endpoint, revalidation]
             continue
         stack.append(middleware)
         if middleware is SecurityMiddleware:
@@ -299,6 +302,9 @@ def create_app(
         writes=Limit.parse(settings.rate_limit_writes),
     )
     request_context = _bound(RequestContext, route_of=_routes_by_operation(spec))
+    metrics_endpoint = _bound(
+        MetricsEndpoint, token=settings.metrics_token, database=database, clock=clock
+    )
     revalidation = _bound(
         conditional.Revalidation, spec=spec, desk=desk, verifier=verifier, rate_limit=rate_limit
     )
@@ -328,6 +334,7 @@ def create_app(
         lifespan=lifespan,
         middlewares=_middlewares(
             request_context,
+            metrics_endpoint,
             rate_limit,
             revalidation,
             _bound(BodyLimit, upload_bytes=settings.attachment_max_bytes),

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from support_requests import metrics
 from support_requests.domain.attachments import clean_file_name, is_image
 from support_requests.domain.errors import NotFound
 from support_requests.domain.lifecycle import Actor
@@ -110,6 +111,8 @@ async def _upload(
     uploader = caller(token_info)
     async with uploads.received(file) as (name, inspected):
         stored = await attachments.save(uploader, name, inspected)
+    metrics.uploads_total.inc()
+    metrics.upload_bytes_total.inc(stored.size)
     return envelope(
         "Attachment uploaded successfully",
         uploaded_attachment(stored),

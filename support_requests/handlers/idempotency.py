@@ -16,6 +16,7 @@ import orjson
 from connexion import request
 from starlette.responses import Response
 
+from support_requests import metrics
 from support_requests.domain.principal import Principal
 from support_requests.handlers.problems import HttpProblem
 from support_requests.storage.idempotency import (
@@ -61,6 +62,7 @@ async def once(
             headers={"Retry-After": "1"},
         ) from None
     if stored is not None:
+        metrics.idempotent_replays_total.inc()
         headers = {"Idempotent-Replayed": "true"}
         if stored.location:
             headers["Location"] = stored.location

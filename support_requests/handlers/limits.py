@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests import metrics
 from support_requests.handlers.observability import caller_of
 from support_requests.handlers.problems import HttpProblem
 from support_requests.storage.rate_limits import Limit, RateLimiter
@@ -45,6 +46,7 @@ class RateLimit:
             "RateLimit-Reset": str(verdict.reset_seconds),
         }
         if not verdict.allowed:
+            metrics.rate_limited_total.labels(kind).inc()
             raise HttpProblem(
                 429,
                 "rate_limited",

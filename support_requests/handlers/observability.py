@@ -21,6 +21,7 @@ import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests import metrics
 from support_requests.domain.principal import Principal
 from support_requests.framework.routing import operation_id_of
 
@@ -123,7 +124,12 @@ class RequestContext:
             offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         )
         scope[_REQUEST_KEY] = info = RequestInfo(request_id)
+        # The router below records the operation it matched in ``extensions``, on its copy
+        # of the scope: one dict made here is shared by every copy, so the log line and
+        # the metrics see it. (uvicorn's scope has no ``extensions``; a test client's has.)
+        scope.setdefault("extensions", {})
         status = 500
+        metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -135,6 +141,9 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            metrics.observe_request(operation_of(scope), status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 caller = info.caller
                 fields = {
@@ -142,7 +151,7 @@ class RequestContext:
                     "method": scope["method"],
                     "route": self.route_of(operation_of(scope)) or scope["path"],
                     "status": status,
-                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                    "durationMs": round(elapsed * 1000, 2),
                     "sub": caller.sub if caller is not None else None,
                 }
                 # ``access_log.info`` with no caller lookup: the line is always written

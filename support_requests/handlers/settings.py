@@ -102,6 +102,8 @@ class Settings:
     embedded_worker: bool = False
     # Rate-limit budgets in Redis, shared by every process and host (None: per process).
     redis_url: str | None = None
+    # GET /metrics answers only with this bearer token (None: no /metrics, 404).
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         configured = [
@@ -137,6 +139,11 @@ class Settings:
         _check_seconds(
             "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", self.webhook_first_retry_seconds, allow_zero=True
         )
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ConfigurationError(
+                "SUPPORT_METRICS_TOKEN must be at least 16 characters "
+                f"(got {len(self.metrics_token)})"
+            )
         if self.redis_url is not None:
             try:
                 redis_storage_uri(self.redis_url)
@@ -239,6 +246,7 @@ class Settings:
                 env, "SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS", DEFAULT_WEBHOOK_FIRST_RETRY_SECONDS
             ),
             redis_url=env.get("SUPPORT_REDIS_URL") or None,
+            metrics_token=env.get("SUPPORT_METRICS_TOKEN") or None,
             embedded_worker=_flag(env, "SUPPORT_WEBHOOK_WORKER", database_url.startswith("sqlite")),
         )
 

@@ -43,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.pool import NullPool
 
+from support_requests import metrics
 from support_requests.framework.sqlalchemy_compiled import Statements, rows
 from support_requests.storage.models import Base
 
@@ -329,6 +330,8 @@ class _PgPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_PgConnection]:
+        if self._slots.locked():
+            metrics.db_connection_waits_total.inc()
         try:
             # asyncio.timeout, not wait_for: no task per waiting request.
             async with asyncio.timeout(self._timeout):
@@ -339,8 +342,10 @@ class _PgPool:
             ) from None
         connection = None
         try:
+            metrics.db_connections_in_use.inc()
             if self._idle:
                 connection = self._idle.pop()
+                metrics.db_connections_idle.dec()
             else:
                 try:
                     connection = await self._connect(*self._arguments, **self._options)
@@ -348,6 +353,7 @@ class _PgPool:
                     raise self.failed(None, "connect", None, error) from error
             yield _PgConnection(connection, self)
         finally:
+            metrics.db_connections_in_use.dec()
             if connection is not None:
                 self._check_in(connection)
             self._slots.release()
@@ -360,16 +366,19 @@ class _PgPool:
         )
         if usable:
             self._idle.append(connection)
+            metrics.db_connections_idle.inc()
         else:
             _close_later(connection)
 
     def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
+        metrics.db_connections_idle.dec(len(idle))
         for connection in idle:
             _close_later(connection)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
+        metrics.db_connections_idle.dec(len(idle))
         for connection in idle:
             await connection.close()
         # A semaphore belongs to the event loop that first waited on it; the next loop
