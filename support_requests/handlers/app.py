@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from connexion import AsyncApp
@@ -34,6 +34,7 @@ from connexion.resolver import Resolver
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from support_requests import tracing
 from support_requests.domain.clock import now_ms
 from support_requests.framework.connexion_operations import PreparedAsyncApp
 from support_requests.framework.connexion_validation import RequestValidation
@@ -44,7 +45,12 @@ from support_requests.handlers.attachments import Uploads, too_large
 from support_requests.handlers.auth import TokenVerifier, bearer_security
 from support_requests.handlers.limits import RateLimit
 from support_requests.handlers.monitoring import MetricsEndpoint
-from support_requests.handlers.observability import RequestContext, configure_logging
+from support_requests.handlers.observability import (
+    RequestContext,
+    configure_logging,
+    operation_of,
+    request_id_of,
+)
 from support_requests.handlers.operations import OPERATIONS
 from support_requests.handlers.render import ATTACHMENT_PATHS
 from support_requests.handlers.settings import Settings
@@ -57,6 +63,9 @@ from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.rate_limits import Limit, RateLimiter
 from support_requests.storage.stats import SupportStatistics
 from support_requests.storage.support_desk import SupportDesk
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -181,13 +190,15 @@ def _middlewares(
     body_limit: type,
     *,
     validate_responses: bool,
+    tracing: type | None = None,
 ) -> list[Any]:
     """Connexion's stack, with ours: request context and headers outermost (they see every
     response, problems included), ``/metrics`` and the detail polls' 304 right inside the
     problem mapping,
     loose id routing, the body cap, and rate limits right after authentication. Response
-    validation is left out when it is off (Connexion's then only passes each request on)."""
-    stack: list[Any] = []
+    validation is left out when it is off (Connexion's then only passes each request on).
+    ``tracing``, when on, is outermost: its span covers everything."""
+    stack: list[Any] = [] if tracing is None else [tracing]
     for middleware in ConnexionMiddleware.default_middlewares:
         if middleware is ResponseValidationMiddleware and not validate_responses:
             continue
@@ -273,14 +284,18 @@ def create_app(
     *,
     on_started: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = now_ms,
+    span_processor: SpanProcessor | None = None,
 ) -> AsyncApp:
     """The ASGI app for ``settings``; ``on_started`` runs once it is ready to serve; ``clock``
-    is the time the lifecycle reads (tests move it)."""
+    is the time the lifecycle reads (tests move it); ``span_processor`` receives the
+    traces (tests; otherwise ``settings.tracing`` decides)."""
     spec = load_spec()
+    traces = tracing.traces_for(settings.tracing, span_processor)
     database = Database(
         settings.database_url,
         pool_size=settings.pool_size,
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        tracer=traces.tracer if traces else None,
     )
     desk = SupportDesk(database, clock)
     attachments = AttachmentStore(database, settings.attachment_dir)
@@ -301,7 +316,8 @@ def create_app(
         reads=Limit.parse(settings.rate_limit_reads),
         writes=Limit.parse(settings.rate_limit_writes),
     )
-    request_context = _bound(RequestContext, route_of=_routes_by_operation(spec))
+    route_of = _routes_by_operation(spec)
+    request_context = _bound(RequestContext, route_of=route_of)
     metrics_endpoint = _bound(
         MetricsEndpoint, token=settings.metrics_token, database=database, clock=clock
     )
@@ -328,6 +344,8 @@ def create_app(
             await cleanup
         await database.dispose()
         limiter.close()
+        if traces is not None:
+            traces.shut_down()
 
     app = PreparedAsyncApp(
         __name__,
@@ -339,6 +357,15 @@ def create_app(
             revalidation,
             _bound(BodyLimit, upload_bytes=settings.attachment_max_bytes),
             validate_responses=settings.validate_responses,
+            tracing=None
+            if traces is None
+            else _bound(
+                tracing.Tracing,
+                tracer=traces.tracer,
+                operation_of=operation_of,
+                request_id_of=request_id_of,
+                route_of=route_of,
+            ),
         ),
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )

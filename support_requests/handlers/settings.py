@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from support_requests.storage.rate_limits import Limit, redis_storage_uri
+from support_requests.tracing import mode_from_environment
 
 MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
@@ -104,6 +105,8 @@ class Settings:
     redis_url: str | None = None
     # GET /metrics answers only with this bearer token (None: no /metrics, 404).
     metrics_token: str | None = None
+    # OpenTelemetry traces: "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT), "console", or None (off).
+    tracing: str | None = None
 
     def __post_init__(self) -> None:
         configured = [
@@ -247,6 +250,7 @@ class Settings:
             ),
             redis_url=env.get("SUPPORT_REDIS_URL") or None,
             metrics_token=env.get("SUPPORT_METRICS_TOKEN") or None,
+            tracing=_tracing_mode(env),
             embedded_worker=_flag(env, "SUPPORT_WEBHOOK_WORKER", database_url.startswith("sqlite")),
         )
 
@@ -344,6 +348,13 @@ def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigurationError(f"{name} must be at least 1 (got {value})")
     return value
+
+
+def _tracing_mode(env: Mapping[str, str]) -> str | None:
+    try:
+        return mode_from_environment(env)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

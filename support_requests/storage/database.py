@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, Executable, create_engine
 from sqlalchemy.engine import URL, make_url
@@ -46,6 +46,9 @@ from sqlalchemy.pool import NullPool
 from support_requests import metrics
 from support_requests.framework.sqlalchemy_compiled import Statements, rows
 from support_requests.storage.models import Base
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -399,8 +402,32 @@ def _close_later(connection: Any) -> None:
     task.add_done_callback(_closing.discard)
 
 
+Scope = Callable[[], AbstractAsyncContextManager[DbConnection]]
+
+
+def _traced(tracer: Tracer, name: str, scope: Scope, system: str) -> Scope:
+    """``scope`` inside a span named ``name`` (a child of the request's)."""
+
+    @asynccontextmanager
+    async def traced() -> AsyncIterator[DbConnection]:
+        with tracer.start_as_current_span(name, attributes={"db.system": system}):
+            async with scope() as connection:
+                yield connection
+
+    return traced
+
+
 class Database:
-    """One database: its connections, and the read and write scopes storage code uses."""
+    """One database: its connections, and the read and write scopes storage code uses.
+
+    ``reading()``: a connection outside any transaction (each statement its own);
+    ``writing()``: a write transaction; ``autocommit()``: one-statement writes. With a
+    ``tracer``, each scope is a span.
+    """
+
+    reading: Scope
+    writing: Scope
+    autocommit: Scope
 
     def __init__(
         self,
@@ -409,6 +436,7 @@ class Database:
         pool_size: int = 10,
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         pool_timeout: float = 10,
+        tracer: Tracer | None = None,
     ) -> None:
         target = sync_url(url)
         self.is_sqlite = target.get_backend_name() == "sqlite"
@@ -422,6 +450,15 @@ class Database:
             self._sqlite = _Sqlite(target, sqlite_busy_timeout_ms, self._statements)
         else:
             self._pg = _PgPool(target, pool_size, self._statements, pool_timeout)
+        # Traced scopes only when tracing is on: off, the scopes are the plain methods.
+        self.reading = self._reading
+        self.writing = self._writing
+        self.autocommit = self._autocommit
+        if tracer is not None:
+            system = target.get_backend_name()
+            self.reading = _traced(tracer, "db.read", self._reading, system)
+            self.writing = _traced(tracer, "db.write", self._writing, system)
+            self.autocommit = _traced(tracer, "db.write", self._autocommit, system)
 
     def _ready(self) -> None:
         # The dialect learns the server's capabilities (RETURNING, versions) on its first
@@ -432,7 +469,7 @@ class Database:
             self._dialect_ready = True
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[DbConnection]:
+    async def _reading(self) -> AsyncIterator[DbConnection]:
         """A connection outside any transaction: each statement runs (and reads one snapshot,
         and commits) on its own."""
         if not self._dialect_ready:
@@ -446,18 +483,18 @@ class Database:
                 yield connection
 
     @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[DbConnection]:
+    async def _autocommit(self) -> AsyncIterator[DbConnection]:
         """For writes that are one statement each: no BEGIN and COMMIT round trips around
         them on PostgreSQL (a statement is atomic by itself); on SQLite, a write transaction."""
         if self._sqlite is not None:
-            async with self.writing() as connection:
+            async with self._writing() as connection:
                 yield connection
         else:
-            async with self.reading() as connection:
+            async with self._reading() as connection:
                 yield connection
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[DbConnection]:
+    async def _writing(self) -> AsyncIterator[DbConnection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         if not self._dialect_ready:
             await self._prepare_dialect()
