@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner, Result
 
+from support_requests.cli.main import app as supportctl_app
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage.database import sync_url
@@ -138,3 +140,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if PG_URL:
         terminalreporter.write_line(f"PostgreSQL tests passed: {_pg_passed}")
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """supportctl in-process, in an environment with only the given ``SUPPORT_*`` variables."""
+    for name in list(os.environ):
+        if name.startswith("SUPPORT_") or name in ("NO_COLOR", "FORCE_COLOR"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SUPPORT_DATA_DIR", str(tmp_path / "data"))
+
+    def invoke(*args: str, **env: str) -> Result:
+        result = CliRunner().invoke(supportctl_app, list(args), env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert "Traceback" not in result.output
+        return result
+
+    return invoke

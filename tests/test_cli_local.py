@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -18,9 +17,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from typer.testing import CliRunner, Result
 
-from support_requests.cli.main import app
 from support_requests.cli.tokens import admin_id_for
 from support_requests.storage import schema
 from support_requests.storage.database import sync_url
@@ -30,24 +27,6 @@ from tests.helpers import flat
 from tests.servers import SUPPORTCTL, clean_environment, empty_database, supportctl_server
 
 SECRET = "cli-test-secret-" + "s" * 40
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """supportctl in-process, in an environment with only the given ``SUPPORT_*`` variables."""
-    for name in list(os.environ):
-        if name.startswith("SUPPORT_") or name in ("NO_COLOR", "FORCE_COLOR"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("SUPPORT_DATA_DIR", str(tmp_path / "data"))
-
-    def invoke(*args: str, **env: str) -> Result:
-        result = CliRunner().invoke(app, list(args), env=env)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        assert "Traceback" not in result.output
-        return result
-
-    return invoke
 
 
 @pytest.fixture(params=BACKENDS)
