@@ -8,7 +8,9 @@ script that increments and sets the expiry, one round trip).
 
 Windows are fixed and aligned to the clock (the window's number is part of the key), so
 the count that one ``incr`` returns is enough for every header: remaining, and seconds to
-the reset, with no second call.
+the reset, with no second call. With Redis, a process reserves runs of slots (one
+``incr`` by the run's length) and hands them out itself: a Redis call per request cost
+114 µs of CPU, a sixth of a cheap read (measured; docs/operations.md "Rate limits").
 
 Redis unreachable: the limiter fails open to per-process budgets. Each process counts in
 its own memory, logs one error line, and tries Redis again after ``RETRY_SHARED_SECONDS``;
@@ -36,6 +38,10 @@ from limits.errors import StorageError
 log = logging.getLogger("support_requests.rate_limits")
 
 RETRY_SHARED_SECONDS = 5.0
+# Redis budgets: each process reserves slots in runs (see RateLimiter._shared_slot).
+RESERVE_DIVISOR = 100
+RESERVE_MAX = 50
+MAX_RESERVATIONS = 10_000
 # Seconds to wait for Redis before counting locally: a blackholed Redis must not hold up
 # every request for the client's default timeout.
 REDIS_TIMEOUT_SECONDS = 0.25
@@ -79,6 +85,16 @@ class Verdict:
     reset_seconds: int
 
 
+@dataclass
+class _Reservation:
+    """Slots ``next``..``end`` of one counter's window, reserved for this process in Redis
+    (``end`` is also the count Redis answered last: everyone's slots up to it are taken)."""
+
+    window: int
+    next: int = 1
+    end: int = 0
+
+
 def redis_storage_uri(url: str) -> str:
     """``limits``' asynchronous Redis URI for a ``redis://`` or ``rediss://`` URL."""
     if url.startswith(("redis://", "rediss://")):
@@ -108,6 +124,7 @@ class RateLimiter:
                 connection_pool=self._pool,
             )
         self._shared_down_until = 0.0
+        self._slots: dict[str, _Reservation] = {}
 
     @property
     def shared(self) -> bool:
@@ -119,13 +136,16 @@ class RateLimiter:
         now = time.time() if now is None else now
         window = int(now // limit.period)
         reset = max(1, math.ceil((window + 1) * limit.period - now))
-        count = await self._count(f"{key}:{window}", limit.period)
-        return Verdict(count <= limit.count, limit.count, max(0, limit.count - count), reset)
+        slot = await self._slot(key, window, limit)
+        return Verdict(slot <= limit.count, limit.count, max(0, limit.count - slot), reset)
 
-    async def _count(self, key: str, period: int) -> int:
+    async def _slot(self, key: str, window: int, limit: Limit) -> int:
+        """This request's number in ``key``'s window (1 for the first): within the budget
+        when at most ``limit.count``."""
+        counter = f"{key}:{window}"
         if self._shared is not None and time.monotonic() >= self._shared_down_until:
             try:
-                return int(await self._shared.incr(key, period))
+                return await self._shared_slot(counter, window, limit)
             except (StorageError, OSError, TimeoutError) as error:
                 self._shared_down_until = time.monotonic() + RETRY_SHARED_SECONDS
                 log.error(
@@ -134,7 +154,29 @@ class RateLimiter:
                     self.redis_url,
                     error,
                 )
-        return int(await self._local.incr(key, period))
+        return int(await self._local.incr(counter, limit.period))
+
+    async def _shared_slot(self, counter: str, window: int, limit: Limit) -> int:
+        """A slot from this process's reservation, taking the next one from Redis when it
+        is used up. A reservation is a run of slots no other process gets (one ``incr`` by
+        its size); it is ``1/RESERVE_DIVISOR`` of what is left of the budget, at most
+        ``RESERVE_MAX``, so near the end of a budget every request asks Redis (exact), and
+        a budget used up is refused here until its window ends."""
+        slots = self._slots.get(counter)
+        if slots is None:
+            if len(self._slots) > MAX_RESERVATIONS:
+                self._slots = {k: v for k, v in self._slots.items() if v.window >= window}
+            slots = self._slots[counter] = _Reservation(window)
+        if slots.next > slots.end:
+            if slots.end >= limit.count:  # every slot of the window is handed out
+                return slots.end + 1
+            size = max(1, min(RESERVE_MAX, (limit.count - slots.end) // RESERVE_DIVISOR))
+            assert self._shared is not None
+            counted = int(await self._shared.incr(counter, limit.period, amount=size))
+            slots.next, slots.end = counted - size + 1, counted
+        slot = slots.next
+        slots.next += 1
+        return slot
 
     def close(self) -> None:
         """Close the connections to Redis (the app's shutdown)."""
