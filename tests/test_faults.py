@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import threading
+from collections import Counter
 from contextlib import suppress
 
+import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
+from support_requests.storage.database import sync_url
 from tests.conftest import PG_URL, reset_pg
 from tests.helpers import MOBILE, SECRET, create, customer
-from tests.servers import free_port
+from tests.servers import app_in_thread, free_port
 
 pg_only = pytest.mark.skipif(not PG_URL, reason="needs SUPPORT_TEST_PG_URL")
 
@@ -140,3 +145,80 @@ def test_a_locked_sqlite_database_is_503_and_nothing_is_written(tmp_path):
         after = client.get(f"{MOBILE}/{created['id']}", headers=alice)
     assert after.status_code == 200
     assert len(after.json()["data"]["messages"]) == 1
+
+
+def _terminate_backends(engine: sa.Engine) -> int:
+    """End every other connection to the test database, as a server restart would."""
+    with engine.connect() as connection:
+        ended = connection.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    return int(ended)
+
+
+@pg_only
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_reads_meeting_dead_pooled_connections_are_retried_not_503(tmp_path):
+    """pg_terminate_backend on every pooled connection, again and again, under load: no read
+    answers 5xx (each retries once on a fresh connection); a write answers 201, or 503 only
+    when its transaction was cut (and then nothing of it is stored)."""
+    assert PG_URL is not None
+    reset_pg(PG_URL)
+    alice = customer()
+    app = create_app(Settings(database_url=PG_URL, jwt_secret=SECRET.encode(), pool_size=6))
+    admin_engine = sa.create_engine(sync_url(PG_URL), poolclass=sa.NullPool)
+    reads: list[int] = []
+    writes: list[tuple[int, str]] = []
+    terminated = 0
+
+    async def load(url: str, request_ids: list[int]) -> None:
+        nonlocal terminated
+        stop = asyncio.Event()
+
+        async def reader(client: httpx.AsyncClient, index: int) -> None:
+            while not stop.is_set():
+                path = f"{MOBILE}/{request_ids[index % len(request_ids)]}" if index % 2 else MOBILE
+                reads.append((await client.get(path, headers=alice)).status_code)
+
+        async def writer(client: httpx.AsyncClient, index: int) -> None:
+            count = 0
+            while not stop.is_set():
+                body = f"reply {index}-{count}"
+                count += 1
+                answer = await client.post(
+                    f"{MOBILE}/{request_ids[index]}/messages", json={"body": body}, headers=alice
+                )
+                writes.append((answer.status_code, body))
+
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            tasks = [asyncio.create_task(reader(client, i)) for i in range(12)]
+            tasks += [asyncio.create_task(writer(client, i)) for i in range(len(request_ids))]
+            for _ in range(12):
+                await asyncio.sleep(0.25)
+                terminated += await asyncio.to_thread(_terminate_backends, admin_engine)
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    try:
+        with app_in_thread(app) as url:
+            with httpx.Client(base_url=url) as setup:
+                request_ids = [create(setup, alice)["id"] for _ in range(3)]
+            asyncio.run(load(url, request_ids))
+        stored = _stored_bodies(admin_engine)
+    finally:
+        admin_engine.dispose()
+    assert terminated >= 12, terminated
+    assert len(reads) > 100
+    assert Counter(reads) == Counter({200: len(reads)})
+    assert {status for status, _ in writes} <= {201, 503}
+    assert {body for status, body in writes if status == 201} <= stored
+    assert not {body for status, body in writes if status == 503} & stored
+
+
+def _stored_bodies(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(sa.text("SELECT body FROM messages")).scalars())

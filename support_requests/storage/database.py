@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import Engine, Executable, create_engine
 from sqlalchemy.engine import URL, make_url
@@ -259,6 +259,7 @@ class _PgConnection(_Connection):
     def __init__(self, connection: Any, pool: _PgPool) -> None:
         self._connection = connection
         self._pool = pool
+        self.in_transaction = False
 
     async def execute(
         self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
@@ -267,20 +268,53 @@ class _PgConnection(_Connection):
         sql = prepared.sql
         if STATEMENT_OBSERVERS:
             _observe(sql, values[0] if len(values) == 1 else values)
-        cursor = self._connection.cursor()
         try:
-            if len(values) == 1:
-                await cursor.execute(sql, values[0])
-            else:
-                await cursor.executemany(sql, values)
-            # psycopg builds ``description`` anew on each access: ask the result instead.
-            result = cursor.pgresult
-            returned = result is not None and result.status == self._pool.rows_returned
-            fetched = await cursor.fetchall() if returned else []
+            return await self._run(prepared, values)
+        except self._pool.driver_error as error:
+            failure = self._pool.failed(self._connection, sql, values, error)
+            # A read outside a transaction that met a dead connection (the server restarted,
+            # or ended the backend) runs again, once, on a fresh one: it changed nothing.
+            if not (
+                failure.connection_invalidated
+                and not self.in_transaction
+                and getattr(statement, "is_select", False)
+            ):
+                raise failure from error
+        await self._reconnect()
+        try:
+            return await self._run(prepared, values)
         except self._pool.driver_error as error:
             raise self._pool.failed(self._connection, sql, values, error) from error
+
+    async def _run(self, prepared: Any, values: list[Any]) -> Result:
+        cursor = self._connection.cursor()
+        if len(values) == 1:
+            await cursor.execute(prepared.sql, values[0])
+        else:
+            await cursor.executemany(prepared.sql, values)
+        # psycopg builds ``description`` anew on each access: ask the result instead.
+        result = cursor.pgresult
+        returned = result is not None and result.status == self._pool.rows_returned
+        fetched = await cursor.fetchall() if returned else []
         description = cursor.description if fetched and prepared.row is None else None
         return Result(rows(prepared, description, fetched), cursor.rowcount)
+
+    async def _reconnect(self) -> None:
+        """Replace a dead connection with a fresh one (the pool checks in this one)."""
+        _close_later(self._connection)
+        self._connection = await self._pool.connect()
+
+    async def begin(self) -> None:
+        """BEGIN; on a connection found dead, BEGIN again on a fresh one (nothing was done
+        on the dead one, so a write after a server restart is not refused)."""
+        try:
+            await self._control("BEGIN")
+        except DBAPIError as failure:
+            if not failure.connection_invalidated:
+                raise
+            await self._reconnect()
+            await self._control("BEGIN")
+        self.in_transaction = True
 
     async def roll_back(self) -> None:
         """End a failed transaction; a connection that cannot is closed at check-in."""
@@ -317,18 +351,22 @@ class _PgPool:
         self._timeout = timeout
         self._idle: list[Any] = []
 
-    def failed(self, connection: Any, sql: str, values: Any, error: Exception) -> Exception:
+    def failed(self, connection: Any, sql: str, values: Any, error: Exception) -> DBAPIError:
         """The SQLAlchemy exception for ``error``; a broken connection takes the idle ones along."""
         broken = connection is None or connection.broken or connection.closed
         if broken:
             self._drop_idle()
-        return DBAPIError.instance(
-            sql,
-            values,
-            error,
-            self.driver_error,
-            connection_invalidated=broken,
-            dialect=self.statements.dialect,
+        # A driver error (a ``driver_error`` subclass) always comes out as a DBAPIError.
+        return cast(
+            DBAPIError,
+            DBAPIError.instance(
+                sql,
+                values,
+                error,
+                self.driver_error,
+                connection_invalidated=broken,
+                dialect=self.statements.dialect,
+            ),
         )
 
     @asynccontextmanager
@@ -343,23 +381,29 @@ class _PgPool:
             raise OperationalError(
                 "pool checkout", None, TimeoutError("no free database connection")
             ) from None
-        connection = None
+        checked_out: _PgConnection | None = None
         try:
             metrics.db_connections_in_use.inc()
             if self._idle:
                 connection = self._idle.pop()
                 metrics.db_connections_idle.dec()
             else:
-                try:
-                    connection = await self._connect(*self._arguments, **self._options)
-                except self.driver_error as error:
-                    raise self.failed(None, "connect", None, error) from error
-            yield _PgConnection(connection, self)
+                connection = await self.connect()
+            checked_out = _PgConnection(connection, self)
+            yield checked_out
         finally:
             metrics.db_connections_in_use.dec()
-            if connection is not None:
-                self._check_in(connection)
+            if checked_out is not None:
+                # The one it holds now: a dead one may have been replaced meanwhile.
+                self._check_in(checked_out._connection)
             self._slots.release()
+
+    async def connect(self) -> Any:
+        """A new psycopg connection (a driver error comes out as SQLAlchemy's)."""
+        try:
+            return await self._connect(*self._arguments, **self._options)
+        except self.driver_error as error:
+            raise self.failed(None, "connect", None, error) from error
 
     def _check_in(self, connection: Any) -> None:
         usable = (
@@ -504,7 +548,7 @@ class Database:
             return
         assert self._pg is not None
         async with self._pg.connection() as connection:
-            await connection._control("BEGIN")
+            await connection.begin()
             try:
                 yield connection
                 await connection._control("COMMIT")
