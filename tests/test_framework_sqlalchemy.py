@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from support_requests.framework.sqlalchemy_compiled import Statements
-from support_requests.storage import idempotency, rate_limits, support_desk
+from support_requests.storage import idempotency, support_desk
 from support_requests.storage.database import Database
 from support_requests.storage.models import Base
 
@@ -30,6 +31,16 @@ EVENTS = TABLES["request_events"]
 ADMINS = TABLES["admins"]
 KEYS = TABLES["idempotency_records"]
 COUNTERS = TABLES["rate_limit_counters"]
+# An upsert that returns what it wrote (PostgreSQL's ON CONFLICT … RETURNING), on a table of
+# plain columns: the shape the driver path must handle like stock SQLAlchemy.
+UPSERT_COUNT = (
+    postgresql.insert(COUNTERS)
+    .on_conflict_do_update(
+        index_elements=[COUNTERS.c.key, COUNTERS.c.window_start],
+        set_={"count": COUNTERS.c.count + 1},
+    )
+    .returning(COUNTERS.c.count)
+)
 MOMENT = datetime(2026, 3, 1, 12, 30, 45, 123000)
 LATER = datetime(2026, 3, 2, 8, 0, 0, 456000)
 
@@ -259,13 +270,13 @@ def _postgresql_only(database_url: str) -> None:
 
 @pytest.mark.parametrize("statement", ["create", "count"])
 def test_postgresql_statements_match_stock_sqlalchemy(database_url, db, statement):
-    """The one-statement create (data-modifying CTEs) and the rate-limit upsert."""
+    """The one-statement create (data-modifying CTEs) and an upsert returning its count."""
     _postgresql_only(database_url)
     ours_customer, stock_customer = f"c-{uuid.uuid4().hex}", f"c-{uuid.uuid4().hex}"
 
     def run(customer: str) -> tuple[Any, dict[str, Any]]:
         if statement == "count":
-            return rate_limits._COUNT, {"key": customer, "window_start": MOMENT, "count": 1}
+            return UPSERT_COUNT, {"key": customer, "window_start": MOMENT, "count": 1}
         device = dict.fromkeys(support_desk.DEVICE_COLUMNS.values()) | {
             "device_platform": "ios",
             "device_locale": "de-DE",
