@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -312,3 +313,20 @@ def run_ok(
 def flat(text: str) -> str:
     """Command output as one line: panel borders dropped, whitespace runs made one space."""
     return " ".join(BORDERS.sub(" ", text).split())
+
+
+def signed_delivery(
+    secret: str, body: str, *, webhook_id: str | None = None, at: datetime | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers the service sends with ``body``, signed with ``secret``
+    by the ``standardwebhooks`` library (``at``: the timestamp, now by default)."""
+    from standardwebhooks import Webhook
+
+    moment = at or datetime.now(UTC)
+    message_id = webhook_id or "evt_" + uuid.uuid4().hex
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, moment, body),
+        "content-type": "application/json",
+    }
