@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -110,7 +109,6 @@ def listen(
             print_json_text(_json_line(receipt))
         else:
             (err if json_output else out).print(_line(receipt), soft_wrap=True)
-        sys.stdout.flush()
 
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     answer = "204" if status == 204 else f"{status} (--status)"
