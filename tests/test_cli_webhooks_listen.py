@@ -54,8 +54,8 @@ def _line_with(output: str, text: str) -> str:
     return next(line for line in output.splitlines() if text in line)
 
 
-def _listener(tmp_path: Path, *args: str) -> Any:
-    return webhook_listener(clean_environment(), tmp_path, *args)
+def _listener(tmp_path: Path, *args: str, **env: str) -> Any:
+    return webhook_listener(clean_environment(**env), tmp_path, *args)
 
 
 def _post(server: Server, body: str, headers: dict[str, str]) -> httpx.Response:
@@ -108,6 +108,19 @@ def test_a_bad_signature_is_answered_401_and_printed_as_a_refusal(tmp_path: Path
     for webhook_id in ("evt_forged", "evt_tampered"):
         assert "refused (401): No matching signature found" in _line_with(output, webhook_id)
     assert "support_request.status_changed" not in output
+
+
+@pytest.mark.slow
+def test_a_refusal_is_printed_in_red_where_colour_is_on(tmp_path: Path) -> None:
+    secret = new_secret()
+    body = _event()
+    with _listener(tmp_path, "--secret", secret, FORCE_COLOR="1") as server:
+        _post(server, body, signed_delivery(secret, body, webhook_id="evt_good"))
+        _post(server, body, signed_delivery(new_secret(), body, webhook_id="evt_bad"))
+        output = _printed(server.log, "No matching signature found")
+    bold_red = "\x1b[1;31m"
+    assert f"{bold_red}refused (401): No matching signature found" in output
+    assert bold_red not in _line_with(output, "evt_good")
 
 
 @pytest.mark.slow
