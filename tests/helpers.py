@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,6 +173,29 @@ def snapshot(db: Any, request_id: int) -> tuple[Any, ...]:
 # -- problem and timestamp assertions (issue 1/6) --------------------------------
 
 PROBLEM_FIELDS = ("type", "title", "status", "detail", "message", "code")
+# A problem's title is its status's reason phrase as RFC 9110 (section 15) writes it; 429 is
+# RFC 6585's. Written out here, apart from the service's own table, so that one checks the other.
+RFC_9110_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 TIMESTAMP_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z"
 
 
@@ -184,7 +208,7 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["status"] == status
     assert body["code"] == code
     assert isinstance(body["type"], str) and body["type"]
-    assert isinstance(body["title"], str) and body["title"]
+    assert body["title"] == RFC_9110_TITLES[status], body
     assert isinstance(body["detail"], str) and body["detail"]
     assert body["message"] == body["detail"]
     assert ("errors" in body) == (status == 422), body
@@ -289,3 +313,20 @@ def run_ok(
 def flat(text: str) -> str:
     """Command output as one line: panel borders dropped, whitespace runs made one space."""
     return " ".join(BORDERS.sub(" ", text).split())
+
+
+def signed_delivery(
+    secret: str, body: str, *, webhook_id: str | None = None, at: datetime | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers the service sends with ``body``, signed with ``secret``
+    by the ``standardwebhooks`` library (``at``: the timestamp, now by default)."""
+    from standardwebhooks import Webhook
+
+    moment = at or datetime.now(UTC)
+    message_id = webhook_id or "evt_" + uuid.uuid4().hex
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(secret).sign(message_id, moment, body),
+        "content-type": "application/json",
+    }

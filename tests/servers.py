@@ -4,6 +4,7 @@
 - ``running_servers``: uvicorn processes running ``handlers.app:app_from_environment``,
   configured only through ``SUPPORT_*`` variables as in production (rate limits off).
 - ``supportctl_server``: a ``supportctl serve`` process, as an operator starts it.
+- ``webhook_listener``: a ``supportctl webhooks listen`` process, as QA starts it.
 
 Every process runs in its own process group and is stopped by its id: SIGTERM, then
 SIGKILL after 10 s. A server that cannot bind its port (another test took it between
@@ -55,13 +56,24 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_until_ready(url: str, alive: Callable[[], bool]) -> bool:
+def _answers_http(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` (whatever the status)."""
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _wait_until_ready(
+    url: str, alive: Callable[[], bool], answers: Callable[[str], bool] = _answers
+) -> bool:
     """True once the server at ``url`` answers; False if it ended first (e.g. port taken)."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not alive():
             return False
-        if _answers(url):
+        if answers(url):
             return True
         time.sleep(0.05)
     raise RuntimeError(f"the server at {url} did not answer within {START_TIMEOUT:.0f} s")
@@ -109,16 +121,22 @@ def app_in_thread(app: Any) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Server:
-    """A running server process: its URL, the environment it runs in, and its log."""
+    """A running server process: its URL, the environment it runs in, and its log
+    (stdout and stderr, or stdout alone when stderr has a file of its own)."""
 
     url: str
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes]
+    stderr_path: Path | None = None
 
     def log(self) -> str:
-        """Everything the server wrote so far (stdout and stderr)."""
+        """Everything the server wrote so far (stdout and stderr, unless kept apart)."""
         return self.log_path.read_text(errors="replace")
+
+    def errors(self) -> str:
+        """What it wrote on stderr, when that is kept apart ("" otherwise)."""
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -185,29 +203,34 @@ class _Launch:
     env: dict[str, str]
     cwd: Path
     log_path: Path
+    stderr_path: Path | None = None
+    answers: Callable[[str], bool] = _answers
 
     def spawn(self, stack: ExitStack) -> Server:
         """Start it on a free port; ``stack`` stops it when it closes."""
         port = free_port()
-        with self.log_path.open("ab") as log:
+        with ExitStack() as files:
+            log = files.enter_context(self.log_path.open("ab"))
+            errors = files.enter_context(self.stderr_path.open("ab")) if self.stderr_path else None
             process = subprocess.Popen(
                 self.command(port),
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors or subprocess.STDOUT,
                 start_new_session=True,
             )
         stack.callback(stop, process)
-        return Server(f"http://127.0.0.1:{port}", self.env, self.log_path, process)
+        url = f"http://127.0.0.1:{port}"
+        return Server(url, self.env, self.log_path, process, self.stderr_path)
 
     def ready(self, server: Server, stack: ExitStack) -> Server:
         """``server`` once it answers, or a new one if its port was taken meanwhile."""
         for _ in range(PORT_ATTEMPTS):
-            if _wait_until_ready(server.url, server.running):
+            if _wait_until_ready(server.url, server.running, self.answers):
                 return server
-            if "address already in use" not in server.log():
+            if "address already in use" not in server.log() + server.errors():
                 raise RuntimeError(
                     f"the server exited with {server.process.returncode}:\n{server.log()}"
                 )
@@ -264,4 +287,24 @@ def supportctl_server(
 
     with ExitStack() as stack:
         launch = _Launch(command, dict(env), workdir, workdir / "server.log")
+        yield launch.ready(launch.spawn(stack), stack)
+
+
+@contextmanager
+def webhook_listener(env: Mapping[str, str], workdir: Path, *extra_args: str) -> Iterator[Server]:
+    """``supportctl webhooks listen`` with ``env`` in ``workdir`` until the block ends: what it
+    prints in ``log()``, its stderr (the banner; refusals with ``--json``) in ``errors()``."""
+
+    def command(port: int) -> list[str]:
+        return [SUPPORTCTL, "webhooks", "listen", "--port", str(port), *extra_args]
+
+    with ExitStack() as stack:
+        launch = _Launch(
+            command,
+            dict(env),
+            workdir,
+            workdir / "listen.out",
+            stderr_path=workdir / "listen.err",
+            answers=_answers_http,
+        )
         yield launch.ready(launch.spawn(stack), stack)

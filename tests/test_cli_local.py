@@ -15,6 +15,7 @@ import httpx
 import jwt
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -180,6 +181,83 @@ def test_db_downgrade_to_base_then_upgrade_round_trips(run: Any, database: str) 
     up = run("db", "upgrade", "--json", SUPPORT_DATABASE_URL=database)
     assert up.exit_code == 0, up.output
     assert json.loads(up.stdout)["current"] is True
+
+
+def _stamp(database: str, revision: str) -> None:
+    """Write ``revision`` as the database's Alembic revision, as another version would."""
+    engine = sa.create_engine(sync_url(database))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("args", [["-1"], ["--", "-1"]], ids=["-1", "-- -1"])
+def test_db_downgrade_minus_one_steps_back_one_revision_with_or_without_a_double_dash(
+    run: Any, database: str, args: list[str]
+) -> None:
+    assert run("db", "init", SUPPORT_DATABASE_URL=database).exit_code == 0
+    scripts = ScriptDirectory.from_config(schema.alembic_config(database))
+    previous = scripts.get_revision(schema.head()).down_revision
+    assert isinstance(previous, str)
+    down = run("db", "downgrade", "--json", *args, SUPPORT_DATABASE_URL=database)
+    assert down.exit_code == 0, down.output
+    assert json.loads(down.stdout) == {
+        "database": database,
+        "revision": previous,
+        "head": schema.head(),
+        "current": False,
+    }
+    assert schema.current(database) == previous
+
+
+@pytest.mark.parametrize(
+    ("revision", "reason"),
+    [("-9", "Relative revision -9 didn't produce 9 migrations"), ("nonsense", "nonsense")],
+)
+def test_db_downgrade_past_the_base_or_to_an_unknown_revision_is_a_message_not_a_traceback(
+    run: Any, database: str, revision: str, reason: str
+) -> None:
+    assert run("db", "init", SUPPORT_DATABASE_URL=database).exit_code == 0
+    result = run("db", "downgrade", "--database-url", database, "--", revision)
+    assert result.exit_code == 1
+    assert reason in flat(result.stderr)
+    assert schema.current(database) == schema.head()
+
+
+def test_db_downgrade_at_no_revision_says_there_is_nothing_to_downgrade(
+    run: Any, database: str
+) -> None:
+    result = run("db", "downgrade", "-1", SUPPORT_DATABASE_URL=database)
+    assert result.exit_code == 1
+    assert "at no revision: there is nothing to downgrade" in flat(result.stderr)
+    assert schema.current(database) is None
+
+
+def test_db_downgrade_refuses_a_mistyped_option(run: Any) -> None:
+    result = run("db", "downgrade", "--databse-url")
+    assert result.exit_code == 2
+    assert "no such option: --databse-url" in flat(result.stderr)
+
+
+def test_serve_on_a_schema_newer_than_it_knows_says_to_upgrade_the_service(
+    run: Any, database: str
+) -> None:
+    assert run("db", "init", SUPPORT_DATABASE_URL=database).exit_code == 0
+    _stamp(database, "9999_from_a_newer_version")
+    served = run("serve", SUPPORT_DATABASE_URL=database, SUPPORT_JWT_SECRET="s" * 40)
+    upgraded = run("db", "upgrade", SUPPORT_DATABASE_URL=database)
+    stepped_down = run("db", "downgrade", "-1", SUPPORT_DATABASE_URL=database)
+    for result in (served, upgraded, stepped_down):
+        assert result.exit_code == 1
+        error = flat(result.stderr)
+        assert "9999_from_a_newer_version, newer than this version of the service knows" in error
+        assert "Upgrade the service" in error
+        assert "run `supportctl db upgrade`" not in error
+    assert schema.current(database) == "9999_from_a_newer_version"
 
 
 def test_serve_refuses_an_out_of_date_schema_and_names_the_command(run: Any, database: str) -> None:

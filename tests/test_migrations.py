@@ -54,6 +54,27 @@ def test_server_refuses_to_start_on_an_out_of_date_schema(
         connection.execute(sa.text("DROP TABLE leftover"))
 
 
+def test_server_refuses_to_start_on_a_schema_newer_than_it_knows_and_says_to_upgrade_it(
+    settings: Settings, database_url: str, db: sa.Engine
+) -> None:
+    _empty(db)
+    schema.upgrade(database_url)
+    with db.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999_newer'"))
+    app = create_app(dataclasses.replace(settings, create_schema=False))
+    try:
+        with pytest.raises(schema.SchemaNewerThanService) as refused, app.test_client():
+            pass
+        assert schema.current(database_url) == "9999_newer"
+    finally:
+        _empty(db)
+    message = str(refused.value)
+    assert "9999_newer, newer than this version of the service knows" in message
+    assert f"its newest is {schema.head()}" in message
+    assert "Upgrade the service" in message
+    assert "run `supportctl db upgrade`" not in message
+
+
 def test_server_starts_on_a_current_schema(settings: Settings, database_url: str, db: sa.Engine):
     _empty(db)
     schema.upgrade(database_url)

@@ -16,7 +16,16 @@ import httpx
 import typer
 from rich.text import Text
 
-from support_requests.cli import admin, attachments, demo, doctor, mobile, operator, tokens
+from support_requests.cli import (
+    admin,
+    attachments,
+    demo,
+    doctor,
+    mobile,
+    operator,
+    tokens,
+    webhooks,
+)
 from support_requests.cli.client import ADMINS, MOBILE, ApiClient
 from support_requests.cli.context import (
     DEFAULT_API_URL,
@@ -53,6 +62,7 @@ app.add_typer(attachments.app, name="attachments", rich_help_panel=API_PANEL)
 app.add_typer(operator.db_app, name="db", rich_help_panel=LOCAL_PANEL)
 app.add_typer(demo.app, name="demo", rich_help_panel=LOCAL_PANEL)
 app.add_typer(tokens.app, name="token", rich_help_panel=LOCAL_PANEL)
+app.add_typer(webhooks.app, name="webhooks", rich_help_panel=LOCAL_PANEL)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.serve)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.version)
 app.command(rich_help_panel=LOCAL_PANEL)(doctor.doctor)

@@ -57,6 +57,7 @@ def database_error(exc: Exception) -> str:
 
 def run_on_database(url: str, action: Callable[[str], T]) -> T:
     """``action(url)``, with a database's failures turned into a clear message (exit 1)."""
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from support_requests.storage.schema import SchemaOutOfDate
@@ -65,6 +66,9 @@ def run_on_database(url: str, action: Callable[[str], T]) -> T:
         return action(url)
     except (ValueError, SchemaOutOfDate) as exc:
         fail(str(exc))
+    except CommandError as exc:
+        # Alembic's own refusals: a revision it cannot find, a step past the base.
+        fail(f"{shown_url(url)}: {exc}")
     except (SQLAlchemyError, OSError) as exc:
         fail(f"{shown_url(url)}: {database_error(exc)}")
 
@@ -111,7 +115,10 @@ def db_upgrade(
     _describe(target, json_output, "Upgraded:")
 
 
-@db_app.command("downgrade")
+# Click reads any word that starts with "-" as an option, so `db downgrade -1` would be
+# "No such option: -1": unknown options are handed to the arguments instead, and a word
+# that still looks like an option (a mistyped `--database-url`) is refused below.
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(
     revision: Annotated[
         str, typer.Argument(help="Target revision: an id, -1 for one step, base for none.")
@@ -122,6 +129,8 @@ def db_downgrade(
     """Migrate the schema down to a revision (base drops every table: data is lost)."""
     from support_requests.storage import schema
 
+    if revision.startswith("--") or not revision.lstrip("-"):
+        raise typer.BadParameter(f"no such option: {revision}", param_hint="'REVISION'")
     target = database_url(url)
     run_on_database(target, lambda u: schema.downgrade(u, revision))
     _describe(target, json_output, "Downgraded:")

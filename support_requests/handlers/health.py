@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from support_requests.handlers.problems import HttpProblem
 from support_requests.handlers.render import envelope
+from support_requests.storage import schema
 from support_requests.storage.database import Database
 
 
@@ -25,8 +26,7 @@ async def readiness(database: Database, expected_revision: str | None) -> Respon
                 raise HttpProblem(
                     503,
                     "service_unavailable",
-                    f"The database schema is at {revision}, this version needs "
-                    f"{expected_revision}: run `supportctl db upgrade`.",
+                    schema.mismatch(revision, expected_revision),
                     headers={"Retry-After": "30"},
                 )
     return envelope("Ready", {"status": "ok"})

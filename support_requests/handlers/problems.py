@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -29,6 +28,7 @@ from support_requests.domain.errors import (
     RuleViolation,
 )
 from support_requests.handlers.observability import request_id_of
+from support_requests.reason_phrases import reason_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def problem_body(
     """The problem document, naming the request it answers when there is one."""
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": reason_phrase(status),
         "status": status,
         "detail": detail,
         "message": detail,
@@ -166,7 +166,7 @@ def _on_framework_problem(request: ConnexionRequest, exc: Exception) -> Connexio
         401: "A bearer token is required.",
         403: "This token may not use this operation.",
         415: f"The body must be sent as {_media_type_for(request.url.path)}.",
-    }.get(status, exc.detail or HTTPStatus(status).phrase)
+    }.get(status, exc.detail or reason_phrase(status))
     return problem_response(request, status, CODE_BY_STATUS.get(status, "malformed_body"), detail)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +21,11 @@ class SchemaOutOfDate(RuntimeError):
     """The database's schema is not the one this version of the service needs."""
 
 
+class SchemaNewerThanService(SchemaOutOfDate):
+    """The database was migrated by a newer version of the service: a revision this version
+    does not know. Only upgrading the service (or that version's ``db downgrade``) helps."""
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic configuration for the database at ``url``."""
     config = Config()
@@ -33,6 +39,36 @@ def head() -> str:
     revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert revision is not None
     return revision
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this version's migrations define."""
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def mismatch(at: str | None, needed: str) -> str:
+    """What to do when the database is at revision ``at`` and this version needs ``needed``:
+    upgrade the database when it is behind, upgrade the service when the database is ahead
+    (a revision this version does not know was written by a newer one)."""
+    if at is not None and at not in known_revisions():
+        return (
+            f"The database schema is at {at}, newer than this version of the service knows "
+            f"(its newest is {needed}): the database was migrated by a newer version. "
+            "Upgrade the service to that version; do not run `supportctl db` commands "
+            "of this one on it."
+        )
+    return (
+        f"The database schema is at {at or 'no revision'}, this version needs {needed}: "
+        f"run `{UPGRADE_COMMAND}` (with the same SUPPORT_DATABASE_URL) first."
+    )
+
+
+def _refuse_a_newer_schema(url: str) -> None:
+    at = current(url)
+    if at is not None and at not in known_revisions():
+        raise SchemaNewerThanService(mismatch(at, head()))
 
 
 def _engine(url: str) -> Engine:
@@ -53,12 +89,17 @@ def current(url: str) -> str | None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Migrate the database up to ``revision``."""
+    """Migrate the database up to ``revision`` (refused on a schema newer than this version)."""
+    _refuse_a_newer_schema(url)
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``base`` drops every table)."""
+    """Migrate the database down to ``revision`` (``base`` drops every table; refused on a
+    schema newer than this version: only the version that wrote it can take it down)."""
+    _refuse_a_newer_schema(url)
+    if revision != "base" and current(url) is None:
+        raise ValueError("The database is at no revision: there is nothing to downgrade.")
     command.downgrade(alembic_config(url), revision)
 
 
@@ -78,7 +119,5 @@ def ensure_current(url: str, *, initialise_empty: bool) -> None:
         return
     at = current(url)
     if at != head():
-        raise SchemaOutOfDate(
-            f"The database schema is at {at or 'no revision'}, this version needs {head()}: "
-            f"run `{UPGRADE_COMMAND}` (with the same SUPPORT_DATABASE_URL) first."
-        )
+        newer = at is not None and at not in known_revisions()
+        raise (SchemaNewerThanService if newer else SchemaOutOfDate)(mismatch(at, head()))
