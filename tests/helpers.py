@@ -289,3 +289,25 @@ def run_ok(
 def flat(text: str) -> str:
     """Command output as one line: panel borders dropped, whitespace runs made one space."""
     return " ".join(BORDERS.sub(" ", text).split())
+
+
+# -- webhooks: host names answered without DNS (issue 14) ---------------------------------
+
+PUBLIC_TEST_ADDRESS = "93.184.216.34"
+
+
+async def loopback_lookup(host: str, port: int) -> list[str]:
+    """A resolver for tests that sends no DNS query: literal addresses answer themselves,
+    ``localhost`` is loopback, names ending in ``.example.test`` are one public address,
+    and every other name does not resolve (``OSError``), as ``addresses.Lookup`` says."""
+    name = host.rstrip(".").lower()
+    if name == "localhost":
+        return ["127.0.0.1", "::1"]
+    if name.endswith(".example.test"):
+        return [PUBLIC_TEST_ADDRESS]
+    try:
+        import ipaddress
+
+        return [str(ipaddress.ip_address(name.strip("[]")))]
+    except ValueError:
+        raise OSError("tests send no DNS query") from None
