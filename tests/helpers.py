@@ -311,3 +311,16 @@ async def loopback_lookup(host: str, port: int) -> list[str]:
         return [str(ipaddress.ip_address(name.strip("[]")))]
     except ValueError:
         raise OSError("tests send no DNS query") from None
+
+
+@contextmanager
+def webhook_client(settings: Any, **changes: Any) -> Iterator[Any]:
+    """A test client of an app on ``settings`` with ``changes`` (``dataclasses.replace``: the
+    webhook switches, a secret key) whose webhook hosts resolve through ``loopback_lookup``."""
+    import dataclasses
+
+    from support_requests.handlers.app import create_app
+
+    app = create_app(dataclasses.replace(settings, **changes), lookup=loopback_lookup)
+    with app.test_client() as test_client:
+        yield test_client

@@ -4,8 +4,10 @@ A token is looked up by its SHA-256 (``token_sha256`` is unique; a token may be 
 too long for an index entry). Registering a known token moves it to the caller, so a
 phone that changed hands stops receiving the previous customer's pushes. A customer
 keeps at most ``MAX_DEVICES_PER_CUSTOMER``: the registration that makes one more drops
-the one registered longest ago, in its own transaction. The customer's rows are locked
-first, so two registrations of one customer at once cannot both keep a 21st.
+the one registered longest ago, in its own transaction. On PostgreSQL a registration
+first takes a transaction lock named after the customer, so that registrations of one
+customer at once (even of their first devices) cannot each keep one too many; SQLite runs
+one write transaction at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from support_requests.domain.clock import now_ms
@@ -32,7 +34,9 @@ devices_table = cast(Table, Device.__table__)
 _d = devices_table.c
 
 _BY_TOKEN = select(_d.id).where(_d.token_sha256 == bindparam("token_sha256")).with_for_update()
-_LOCK_CUSTOMER = select(_d.id).where(_d.customer_id == bindparam("customer_id")).with_for_update()
+_LOCK_CUSTOMER = select(
+    func.pg_advisory_xact_lock(func.hashtextextended(bindparam("customer_id"), 0))
+)
 _INSERT = insert(devices_table)
 _MOVE = (
     update(devices_table)
@@ -94,7 +98,8 @@ class DeviceRegistry:
             "registered_at": now,
         }
         async with self.database.writing() as connection:
-            await connection.execute(_LOCK_CUSTOMER, {"customer_id": customer.sub})
+            if not self.database.is_sqlite:
+                await connection.execute(_LOCK_CUSTOMER, {"customer_id": customer.sub})
             device_id = await connection.scalar(_BY_TOKEN, {"token_sha256": digest})
             created = device_id is None
             if device_id is None:
