@@ -574,3 +574,17 @@ def test_removing_an_endpoint_removes_its_deliveries(client: Any, db: Any) -> No
     assert [row["endpoint_id"] for row in rows(db, "webhook_deliveries")] == [kept_id]
     assert_problem(client.get(f"{WEBHOOKS}/{endpoint_id}", headers=agent), 404, "not_found")
     assert_problem(client.delete(f"{WEBHOOKS}/{endpoint_id}", headers=agent), 404, "not_found")
+
+
+def test_a_refusal_never_quotes_more_than_a_problem_holds(strict: Any, db: Any) -> None:
+    agent = admin()
+    answers = [
+        add(strict, agent, url="https://" + "a" * 300 + ".example.test/"),
+        add(strict, agent, url="https://hooks.example.test:" + "9" * 1900 + "/"),
+    ]
+
+    for answer in answers:
+        problem = assert_problem(answer, 422, "validation_failed")
+        assert error_fields(problem) == ["url"]
+        assert len(problem["errors"][0]["message"]) <= 500
+    assert rows(db, "webhook_endpoints") == []

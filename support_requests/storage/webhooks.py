@@ -32,6 +32,9 @@ from support_requests.webhooks.secrets import SecretBox, new_secret
 
 # Why an endpoint is disabled, when an admin disabled it (the worker writes ``gone``).
 DISABLED_BY_ADMIN: Final = "manual"
+# The longest DNS name; a refusal's reason is cut to fit a problem's field message.
+MAX_HOST_LENGTH: Final = 253
+MAX_REASON_LENGTH: Final = 500
 
 _endpoints = outbox.endpoints_table
 _events = outbox.events_table
@@ -172,9 +175,14 @@ class WebhookEndpoints:
         address its host resolves to."""
         try:
             target = parse(url, allow_http=self.allow_http)
+            if len(target.host) > MAX_HOST_LENGTH:
+                raise UnsafeUrl(f"has a host name longer than {MAX_HOST_LENGTH} characters")
             await resolve(target, allow_private=self.allow_private, lookup=self.lookup)
         except UnsafeUrl as refusal:
-            raise RuleViolation([FieldProblem("url", str(refusal))]) from None
+            reason = str(refusal)
+            if len(reason) > MAX_REASON_LENGTH:  # it may quote a part of a 2 KiB URL
+                reason = reason[: MAX_REASON_LENGTH - 1] + "…"
+            raise RuleViolation([FieldProblem("url", reason)]) from None
 
     async def create(
         self, admin: Principal, *, url: str, events: Sequence[str], description: str | None
