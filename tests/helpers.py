@@ -324,3 +324,28 @@ def webhook_client(settings: Any, **changes: Any) -> Iterator[Any]:
     app = create_app(dataclasses.replace(settings, **changes), lookup=loopback_lookup)
     with app.test_client() as test_client:
         yield test_client
+
+
+@contextmanager
+def cli_server(backend: str, workdir: Path, **env: str) -> Iterator[Any]:
+    """``supportctl serve`` in zero-configuration mode (the development secret in
+    ``workdir/data``) on ``backend``: ``sqlite``, or ``postgresql`` at SUPPORT_TEST_PG_URL,
+    emptied and set up by ``db init``; ``env`` adds to its environment."""
+    from tests.conftest import PG_URL, reset_pg
+    from tests.servers import SUPPORTCTL, clean_environment, empty_database, supportctl_server
+
+    environment = clean_environment(SUPPORT_DATA_DIR=str(workdir / "data"), **env)
+    if backend == "postgresql":
+        assert PG_URL is not None
+        reset_pg(PG_URL)
+        empty_database(PG_URL)
+        environment["SUPPORT_DATABASE_URL"] = PG_URL
+        subprocess.run(
+            [SUPPORTCTL, "db", "init"],
+            env=environment,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    with supportctl_server(environment, workdir) as running:
+        yield running

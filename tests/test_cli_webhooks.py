@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +20,9 @@ import sqlalchemy as sa
 from support_requests.domain.webhooks import EVENT_TYPES, PING
 from support_requests.storage.database import sync_url
 from support_requests.webhooks.secrets import SEALED
-from tests.conftest import BACKENDS, PG_URL, reset_pg
-from tests.servers import (
-    SUPPORTCTL,
-    Server,
-    clean_environment,
-    empty_database,
-    supportctl_server,
-)
+from tests.conftest import BACKENDS
+from tests.helpers import cli_server
+from tests.servers import Server
 from tests.test_cli import Cli, cli, someone  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -48,16 +42,7 @@ def server(
 ) -> Iterator[Server]:
     """``supportctl serve`` as in ``test_cli.py``, with the webhook switches above."""
     workdir = tmp_path_factory.mktemp(f"cli-webhooks-{request.param}")
-    env = clean_environment(SUPPORT_DATA_DIR=str(workdir / "data"), **WEBHOOK_ENV)
-    if request.param == "postgresql":
-        assert PG_URL is not None
-        reset_pg(PG_URL)
-        empty_database(PG_URL)
-        env["SUPPORT_DATABASE_URL"] = PG_URL
-        subprocess.run(
-            [SUPPORTCTL, "db", "init"], env=env, check=True, capture_output=True, timeout=60
-        )
-    with supportctl_server(env, workdir) as running:
+    with cli_server(request.param, workdir, **WEBHOOK_ENV) as running:
         yield running
 
 

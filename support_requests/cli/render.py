@@ -175,13 +175,15 @@ def request_table(
             row.append(Text(str(unread), style="bold") if unread else "")
         row.append(short_time(item["updatedAt"]))
         table.add_row(*row)
-    parts: list[RenderableType] = [table]
     count = f"{len(items)} request{'s' if len(items) != 1 else ''}"
+    return Group(table, page_footer(count, next_cursor))
+
+
+def page_footer(count: str, next_cursor: str | None) -> Text:
+    """Under a page of a listing: how many, and how to get the next page if there is one."""
     if next_cursor:
-        parts.append(Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim"))
-    else:
-        parts.append(Text(count, style="dim"))
-    return Group(*parts)
+        return Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim")
+    return Text(count, style="dim")
 
 
 def admins_table(admins: list[dict[str, Any]]) -> RenderableType:
@@ -536,10 +538,5 @@ def deliveries_table(
             short_time(delivery["nextAttemptAt"], seconds=True),
             short_time(delivery["createdAt"], seconds=True),
         )
-    parts: list[RenderableType] = [table]
     count = f"{len(deliveries)} deliver{'ies' if len(deliveries) != 1 else 'y'}"
-    if next_cursor:
-        parts.append(Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim"))
-    else:
-        parts.append(Text(count, style="dim"))
-    return Group(*parts)
+    return Group(table, page_footer(count, next_cursor))

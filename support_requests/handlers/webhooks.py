@@ -11,6 +11,7 @@ from starlette.responses import Response
 from support_requests.domain.clock import iso_ms
 from support_requests.handlers.auth import caller
 from support_requests.handlers.render import envelope
+from support_requests.storage.outbox import PENDING
 from support_requests.storage.support_desk import SupportDesk
 from support_requests.storage.webhooks import WebhookEndpoints
 
@@ -40,7 +41,7 @@ def _delivery(row: Any) -> dict[str, Any]:
         "lastResponseStatus": row.last_response_status,
         "lastError": row.last_error,
         "lastAttemptAt": iso_ms(row.last_attempt_at),
-        "nextAttemptAt": iso_ms(row.next_attempt_at) if row.status == "pending" else None,
+        "nextAttemptAt": iso_ms(row.next_attempt_at) if row.status == PENDING else None,
         "createdAt": iso_ms(row.created_at),
         "completedAt": iso_ms(row.completed_at),
     }
