@@ -32,6 +32,7 @@ from support_requests.cli.render import (
     badge_text,
     devices_table,
     make_console,
+    print_answer,
     print_json_text,
     request_table,
     request_view,
@@ -273,12 +274,8 @@ def register_device(
         body["appId"] = app_id
     with api(ctx, json_output=json_output) as client:
         reply = client.call("POST", MOBILE_DEVICES, body=body)
-    if json_output:
-        print_json_text(reply.text)
-        return
-    console = make_console()
-    console.print(Text(reply.message, style="bold"))
-    console.print(devices_table([reply.data]))
+    table = devices_table([reply.data])
+    print_answer(reply.text, table, json_output=json_output, headline=reply.message)
 
 
 @devices_app.command("list")
@@ -286,10 +283,7 @@ def list_devices(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Your push devices, the most recently registered first."""
     with api(ctx, json_output=json_output) as client:
         reply = client.call("GET", MOBILE_DEVICES)
-    if json_output:
-        print_json_text(reply.text)
-        return
-    make_console().print(devices_table(reply.data))
+    print_answer(reply.text, devices_table(reply.data), json_output=json_output)
 
 
 @devices_app.command("remove")

@@ -540,3 +540,17 @@ def deliveries_table(
         )
     count = f"{len(deliveries)} deliver{'ies' if len(deliveries) != 1 else 'y'}"
     return Group(table, page_footer(count, next_cursor))
+
+
+def print_answer(
+    text: str, view: RenderableType, *, json_output: bool, headline: str | None = None
+) -> None:
+    """A command's answer: with ``--json`` the API's JSON exactly as received; otherwise
+    ``view``, under ``headline`` (the API's sentence) when given."""
+    if json_output:
+        print_json_text(text)
+        return
+    console = make_console()
+    if headline is not None:
+        console.print(Text(headline, style="bold"))
+    console.print(view)

@@ -24,6 +24,7 @@ from support_requests.cli.context import (
 from support_requests.cli.render import (
     deliveries_table,
     make_console,
+    print_answer,
     print_json_text,
     webhook_endpoint_card,
     webhook_endpoints_table,
@@ -68,21 +69,13 @@ def _endpoint_path(endpoint_id: str, *rest: str) -> str:
 
 
 def _show_endpoint(reply: ApiReply, *, json_output: bool) -> None:
-    if json_output:
-        print_json_text(reply.text)
-        return
-    console = make_console()
-    console.print(Text(reply.message, style="bold"))
-    console.print(webhook_endpoint_card(reply.data))
+    card = webhook_endpoint_card(reply.data)
+    print_answer(reply.text, card, json_output=json_output, headline=reply.message)
 
 
 def _show_delivery(reply: ApiReply, *, json_output: bool) -> None:
-    if json_output:
-        print_json_text(reply.text)
-        return
-    console = make_console()
-    console.print(Text(reply.message, style="bold"))
-    console.print(deliveries_table([reply.data]))
+    table = deliveries_table([reply.data])
+    print_answer(reply.text, table, json_output=json_output, headline=reply.message)
 
 
 @app.command()
@@ -120,10 +113,7 @@ def list_endpoints(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Every webhook endpoint, the oldest first."""
     with api(ctx, json_output=json_output) as client:
         reply = client.call("GET", ADMIN_WEBHOOKS)
-    if json_output:
-        print_json_text(reply.text)
-        return
-    make_console().print(webhook_endpoints_table(reply.data))
+    print_answer(reply.text, webhook_endpoints_table(reply.data), json_output=json_output)
 
 
 @app.command()
@@ -131,10 +121,7 @@ def show(ctx: typer.Context, endpoint_id: EndpointId, json_output: JsonOption = 
     """One endpoint's settings."""
     with api(ctx, json_output=json_output) as client:
         reply = client.call("GET", _endpoint_path(endpoint_id))
-    if json_output:
-        print_json_text(reply.text)
-        return
-    make_console().print(webhook_endpoint_card(reply.data))
+    print_answer(reply.text, webhook_endpoint_card(reply.data), json_output=json_output)
 
 
 @app.command()
