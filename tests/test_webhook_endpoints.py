@@ -13,17 +13,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from support_requests.domain.webhooks import EVENT_TYPES, PING
 from support_requests.handlers.settings import Settings
+from support_requests.openapi import SPEC_PATH
 from support_requests.storage.models import Base
 from support_requests.webhooks.secrets import SEALED, SecretBox
 from tests.helpers import (
     TIMESTAMP_PATTERN,
     admin,
     assert_problem,
+    bearer,
     error_fields,
     loopback_lookup,
+    mint,
     webhook_client,
 )
 
@@ -291,10 +295,6 @@ def test_events_and_fields_that_break_the_schema_are_422(
 
 
 def test_the_spec_offers_exactly_the_event_types_the_service_sends() -> None:
-    import yaml
-
-    from support_requests.openapi import SPEC_PATH
-
     spec = yaml.safe_load(SPEC_PATH.read_text())
     assert tuple(spec["components"]["schemas"]["WebhookEventType"]["enum"]) == EVENT_TYPES
 
@@ -588,3 +588,62 @@ def test_a_refusal_never_quotes_more_than_a_problem_holds(strict: Any, db: Any) 
         assert error_fields(problem) == ["url"]
         assert len(problem["errors"][0]["message"]) <= 500
     assert rows(db, "webhook_endpoints") == []
+
+
+# -- tokens on every new operation ------------------------------------------------------------
+
+NEW_OPERATIONS = [
+    ("POST", "/api/mobile/devices"),
+    ("GET", "/api/mobile/devices"),
+    ("DELETE", "/api/mobile/devices/dev_" + "A" * 22),
+    ("POST", WEBHOOKS),
+    ("GET", WEBHOOKS),
+    ("GET", f"{WEBHOOKS}/whe_{'A' * 22}"),
+    ("PATCH", f"{WEBHOOKS}/whe_{'A' * 22}"),
+    ("DELETE", f"{WEBHOOKS}/whe_{'A' * 22}"),
+    ("GET", f"{WEBHOOKS}/whe_{'A' * 22}/deliveries"),
+    ("POST", f"{WEBHOOKS}/whe_{'A' * 22}/deliveries/1/retry"),
+    ("POST", f"{WEBHOOKS}/whe_{'A' * 22}/ping"),
+]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, mint(ttl=-60), mint(secret="another-secret-" + "y" * 40), "not-a-jwt"],
+    ids=["missing", "expired", "wrong key", "not a JWT"],
+)
+def test_every_device_and_webhook_operation_without_a_valid_token_is_401(
+    client: Any, db: Any, token: str | None
+) -> None:
+    headers = {} if token is None else bearer(token)
+
+    for method, path in NEW_OPERATIONS:
+        response = client.request(method, path, json={}, headers=headers)
+
+        assert_problem(response, 401, "unauthenticated")
+        assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
+    assert rows(db, "devices") == rows(db, "webhook_endpoints") == []
+
+
+def test_the_new_operations_are_every_device_and_webhook_operation_of_the_spec() -> None:
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    declared = {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        if path.startswith(("/api/mobile/devices", WEBHOOKS))
+        for method in item
+        if method != "parameters"
+    }
+    names = {
+        "dev_" + "A" * 22: "{deviceId}",
+        "whe_" + "A" * 22: "{endpointId}",
+        "/1/": "/{deliveryId}/",
+    }
+
+    def template(path: str) -> str:
+        for concrete, name in names.items():
+            path = path.replace(concrete, name)
+        return path
+
+    covered = {(method, template(path)) for method, path in NEW_OPERATIONS}
+    assert covered == declared
