@@ -330,3 +330,63 @@ def signed_delivery(
         "webhook-signature": Webhook(secret).sign(message_id, moment, body),
         "content-type": "application/json",
     }
+
+
+# -- webhooks: host names answered without DNS (issue 14) ---------------------------------
+
+PUBLIC_TEST_ADDRESS = "93.184.216.34"
+
+
+async def loopback_lookup(host: str, port: int) -> list[str]:
+    """A resolver for tests that sends no DNS query: literal addresses answer themselves,
+    ``localhost`` is loopback, names ending in ``.example.test`` are one public address,
+    and every other name does not resolve (``OSError``), as ``addresses.Lookup`` says."""
+    name = host.rstrip(".").lower()
+    if name == "localhost":
+        return ["127.0.0.1", "::1"]
+    if name.endswith(".example.test"):
+        return [PUBLIC_TEST_ADDRESS]
+    try:
+        import ipaddress
+
+        return [str(ipaddress.ip_address(name.strip("[]")))]
+    except ValueError:
+        raise OSError("tests send no DNS query") from None
+
+
+@contextmanager
+def webhook_client(settings: Any, **changes: Any) -> Iterator[Any]:
+    """A test client of an app on ``settings`` with ``changes`` (``dataclasses.replace``: the
+    webhook switches, a secret key) whose webhook hosts resolve through ``loopback_lookup``."""
+    import dataclasses
+
+    from support_requests.handlers.app import create_app
+
+    app = create_app(dataclasses.replace(settings, **changes), lookup=loopback_lookup)
+    with app.test_client() as test_client:
+        yield test_client
+
+
+@contextmanager
+def cli_server(backend: str, workdir: Path, **env: str) -> Iterator[Any]:
+    """``supportctl serve`` in zero-configuration mode (the development secret in
+    ``workdir/data``) on ``backend``: ``sqlite``, or ``postgresql`` at SUPPORT_TEST_PG_URL,
+    emptied and set up by ``db init``; ``env`` adds to its environment."""
+    from tests.conftest import PG_URL, reset_pg
+    from tests.servers import SUPPORTCTL, clean_environment, empty_database, supportctl_server
+
+    environment = clean_environment(SUPPORT_DATA_DIR=str(workdir / "data"), **env)
+    if backend == "postgresql":
+        assert PG_URL is not None
+        reset_pg(PG_URL)
+        empty_database(PG_URL)
+        environment["SUPPORT_DATABASE_URL"] = PG_URL
+        subprocess.run(
+            [SUPPORTCTL, "db", "init"],
+            env=environment,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    with supportctl_server(environment, workdir) as running:
+        yield running

@@ -30,15 +30,12 @@ from typer.testing import CliRunner, Result
 
 from support_requests.cli.main import app
 from support_requests.cli.tokens import admin_id_for
-from tests.conftest import BACKENDS, PG_URL, reset_pg
-from tests.helpers import flat, mint
+from tests.conftest import BACKENDS
+from tests.helpers import cli_server, flat, mint
 from tests.servers import (
     SUPPORTCTL,
     Server,
-    clean_environment,
-    empty_database,
     free_port,
-    supportctl_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,17 +48,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """``supportctl serve`` on SQLite (zero-config default) or PostgreSQL set up by ``db init``."""
-    workdir = tmp_path_factory.mktemp(f"cli-{request.param}")
-    env = clean_environment(SUPPORT_DATA_DIR=str(workdir / "data"))
-    if request.param == "postgresql":
-        assert PG_URL is not None
-        reset_pg(PG_URL)
-        empty_database(PG_URL)
-        env["SUPPORT_DATABASE_URL"] = PG_URL
-        subprocess.run(
-            [SUPPORTCTL, "db", "init"], env=env, check=True, capture_output=True, timeout=60
-        )
-    with supportctl_server(env, workdir) as running:
+    with cli_server(request.param, tmp_path_factory.mktemp(f"cli-{request.param}")) as running:
         yield running
 
 

@@ -31,7 +31,7 @@ from schemathesis.python import asgi
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
-from tests.helpers import SECRET, mint
+from tests.helpers import SECRET, loopback_lookup, mint
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +91,11 @@ RULE_REFUSALS: dict[str, dict[int, dict[str, set[str]]]] = {
         409: {"invalid_transition": set()},
         422: {"validation_failed": {"assignedAdminId", "resolutionNote"}},
     },
+    # A webhook URL whose host does not resolve, or not to public addresses only.
+    "createWebhookEndpoint": {422: {"validation_failed": {"url"}}},
+    "listWebhookDeliveries": {422: {"validation_failed": {"cursor"}}},
+    "updateWebhookEndpoint": {422: {"validation_failed": {"url"}}},
+    "retryWebhookDelivery": {409: {"already_delivered": set()}},
 }
 
 
@@ -149,7 +154,8 @@ def contract_app(database_url: str, tmp_path: Path) -> Iterator[Any]:
         data_dir=tmp_path,
         validate_responses=False,
     )
-    yield create_app(settings)
+    # Webhook hosts resolve without DNS: no fuzzed name leaves the machine.
+    yield create_app(settings, lookup=loopback_lookup)
     asgi.shutdown_lifespans()
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Group
 from rich.text import Text
 
-from support_requests.cli import attachments, stats
+from support_requests.cli import attachments, stats, webhooks_admin
 from support_requests.cli.attachments import AttachOption, opened, upload_all, with_attachments
 from support_requests.cli.client import (
     ADMIN,
@@ -56,6 +56,7 @@ Note = Annotated[
 SORTS = "-createdAt (newest first, the default), createdAt or -updatedAt"
 
 app.add_typer(attachments.admin_app, name="attachments")
+app.add_typer(webhooks_admin.app, name="webhooks")
 
 
 # -- fetching ------------------------------------------------------------------

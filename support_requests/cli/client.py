@@ -141,6 +141,8 @@ class ApiClient(httpx.Client):
             fail(f"The connection to {self.api_url} failed: {_reason(exc)}.")
 
     def _success(self, response: httpx.Response) -> ApiReply:
+        if response.status_code == 204:  # a removal: no body
+            return ApiReply(text="", body={"message": "", "data": None})
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:

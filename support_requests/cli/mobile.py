@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.text import Text
@@ -29,13 +30,21 @@ from support_requests.cli.context import (
 )
 from support_requests.cli.render import (
     badge_text,
+    devices_table,
     make_console,
+    print_answer,
     print_json_text,
     request_table,
     request_view,
 )
 
 app = typer.Typer(help="The customer's side: your own support requests.", no_args_is_help=True)
+devices_app = typer.Typer(
+    help="Your phones' push tokens, so that staff replies reach them.", no_args_is_help=True
+)
+app.add_typer(devices_app, name="devices")
+
+MOBILE_DEVICES = "/api/mobile/devices"
 
 RequestId = Annotated[int, typer.Argument(help="The support request's number.")]
 Body = Annotated[
@@ -238,3 +247,51 @@ def rate(
     with api(ctx, json_output=json_output) as client:
         answer = client.call("PUT", f"{MOBILE}/{request_id}/rating", body=body)
     _show_detail(answer, json_output=json_output)
+
+
+# -- push devices ----------------------------------------------------------------------------
+
+
+@devices_app.command("register")
+def register_device(
+    ctx: typer.Context,
+    platform: Annotated[
+        str,
+        typer.Option(
+            "--platform", metavar="PLATFORM", help="ios (an APNs token) or android (an FCM token)."
+        ),
+    ],
+    token: Annotated[str, typer.Option("--token", metavar="TOKEN", help="The push token.")],
+    app_id: Annotated[
+        str | None,
+        typer.Option("--app-id", metavar="ID", help="The app's bundle id or package name."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Register a push token for you (a token someone else registered moves to you)."""
+    body: dict[str, Any] = {"platform": platform, "token": token}
+    if app_id is not None:
+        body["appId"] = app_id
+    with api(ctx, json_output=json_output) as client:
+        reply = client.call("POST", MOBILE_DEVICES, body=body)
+    table = devices_table([reply.data])
+    print_answer(reply.text, table, json_output=json_output, headline=reply.message)
+
+
+@devices_app.command("list")
+def list_devices(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Your push devices, the most recently registered first."""
+    with api(ctx, json_output=json_output) as client:
+        reply = client.call("GET", MOBILE_DEVICES)
+    print_answer(reply.text, devices_table(reply.data), json_output=json_output)
+
+
+@devices_app.command("remove")
+def remove_device(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device's id (dev_…).")],
+) -> None:
+    """Stop pushing to one of your devices."""
+    with api(ctx, json_output=False) as client:
+        client.call("DELETE", f"{MOBILE_DEVICES}/{quote(device_id, safe='')}")
+    make_console().print(Text(f"Device {device_id} removed."))

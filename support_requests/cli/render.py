@@ -175,13 +175,15 @@ def request_table(
             row.append(Text(str(unread), style="bold") if unread else "")
         row.append(short_time(item["updatedAt"]))
         table.add_row(*row)
-    parts: list[RenderableType] = [table]
     count = f"{len(items)} request{'s' if len(items) != 1 else ''}"
+    return Group(table, page_footer(count, next_cursor))
+
+
+def page_footer(count: str, next_cursor: str | None) -> Text:
+    """Under a page of a listing: how many, and how to get the next page if there is one."""
     if next_cursor:
-        parts.append(Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim"))
-    else:
-        parts.append(Text(count, style="dim"))
-    return Group(*parts)
+        return Text(f"{count}; more with --all, or --cursor {next_cursor}", style="dim")
+    return Text(count, style="dim")
 
 
 def admins_table(admins: list[dict[str, Any]]) -> RenderableType:
@@ -431,3 +433,124 @@ def _changes(items: Iterable[tuple[str, Any]], admin_names: Mapping[str, str | N
         for field, change in items
         if field != "messageId" and not field.startswith("last")
     )
+
+
+# -- push devices and webhooks -------------------------------------------------------
+
+
+def short_token(token: str) -> str:
+    """A push token cut to its ends, ``740f4707beb…61bb78ad``: enough to tell phones apart."""
+    return token if len(token) <= 24 else f"{token[:11]}…{token[-8:]}"
+
+
+def devices_table(devices: list[dict[str, Any]]) -> RenderableType:
+    """The caller's push devices, the most recently registered first."""
+    if not devices:
+        return Text("No devices registered.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Id (use with devices remove)", no_wrap=True)
+    table.add_column("Platform", no_wrap=True)
+    table.add_column("App", ratio=1)
+    table.add_column("Token", no_wrap=True)
+    table.add_column("Registered", no_wrap=True)
+    for device in devices:
+        table.add_row(
+            device["id"],
+            device["platform"],
+            Text(device["appId"] or NOTHING),
+            Text(short_token(device["token"])),
+            short_time(device["registeredAt"]),
+        )
+    return table
+
+
+def enabled_text(endpoint: Mapping[str, Any]) -> Text:
+    """``yes``, or ``no`` with why (``gone``: the receiver answered 410)."""
+    if endpoint["enabled"]:
+        return Text("yes", style="green")
+    reason = endpoint["disabledReason"]
+    return Text(f"no ({reason})" if reason else "no", style="red")
+
+
+def webhook_endpoints_table(endpoints: list[dict[str, Any]]) -> RenderableType:
+    """Webhook endpoints, one row each."""
+    if not endpoints:
+        return Text("No webhook endpoints.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Id", no_wrap=True)
+    table.add_column("URL", ratio=2, overflow="fold")
+    table.add_column("Events", ratio=2)
+    table.add_column("Enabled", no_wrap=True)
+    table.add_column("Description", ratio=1)
+    for endpoint in endpoints:
+        table.add_row(
+            endpoint["id"],
+            Text(endpoint["url"]),
+            Text("\n".join(endpoint["events"])),
+            enabled_text(endpoint),
+            Text(endpoint["description"] or NOTHING),
+        )
+    return table
+
+
+def webhook_endpoint_card(endpoint: Mapping[str, Any]) -> RenderableType:
+    """One webhook endpoint's settings (never its secret: the API shows it once)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("URL", Text(endpoint["url"]))
+    grid.add_row("Events", Text("\n".join(endpoint["events"])))
+    grid.add_row("Enabled", enabled_text(endpoint))
+    grid.add_row("Description", Text(endpoint["description"] or NOTHING))
+    grid.add_row("Created", local_time(endpoint["createdAt"]))
+    grid.add_row("Updated", local_time(endpoint["updatedAt"]))
+    title = Text(f"Webhook endpoint {endpoint['id']}", style="bold")
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, expand=False)
+
+
+DELIVERY_STYLES = {"pending": "bold yellow", "succeeded": "bold green", "failed": "bold red"}
+
+
+def deliveries_table(
+    deliveries: list[dict[str, Any]], *, next_cursor: str | None = None
+) -> RenderableType:
+    """An endpoint's deliveries, newest first, with the last answer and the next attempt."""
+    if not deliveries:
+        return Text("No deliveries.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Event", ratio=2, overflow="fold")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Attempts", justify="right", no_wrap=True)
+    table.add_column("Last answer", ratio=2)
+    table.add_column("Next attempt", no_wrap=True)
+    table.add_column("Created", no_wrap=True)
+    for delivery in deliveries:
+        answer = [str(delivery["lastResponseStatus"] or "")]
+        if delivery["lastError"]:
+            answer.append(delivery["lastError"])
+        table.add_row(
+            str(delivery["id"]),
+            Text(f"{delivery['eventType']}\n{delivery['eventId']}"),
+            Text(delivery["status"], style=DELIVERY_STYLES.get(delivery["status"], "")),
+            str(delivery["attempts"]),
+            Text(" ".join(part for part in answer if part) or NOTHING),
+            short_time(delivery["nextAttemptAt"], seconds=True),
+            short_time(delivery["createdAt"], seconds=True),
+        )
+    count = f"{len(deliveries)} deliver{'ies' if len(deliveries) != 1 else 'y'}"
+    return Group(table, page_footer(count, next_cursor))
+
+
+def print_answer(
+    text: str, view: RenderableType, *, json_output: bool, headline: str | None = None
+) -> None:
+    """A command's answer: with ``--json`` the API's JSON exactly as received; otherwise
+    ``view``, under ``headline`` (the API's sentence) when given."""
+    if json_output:
+        print_json_text(text)
+        return
+    console = make_console()
+    if headline is not None:
+        console.print(Text(headline, style="bold"))
+    console.print(view)

@@ -5,6 +5,7 @@ DomainError
 ├── RequestClosed        a reply to a closed request
 ├── InvalidTransition    a change the lifecycle does not allow from here
 ├── RatingNotAllowed     a rating before resolution or after its window (409)
+├── AlreadyDelivered     a retry of a webhook delivery that succeeded (409)
 ├── RuleViolation        a body that is well-formed but breaks a rule (422)
 │   └── InvalidAttachment          an empty, damaged, disguised or badly named upload
 │                                  (``domain.attachments``; 422, field ``file``)
@@ -39,6 +40,10 @@ class InvalidTransition(DomainError):
 
 class RatingNotAllowed(DomainError):
     """A rating of a request that is not resolved nor closed, or whose window has passed."""
+
+
+class AlreadyDelivered(DomainError):
+    """A retry of a webhook delivery that succeeded: there is nothing to send again."""
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,14 @@ from support_requests.openapi import SPEC_PATH
 from support_requests.storage import schema
 from support_requests.storage.attachments import AttachmentStore
 from support_requests.storage.database import Database
+from support_requests.storage.devices import DeviceRegistry
 from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.rate_limits import Limit, RateLimiter
 from support_requests.storage.stats import SupportStatistics
 from support_requests.storage.support_desk import SupportDesk
+from support_requests.storage.webhooks import WebhookEndpoints
+from support_requests.webhooks.addresses import Lookup, system_lookup
+from support_requests.webhooks.secrets import SecretBox
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
@@ -285,10 +289,12 @@ def create_app(
     on_started: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = now_ms,
     span_processor: SpanProcessor | None = None,
+    lookup: Lookup = system_lookup,
 ) -> AsyncApp:
     """The ASGI app for ``settings``; ``on_started`` runs once it is ready to serve; ``clock``
     is the time the lifecycle reads (tests move it); ``span_processor`` receives the
-    traces (tests; otherwise ``settings.tracing`` decides)."""
+    traces (tests; otherwise ``settings.tracing`` decides); ``lookup`` resolves webhook
+    hosts (tests answer without DNS)."""
     spec = load_spec()
     traces = tracing.traces_for(settings.tracing, span_processor)
     database = Database(
@@ -308,6 +314,15 @@ def create_app(
         "attachments": attachments,
         "uploads": Uploads.create(settings.attachment_max_bytes),
         "expected_revision": None if settings.create_schema else schema.head(),
+        "devices": DeviceRegistry(database, clock),
+        "webhooks": WebhookEndpoints(
+            database,
+            SecretBox(settings.secret_key),
+            allow_http=settings.webhook_allow_http,
+            allow_private=settings.webhook_allow_private,
+            lookup=lookup,
+            clock=clock,
+        ),
     }
     limiter = RateLimiter(settings.redis_url)
     rate_limit = _bound(

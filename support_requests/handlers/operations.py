@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from support_requests.handlers import admin, attachments, health, mobile, stats
+from support_requests.handlers import admin, attachments, devices, health, mobile, stats, webhooks
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
     # mobile
@@ -38,6 +38,19 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "adminDownloadAttachment": attachments.admin_download_attachment,
     "adminDownloadAttachmentThumbnail": attachments.admin_download_attachment_thumbnail,
     "adminRemoveAttachment": attachments.remove_attachment,
+    # push devices
+    "registerDevice": devices.register_device,
+    "listDevices": devices.list_devices,
+    "removeDevice": devices.remove_device,
+    # webhook endpoints
+    "createWebhookEndpoint": webhooks.create_webhook_endpoint,
+    "listWebhookEndpoints": webhooks.list_webhook_endpoints,
+    "getWebhookEndpoint": webhooks.get_webhook_endpoint,
+    "updateWebhookEndpoint": webhooks.update_webhook_endpoint,
+    "deleteWebhookEndpoint": webhooks.delete_webhook_endpoint,
+    "listWebhookDeliveries": webhooks.list_webhook_deliveries,
+    "retryWebhookDelivery": webhooks.retry_webhook_delivery,
+    "pingWebhookEndpoint": webhooks.ping_webhook_endpoint,
     # health
     "checkLiveness": health.liveness,
     "checkReadiness": health.readiness,

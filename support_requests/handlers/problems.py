@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from support_requests.domain.attachments import UnsupportedAttachmentType
 from support_requests.domain.errors import (
+    AlreadyDelivered,
     DomainError,
     FieldProblem,
     InvalidTransition,
@@ -140,6 +141,7 @@ _DOMAIN_STATUS: dict[type[DomainError], tuple[int, str]] = {
     RequestClosed: (400, "request_closed"),
     InvalidTransition: (409, "invalid_transition"),
     RatingNotAllowed: (409, "rating_not_allowed"),
+    AlreadyDelivered: (409, "already_delivered"),
     RuleViolation: (422, "validation_failed"),
     UnsupportedAttachmentType: (415, UnsupportedAttachmentType.CODE),
 }

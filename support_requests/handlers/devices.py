@@ -1,0 +1,58 @@
+"""Push devices (tag ``mobile``): the signed-in customer registers, lists and removes the
+push tokens of their phones. Tokens are shown to their customer only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from support_requests.domain.clock import iso_ms
+from support_requests.handlers.auth import caller
+from support_requests.handlers.render import envelope
+from support_requests.storage.devices import DeviceRegistry
+
+PATH = "/api/mobile/devices"
+
+
+def _device(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "platform": row.platform,
+        "token": row.token,
+        "appId": row.app_id,
+        "createdAt": iso_ms(row.created_at),
+        "registeredAt": iso_ms(row.registered_at),
+    }
+
+
+async def register_device(
+    devices: DeviceRegistry, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    """Register a push token for the caller (201), or move a known one to them (200)."""
+    registered = await devices.register(
+        caller(token_info), platform=body["platform"], token=body["token"], app_id=body.get("appId")
+    )
+    device = _device(registered.device)
+    if registered.created:
+        return envelope(
+            "Device registered successfully",
+            device,
+            status=201,
+            headers={"Location": f"{PATH}/{device['id']}"},
+        )
+    return envelope("Device registration updated successfully", device)
+
+
+async def list_devices(devices: DeviceRegistry, token_info: dict[str, Any]) -> Response:
+    """The caller's devices, the most recently registered first."""
+    rows = await devices.list_for(caller(token_info))
+    return envelope("Devices fetched successfully", [_device(row) for row in rows])
+
+
+async def remove_device(
+    devices: DeviceRegistry, device_id: str, token_info: dict[str, Any]
+) -> Response:
+    """Remove one of the caller's devices."""
+    await devices.remove(caller(token_info), device_id)
+    return Response(status_code=204)
