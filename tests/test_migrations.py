@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -12,7 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage import schema
+from support_requests.storage.database import sync_url
 from support_requests.storage.models import Base
+from tests.helpers import MOBILE, create, customer
 
 
 def _empty(db: sa.Engine) -> None:
@@ -89,3 +92,49 @@ def test_empty_sqlite_database_is_migrated_on_start(settings: Settings, tmp_path
     with app.test_client():
         pass
     assert schema.current(url) == schema.head()
+
+
+@pytest.mark.postgres
+def test_an_expand_migration_under_a_running_server_keeps_its_prepared_statements_working(
+    settings: Settings, database_url: str, db: sa.Engine
+) -> None:
+    """psycopg prepares a statement on a connection after a few runs; a column added while
+    the server runs (the expand step of a migration) must not break those prepared plans.
+    A statement that selects ``*`` does break ("cached plan must not change result type"):
+    the control below shows the hazard is real; the service's statements name their columns."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("prepared statements are PostgreSQL's")
+    alice = customer()
+    tables = ("support_requests", "messages", "request_events")
+    with (
+        create_app(settings).test_client() as client,
+        psycopg.connect(
+            sync_url(database_url)
+            .render_as_string(hide_password=False)
+            .replace("postgresql+psycopg", "postgresql"),
+            autocommit=True,
+        ) as control,
+    ):
+        created = create(client, alice)
+        detail = f"{MOBILE}/{created['id']}"
+        for _ in range(12):  # past psycopg's prepare threshold on every pooled connection
+            assert client.get(detail, headers=alice).status_code == 200
+            assert client.get(MOBILE, headers=alice).status_code == 200
+            reply = client.post(f"{detail}/messages", json={"body": "warm"}, headers=alice)
+            assert reply.status_code == 201
+        control.execute("SELECT * FROM support_requests", prepare=True)
+        with db.begin() as connection:
+            for table in tables:
+                connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN probe TEXT"))
+        try:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="cached plan"):
+                control.execute("SELECT * FROM support_requests", prepare=True)
+            for _ in range(6):
+                assert client.get(detail, headers=alice).status_code == 200
+                assert client.get(MOBILE, headers=alice).status_code == 200
+                reply = client.post(f"{detail}/messages", json={"body": "after"}, headers=alice)
+                assert reply.status_code == 201
+        finally:
+            with db.begin() as connection:
+                for table in tables:
+                    connection.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN probe"))
