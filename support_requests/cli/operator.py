@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -134,6 +135,35 @@ def db_downgrade(
     target = database_url(url)
     run_on_database(target, lambda u: schema.downgrade(u, revision))
     _describe(target, json_output, "Downgraded:")
+
+
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(help="Where to write the copy (a new file).")],
+    url: DatabaseUrl = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print what was copied as JSON.")
+    ] = False,
+) -> None:
+    """Copy a SQLite database while the server runs (SQLite's online backup: one consistent
+    snapshot, writers go on). PostgreSQL: use pg_dump (docs/operations.md, Backups)."""
+    from support_requests.storage.backup import BackupRefused, backup_sqlite
+
+    target = database_url(url)
+    if file.exists() and not force:
+        fail(f"{file} exists; choose a new file or add --force.")
+    try:
+        copied = run_on_database(target, lambda u: backup_sqlite(u, file))
+    except BackupRefused as refused:
+        fail(str(refused))
+    if json_output:
+        typer.echo(json.dumps({"file": str(file), **copied}))
+        return
+    counts = ", ".join(f"{count} {table}" for table, count in copied["rows"].items())
+    make_console().print(
+        Text(f"Backed up {shown_url(target)} to {file} ({copied['bytes']} bytes: {counts}).")
+    )
 
 
 @db_app.command("current")
