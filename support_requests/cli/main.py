@@ -16,7 +16,7 @@ import httpx
 import typer
 from rich.text import Text
 
-from support_requests.cli import admin, attachments, demo, mobile, operator, tokens
+from support_requests.cli import admin, attachments, demo, mobile, operator, tokens, worker
 from support_requests.cli.client import ADMINS, MOBILE, ApiClient
 from support_requests.cli.context import (
     DEFAULT_API_URL,
@@ -55,6 +55,7 @@ app.add_typer(demo.app, name="demo", rich_help_panel=LOCAL_PANEL)
 app.add_typer(tokens.app, name="token", rich_help_panel=LOCAL_PANEL)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.serve)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.version)
+app.command(rich_help_panel=LOCAL_PANEL)(worker.worker)
 
 
 def _api_url(value: str | None) -> str | None:

@@ -56,6 +56,8 @@ from support_requests.storage.idempotency import IdempotencyStore
 from support_requests.storage.rate_limits import Limit, RateLimiter
 from support_requests.storage.stats import SupportStatistics
 from support_requests.storage.support_desk import SupportDesk
+from support_requests.webhooks.addresses import Lookup, system_lookup
+from support_requests.webhooks.worker import running_worker
 
 logger = logging.getLogger(__name__)
 
@@ -270,9 +272,11 @@ def create_app(
     *,
     on_started: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = now_ms,
+    lookup: Lookup = system_lookup,
 ) -> AsyncApp:
     """The ASGI app for ``settings``; ``on_started`` runs once it is ready to serve; ``clock``
-    is the time the lifecycle reads (tests move it)."""
+    is the time the lifecycle reads (tests move it); ``lookup`` resolves webhook hosts
+    (tests answer without DNS)."""
     spec = load_spec()
     database = Database(
         settings.database_url,
@@ -315,7 +319,12 @@ def create_app(
         )
         if on_started is not None:
             on_started()
-        yield
+        async with (
+            running_worker(database, settings, lookup=lookup, clock=clock)
+            if settings.embedded_worker
+            else contextlib.nullcontext()
+        ):
+            yield
         cleanup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup
