@@ -82,24 +82,9 @@ def _waits_for_an_earlier_one() -> Any:
 
 
 def _claim_statement(*, skip_locked: bool) -> Any:
-    live_leases = (
-        select(func.count())
-        .where(
-            _leased.c.endpoint_id == _d.c.endpoint_id,
-            _leased.c.status == PENDING,
-            _leased.c.claimed_until >= bindparam("now"),
-        )
-        .correlate(_d)
-        .scalar_subquery()
-    )
     # The due rows in order, locked (PostgreSQL: skipping rows another worker holds)...
     due = (
-        select(
-            _d.c.id,
-            _d.c.endpoint_id,
-            _d.c.next_attempt_at,
-            live_leases.label("live"),
-        )
+        select(_d.c.id, _d.c.endpoint_id, _d.c.next_attempt_at)
         .join(_ep, _ep.c.id == _d.c.endpoint_id)
         .where(_claimable_due())
         .order_by(_d.c.next_attempt_at, _d.c.id)
@@ -108,17 +93,23 @@ def _claim_statement(*, skip_locked: bool) -> Any:
     if skip_locked:
         due = due.with_for_update(of=_d, skip_locked=True)
     due_rows = due.subquery("due")
-    # ...then at most per_endpoint live leases per endpoint (window functions cannot sit
-    # beside FOR UPDATE, hence the level of their own), the earliest first.
-    rank = (
-        func.row_number().over(
-            partition_by=due_rows.c.endpoint_id,
-            order_by=(due_rows.c.next_attempt_at, due_rows.c.id),
-        )
-        + due_rows.c.live
+    # ...each endpoint's deliveries under a live lease, counted once per claim...
+    live = (
+        select(_leased.c.endpoint_id, func.count().label("leases"))
+        .where(_leased.c.status == PENDING, _leased.c.claimed_until >= bindparam("now"))
+        .group_by(_leased.c.endpoint_id)
+        .subquery("live")
     )
-    ranked = select(due_rows.c.id, due_rows.c.next_attempt_at, rank.label("rank")).subquery(
-        "ranked"
+    # ...then at most per_endpoint live leases per endpoint (window functions cannot sit
+    # beside FOR UPDATE, hence a level of their own), the earliest first.
+    rank = func.row_number().over(
+        partition_by=due_rows.c.endpoint_id,
+        order_by=(due_rows.c.next_attempt_at, due_rows.c.id),
+    ) + func.coalesce(live.c.leases, 0)
+    ranked = (
+        select(due_rows.c.id, due_rows.c.next_attempt_at, rank.label("rank"))
+        .select_from(due_rows.outerjoin(live, live.c.endpoint_id == due_rows.c.endpoint_id))
+        .subquery("ranked")
     )
     chosen = (
         select(ranked.c.id)
