@@ -282,6 +282,8 @@ def test_a_killed_worker_loses_nothing_and_repeats_only_what_it_had_in_flight(
     assert all(first_arrival[webhook_id] < killed_at for webhook_id in repeated)
     again = [a.at for a in receiver.received if a.webhook_id in repeated and a.attempt == 2]
     assert all(at >= killed_at + LEASE_SECONDS - 1.5 for at in again)
+    # What it had claimed came back once the lease ran out (and was delivered then).
+    assert max(a.at for a in receiver.received) >= killed_at + LEASE_SECONDS - 1.5
     for request_id, sequences in arrivals_by_request(receiver).items():
         assert sequences == sorted(sequences), (request_id, sequences)
     delivered_by = [

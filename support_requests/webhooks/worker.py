@@ -61,6 +61,46 @@ MIN_SLEEP_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 1.0
 
 
+class _Successes:
+    """Successes recorded together: while one transaction records some, those that finish
+    meanwhile wait and go in the next (a commit per delivery would cap the rate)."""
+
+    def __init__(self, store: DeliveryStore) -> None:
+        self._store = store
+        self._waiting: list[tuple[ClaimedDelivery, datetime, int]] = []
+        self._next: asyncio.Future[None] | None = None
+        self._writing = False
+
+    async def record(self, delivery: ClaimedDelivery, at: datetime, status: int) -> None:
+        """Return once the success is stored (raises what storing raised)."""
+        self._waiting.append((delivery, at, status))
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        batch = self._next
+        if not self._writing:
+            await self._write()
+        await asyncio.shield(batch)
+
+    async def _write(self) -> None:
+        self._writing = True
+        try:
+            while self._waiting:
+                waiting, self._waiting = self._waiting, []
+                batch, self._next = self._next, None
+                assert batch is not None
+                try:
+                    await self._store.succeed_all(waiting)
+                except asyncio.CancelledError:
+                    batch.cancel()
+                    raise
+                except Exception as error:
+                    batch.set_exception(error)
+                else:
+                    batch.set_result(None)
+        finally:
+            self._writing = False
+
+
 class Worker:
     """Delivers the outbox of ``database``; ``run()`` until ``stop()``."""
 
@@ -97,6 +137,9 @@ class Worker:
         self._first_retry = first_retry_seconds
         self._clock = clock
         self._concurrency = concurrency
+        # Claim again once this many slots are free (or none is busy): a claim per finished
+        # delivery would cost a database round trip each.
+        self._claim_batch = max(1, concurrency // 4)
         self._per_endpoint = per_endpoint
         self._lease = timedelta(seconds=lease_seconds)
         self._grace = timeout if shutdown_grace is None else shutdown_grace
@@ -106,6 +149,7 @@ class Worker:
         self._listen_url = None if database.is_sqlite else listen_url
         self._rng = rng or random.Random()
         self._in_flight: dict[int, tuple[ClaimedDelivery, asyncio.Task[None]]] = {}
+        self._successes = _Successes(self._store)
         self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -196,6 +240,8 @@ class Worker:
         """One claim; how long to sleep before the next."""
         try:
             free = self._concurrency - len(self._in_flight)
+            if free < self._claim_batch and self._in_flight:
+                return self._poll  # finishing deliveries wake the loop
             started = await self._claim()
             if started < free:
                 due = await self._store.next_due()
@@ -211,7 +257,7 @@ class Worker:
 
     async def _claim(self) -> int:
         free = self._concurrency - len(self._in_flight)
-        if free <= 0 or self._stopping:
+        if self._stopping or (free < self._claim_batch and self._in_flight):
             return 0
         now = self._clock()
         claimed = await self._store.claim(
@@ -259,7 +305,8 @@ class Worker:
         if outcome.succeeded:
             assert outcome.status is not None
             self.delivered += 1
-            return "succeeded", await self._store.succeed(delivery, at, outcome.status)
+            await self._successes.record(delivery, at, outcome.status)
+            return "succeeded", True
         if outcome.gone:
             return "gone", await self._store.gone(delivery, at, 410)
         give_up_at = delivery.created_at + RETRY_FOR
