@@ -295,14 +295,20 @@ def worker_processes(env: dict[str, str], count: int, workdir: Path, *args: str)
         yield
 
 
-def wait_for_arrivals(url: str, count: int, within: float) -> dict[str, Any]:
+def wait_for_arrivals(
+    url: str, count: int, within: float, workdir: Path | None = None
+) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
         stats = receiver_stats(url)
         if stats["unique"] >= count:
             return stats
         if time.monotonic() > deadline:
-            raise bench.BenchError(f"only {stats['unique']} of {count} events arrived")
+            logs = ""
+            if workdir is not None:
+                for path in sorted(workdir.glob("worker-*.log")):
+                    logs += f"\n{path.name}:\n" + "".join(path.read_text().splitlines(True)[-8:])
+            raise bench.BenchError(f"only {stats['unique']} of {count} events arrived{logs}")
         time.sleep(0.2)
 
 
@@ -319,7 +325,7 @@ def delivery_rate(
     enqueue_backlog(env["SUPPORT_DATABASE_URL"], args.events, args.requests)
     worker_args = ("--concurrency", str(args.concurrency), "--per-endpoint", str(args.per_endpoint))
     with worker_processes(env, workers, workdir, *worker_args):
-        stats = wait_for_arrivals(url, args.events, 300)
+        stats = wait_for_arrivals(url, args.events, 300, workdir)
     seconds = (stats["last"] or 0) - (stats["first"] or 0)
     result = {
         "workers": workers,
@@ -344,7 +350,7 @@ def delivery_lag(
         sent = enqueue_steadily(
             env["SUPPORT_DATABASE_URL"], args.rate, args.lag_seconds, args.requests
         )
-        stats = wait_for_arrivals(url, sent, 60)
+        stats = wait_for_arrivals(url, sent, 60, workdir)
     lags = stats["lags_ms"]
     result = {
         "rate": args.rate,

@@ -23,7 +23,7 @@ from support_requests.domain.clock import now_ms
 from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_CHANGED
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
-from support_requests.storage.database import Database
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
 from support_requests.storage.deliveries import DeliveryStore
 from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
 from support_requests.webhooks.addresses import Lookup, system_lookup
@@ -693,3 +693,91 @@ def test_no_worker_runs_in_a_server_without_the_switch(
 
     assert receiver.received == []
     assert [row["status"] for row in stored_deliveries(db)] == [PENDING]
+
+
+# -- the claim ----------------------------------------------------------------------------
+
+
+def test_the_claim_is_one_statement_that_skips_locked_rows_on_postgresql(
+    database_url: str, db: sa.Engine
+) -> None:
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(3)])
+        await DeliveryStore(database).claim(now_ms(), now_ms(), limit=1, per_endpoint=4)  # warm
+        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+        try:
+            now = now_ms()
+            claimed = await DeliveryStore(database).claim(
+                now, now + timedelta(seconds=60), limit=2, per_endpoint=4
+            )
+        finally:
+            STATEMENT_OBSERVERS.pop()
+        assert [delivery.id for delivery in claimed] == [1, 2]
+
+    on_database(database_url, scenario)
+
+    if database_url.startswith("postgresql"):
+        [statement] = seen
+        assert statement.startswith("UPDATE webhook_deliveries SET claimed_until")
+        assert "FOR UPDATE OF webhook_deliveries SKIP LOCKED" in statement
+        assert "RETURNING" in statement and "webhook_endpoints.url" in statement
+    else:
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+        assert not any("FOR UPDATE" in sql for sql in seen)
+    assert [row["claimed_until"] is not None for row in stored_deliveries(db)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: sa.Engine) -> None:
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    add_endpoint(db, "http://127.0.0.1:9/other", new_secret(), key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(150)])  # 300 deliveries
+        now = now_ms()
+        stores = [DeliveryStore(database) for _ in range(12)]
+        batches = await asyncio.gather(
+            *(
+                store.claim(now, now + timedelta(seconds=60), limit=40, per_endpoint=1000)
+                for store in stores
+            )
+        )
+        ids = [delivery.id for batch in batches for delivery in batch]
+        assert len(ids) == len(set(ids))  # no delivery claimed twice
+        # Rows one claim skipped while another held them are there for the next claim.
+        while more := await stores[0].claim(
+            now, now + timedelta(seconds=60), limit=40, per_endpoint=1000
+        ):
+            ids += [delivery.id for delivery in more]
+        assert sorted(ids) == list(range(1, 301))
+
+    on_database(database_url, scenario)
+
+    assert all(row["claimed_until"] is not None for row in stored_deliveries(db))
+
+
+def test_a_secret_that_cannot_be_opened_is_a_failed_attempt_without_a_connection(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)  # sealed
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, secrets=SecretBox(b"another-key-" + b"x" * 32))
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert receiver.received == []
+    assert row["status"] == PENDING
+    assert row["last_error"] == (
+        "not sent: a webhook secret was sealed with another SUPPORT_SECRET_KEY"
+    )
