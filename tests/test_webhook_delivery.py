@@ -36,6 +36,7 @@ from tests.webhook_receiver import (
     add_endpoint,
     always,
     by_attempt,
+    certificates,
     enqueue,
     lookup_table,
     receiving,
@@ -514,6 +515,38 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
     assert {a.host for a in receiver.received} == {f"hooks.example.test:{port}"}
     assert all(a.verified for a in receiver.received)
     assert asked == ["hooks.example.test"] * 2  # resolved again for every delivery
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_name(
+    database_url: str, db: sa.Engine, secret: str, tmp_path: Path
+) -> None:
+    tls = certificates(tmp_path, "hooks.example.test")
+    with receiving(secret, tls=tls.server) as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        add_endpoint(db, f"https://hooks.example.test:{port}/in", secret, key=KEY)
+        # Another name on the same address: the certificate does not name it.
+        add_endpoint(db, f"https://other.example.test:{port}/in", secret, key=KEY)
+        lookup = lookup_table(
+            {"hooks.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}
+        )
+
+        async def scenario(database: Database) -> None:
+            await enqueue(database, [request_event(1)])
+            worker = make_worker(database, lookup=lookup, verify=tls.client, first_retry_seconds=30)
+            await run_until(
+                worker, lambda: all(row["attempts"] == 1 for row in stored_deliveries(db))
+            )
+
+        on_database(database_url, scenario)
+
+    named, other = stored_deliveries(db)
+    [arrived] = receiver.received
+    assert arrived.verified
+    assert arrived.host == f"hooks.example.test:{port}"
+    assert named["status"] == SUCCEEDED
+    assert other["status"] == PENDING
+    assert "CERTIFICATE_VERIFY_FAILED" in other["last_error"]
+    assert "other.example.test" in other["last_error"]
 
 
 def test_an_unreachable_address_is_a_failed_attempt(database_url: str, db: sa.Engine) -> None:

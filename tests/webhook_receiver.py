@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,11 +169,17 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def receiving(secret: str, respond: Respond | None = None) -> Iterator[Receiver]:
-    """A receiver on a free loopback port until the block ends."""
+def receiving(
+    secret: str, respond: Respond | None = None, *, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """A receiver on a free loopback port until the block ends (https with ``tls``)."""
     receiver = Receiver(secret, respond or always(200))
     server = _Server(("127.0.0.1", 0), _handler(receiver))
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()
@@ -262,3 +270,64 @@ def stored_endpoint(db: sa.Engine, endpoint_id: str) -> dict[str, Any]:
             sa.select(endpoints_table).where(endpoints_table.c.id == endpoint_id)
         ).one()
     return dict(row._mapping)
+
+
+# -- TLS: a certificate authority of the test's own ------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A CA the client trusts (``client``) and a server context whose certificate names
+    ``names`` (``server``)."""
+
+    client: ssl.SSLContext
+    server: ssl.SSLContext
+
+
+def certificates(tmp_path: Path, *names: str) -> Certificates:
+    """A fresh CA and a certificate it signed for ``names``, as SSL contexts."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test CA"))
+        .issuer_name(name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name(names[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(
+        leaf.public_bytes(pem)
+        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(chain)
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    return Certificates(client, server)

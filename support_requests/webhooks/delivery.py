@@ -22,6 +22,7 @@ http without the switch, a name that does not resolve) makes no connection at al
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,7 +91,8 @@ def signed_headers(secret: str, webhook_id: str, body: str, at: datetime) -> dic
 
 
 class Sender:
-    """Sends messages; one per worker, holding its connection pools."""
+    """Sends messages; one per worker, holding its connection pools. ``verify``: how TLS
+    certificates are checked (httpx's default CA bundle; tests give their own CA)."""
 
     def __init__(
         self,
@@ -100,8 +102,10 @@ class Sender:
         allow_http: bool,
         lookup: Lookup = system_lookup,
         timeout: float = TIMEOUT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._secrets = secrets
+        self._verify = verify
         self._allow_private = allow_private
         self._allow_http = allow_http
         self._lookup = lookup
@@ -147,7 +151,7 @@ class Sender:
                 url.copy_with(host=str(address)),
                 content=body.encode(),
                 headers={**headers, "host": host},
-                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+                extensions={"sni_hostname": url.host} if target.scheme == "https" else {},
             )
             try:
                 response = await client.send(request, stream=True)
@@ -179,6 +183,7 @@ class Sender:
             client = self._clients[key] = httpx.AsyncClient(
                 follow_redirects=False,
                 trust_env=False,
+                verify=self._verify,
                 timeout=httpx.Timeout(self._timeout),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=8),
             )

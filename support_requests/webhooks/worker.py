@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -122,6 +123,7 @@ class Worker:
         poll_seconds: float | None = None,
         listen_url: str | None = None,
         rng: random.Random | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         if lease_seconds <= timeout:
             raise ValueError("the lease must outlast an attempt (lease_seconds > timeout)")
@@ -133,6 +135,7 @@ class Worker:
             allow_http=allow_http,
             lookup=lookup,
             timeout=timeout,
+            verify=verify,
         )
         self._first_retry = first_retry_seconds
         self._clock = clock
