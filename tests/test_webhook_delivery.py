@@ -733,7 +733,8 @@ def test_the_claim_is_one_statement_that_skips_locked_rows_on_postgresql(
 
     if database_url.startswith("postgresql"):
         [statement] = seen
-        assert statement.startswith("UPDATE webhook_deliveries SET claimed_until")
+        assert statement.startswith("WITH live AS MATERIALIZED")
+        assert "UPDATE webhook_deliveries SET claimed_until" in statement
         assert "FOR UPDATE OF webhook_deliveries SKIP LOCKED" in statement
         assert "RETURNING" in statement and "webhook_endpoints.url" in statement
     else:
