@@ -25,6 +25,7 @@ from support_requests.cli import (
     operator,
     tokens,
     webhooks,
+    worker,
 )
 from support_requests.cli.client import ADMINS, MOBILE, ApiClient
 from support_requests.cli.context import (
@@ -66,6 +67,7 @@ app.add_typer(webhooks.app, name="webhooks", rich_help_panel=LOCAL_PANEL)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.serve)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.version)
 app.command(rich_help_panel=LOCAL_PANEL)(doctor.doctor)
+app.command(rich_help_panel=LOCAL_PANEL)(worker.worker)
 
 
 def _api_url(value: str | None) -> str | None:

@@ -67,6 +67,7 @@ from support_requests.storage.support_desk import SupportDesk
 from support_requests.storage.webhooks import WebhookEndpoints
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.secrets import SecretBox
+from support_requests.webhooks.worker import running_worker
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor
@@ -353,7 +354,12 @@ def create_app(
         )
         if on_started is not None:
             on_started()
-        yield
+        async with (
+            running_worker(database, settings, lookup=lookup, clock=clock)
+            if settings.embedded_worker
+            else contextlib.nullcontext()
+        ):
+            yield
         cleanup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cleanup

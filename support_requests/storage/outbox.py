@@ -13,7 +13,7 @@ On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger NOTI
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -116,4 +116,24 @@ async def enqueue(
         )
     if deliveries:
         await connection.execute(_INSERT_DELIVERIES, deliveries)
+        _wake_workers()
     return len(deliveries)
+
+
+# -- waking this process's workers --------------------------------------------------------
+# SQLite has no NOTIFY: the embedded worker learns of new deliveries from here. Waking it
+# inside the writing transaction is safe: its claim is a write, so it queues behind this
+# one and sees it committed (or, after a rollback, finds nothing and sleeps again).
+_wakers: list[Callable[[], None]] = []
+
+
+def on_enqueue(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (thread-safe, quick) whenever this process enqueues deliveries;
+    returns the function that stops it."""
+    _wakers.append(callback)
+    return lambda: _wakers.remove(callback)
+
+
+def _wake_workers() -> None:
+    for wake in list(_wakers):
+        wake()

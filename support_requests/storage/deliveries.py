@@ -1,0 +1,380 @@
+"""The workers' statements on the outbox: claim due deliveries, record how each went.
+
+A worker *claims* deliveries by setting ``claimed_until`` (its lease) on them; while the
+lease lives no other worker takes them. On PostgreSQL the claim is one statement whose
+inner ``SELECT … FOR UPDATE SKIP LOCKED`` lets any number of workers claim at once without
+waiting on each other or taking the same row; on SQLite (one writer at a time) the same
+statement without the row locks runs in a write transaction, followed by the read of what
+it claimed. A delivery is claimable when it is pending and due, its lease (if any) ran
+out, its endpoint is enabled, no earlier delivery of the same request to the same
+endpoint is still pending (per-request order), and its endpoint has fewer than
+``per_endpoint`` deliveries under a live lease (counting the ones this claim takes).
+
+Every completion is fenced by the lease it was claimed with (``claimed_until = :lease``):
+a worker whose lease ran out (and whose delivery another worker took meanwhile) changes
+nothing. A 410 fails the delivery and disables the endpoint in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+
+from support_requests.storage.database import Database
+from support_requests.storage.outbox import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    deliveries_table,
+    endpoints_table,
+    events_table,
+)
+
+DISABLED_GONE = "gone"
+# How many due rows one claim looks at before the per-endpoint bound thins them out.
+SCAN_FACTOR = 4
+MAX_ERROR_LENGTH = 500
+
+_d = deliveries_table
+_e = events_table
+_ep = endpoints_table
+_earlier = _d.alias("earlier")
+_leased = _d.alias("leased")
+
+
+def _claimable_due() -> Any:
+    """Pending, due, lease gone, endpoint enabled, nothing earlier of its request waiting."""
+    return and_(
+        _d.c.status == PENDING,
+        _d.c.next_attempt_at <= bindparam("now", type_=DateTime()),
+        or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
+        _ep.c.enabled,
+        ~_waits_for_an_earlier_one(),
+    )
+
+
+def _waits_for_an_earlier_one() -> Any:
+    # The first pending delivery of its request to its endpoint, as a scalar subquery: one
+    # index probe per row (``ix_webhook_deliveries_order``) whatever the planner estimates;
+    # an anti-join planned on a fresh table's statistics walked the whole index per row.
+    first_of_its_request = (
+        select(func.min(_earlier.c.id))
+        .where(
+            _earlier.c.endpoint_id == _d.c.endpoint_id,
+            _earlier.c.order_key == _d.c.order_key,
+            _earlier.c.status == PENDING,
+        )
+        .correlate(_d)
+        .scalar_subquery()
+    )
+    return and_(_d.c.order_key.is_not(None), first_of_its_request != _d.c.id)
+
+
+def _claim_statement(*, skip_locked: bool) -> Any:
+    # The due rows in order, locked (PostgreSQL: skipping rows another worker holds)...
+    due = (
+        select(_d.c.id, _d.c.endpoint_id, _d.c.next_attempt_at)
+        .join(_ep, _ep.c.id == _d.c.endpoint_id)
+        .where(_claimable_due())
+        .order_by(_d.c.next_attempt_at, _d.c.id)
+        .limit(bindparam("scan", type_=Integer()))
+    )
+    if skip_locked:
+        due = due.with_for_update(of=_d, skip_locked=True)
+    due_rows = due.subquery("due")
+    # ...each endpoint's deliveries under a live lease, counted once per claim...
+    live = (
+        select(_leased.c.endpoint_id, func.count().label("leases"))
+        .where(_leased.c.status == PENDING, _leased.c.claimed_until >= bindparam("now"))
+        .group_by(_leased.c.endpoint_id)
+        .cte("live")
+        # Once per claim, not once per due row (a nested loop on a fresh table's statistics).
+        .prefix_with("MATERIALIZED")
+    )
+    # ...then at most per_endpoint live leases per endpoint (window functions cannot sit
+    # beside FOR UPDATE, hence a level of their own), the earliest first.
+    rank = func.row_number().over(
+        partition_by=due_rows.c.endpoint_id,
+        order_by=(due_rows.c.next_attempt_at, due_rows.c.id),
+    ) + func.coalesce(live.c.leases, 0)
+    ranked = (
+        select(due_rows.c.id, due_rows.c.next_attempt_at, rank.label("rank"))
+        .select_from(due_rows.outerjoin(live, live.c.endpoint_id == due_rows.c.endpoint_id))
+        .subquery("ranked")
+    )
+    chosen = (
+        select(ranked.c.id)
+        .where(ranked.c.rank <= bindparam("per_endpoint", type_=Integer()))
+        .order_by(ranked.c.next_attempt_at, ranked.c.id)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return update(_d).values(claimed_until=bindparam("lease_until")).where(_d.c.id.in_(chosen))
+
+
+_CLAIMED_COLUMNS = (
+    _d.c.id,
+    _d.c.attempts,
+    _d.c.claimed_until,
+    _d.c.endpoint_id,
+    _e.c.public_id,
+    _e.c.type,
+    _e.c.body,
+    _e.c.created_at,
+    _ep.c.url,
+    _ep.c.secret,
+)
+# PostgreSQL: one statement claims and returns what the sender needs.
+_CLAIM_PG = (
+    _claim_statement(skip_locked=True)
+    .where(_e.c.id == _d.c.event_id, _ep.c.id == _d.c.endpoint_id)
+    .returning(*_CLAIMED_COLUMNS)
+)
+# SQLite: RETURNING may not name the joined tables; the claimed rows are read after.
+_CLAIM_SQLITE = _claim_statement(skip_locked=False).returning(_d.c.id)
+_CLAIMED_SQLITE = (
+    select(*_CLAIMED_COLUMNS)
+    .join(_e, _e.c.id == _d.c.event_id)
+    .join(_ep, _ep.c.id == _d.c.endpoint_id)
+    .where(_d.c.id == bindparam("delivery_id"))
+)
+
+_fenced = and_(
+    _d.c.id == bindparam("delivery_id"),
+    _d.c.claimed_until == bindparam("lease", type_=DateTime()),
+)
+_SUCCEEDED = (
+    update(_d)
+    .where(_fenced)
+    .values(
+        status=SUCCEEDED,
+        attempts=_d.c.attempts + 1,
+        last_attempt_at=bindparam("attempted_at"),
+        last_response_status=bindparam("response_status"),
+        last_error=None,
+        completed_at=bindparam("attempted_at"),
+        claimed_until=None,
+    )
+)
+_RETRY = (
+    update(_d)
+    .where(_fenced)
+    .values(
+        attempts=_d.c.attempts + 1,
+        last_attempt_at=bindparam("attempted_at"),
+        last_response_status=bindparam("response_status"),
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        claimed_until=None,
+    )
+)
+_FAILED = (
+    update(_d)
+    .where(_fenced)
+    .values(
+        status=FAILED,
+        attempts=_d.c.attempts + 1,
+        last_attempt_at=bindparam("attempted_at"),
+        last_response_status=bindparam("response_status"),
+        last_error=bindparam("error"),
+        completed_at=bindparam("attempted_at"),
+        claimed_until=None,
+    )
+)
+_DISABLE_ENDPOINT = (
+    update(_ep)
+    .where(_ep.c.id == bindparam("endpoint"), _ep.c.enabled)
+    .values(enabled=False, disabled_reason=DISABLED_GONE, updated_at=bindparam("at"))
+)
+_RELEASE = update(_d).where(_fenced).values(claimed_until=None)
+# When the next delivery becomes claimable (its due time, or its lease's end), leaving out
+# those waiting for an earlier one of their request (they follow that one's completion).
+_NEXT_DUE = (
+    select(
+        func.min(
+            case(
+                (_d.c.claimed_until > _d.c.next_attempt_at, _d.c.claimed_until),
+                else_=_d.c.next_attempt_at,
+            ),
+            type_=DateTime(),
+        )
+    )
+    .select_from(_d.join(_ep, _ep.c.id == _d.c.endpoint_id))
+    .where(_d.c.status == PENDING, _ep.c.enabled, ~_waits_for_an_earlier_one())
+)
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery this worker holds until ``lease``: what to send, where, signed with what."""
+
+    id: int
+    attempts: int
+    lease: datetime
+    endpoint_id: str
+    webhook_id: str
+    type: str
+    body: str
+    created_at: datetime
+    url: str
+    stored_secret: str
+
+
+def _claimed(row: Any) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=row.id,
+        attempts=row.attempts,
+        lease=row.claimed_until,
+        endpoint_id=row.endpoint_id,
+        webhook_id=row.public_id,
+        type=row.type,
+        body=row.body,
+        created_at=row.created_at,
+        url=row.url,
+        stored_secret=row.secret,
+    )
+
+
+def _error(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_ERROR_LENGTH]
+
+
+class DeliveryStore:
+    """The outbox as the workers see it."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def claim(
+        self, now: datetime, lease_until: datetime, *, limit: int, per_endpoint: int
+    ) -> list[ClaimedDelivery]:
+        """Take up to ``limit`` due deliveries until ``lease_until``, the earliest first."""
+        parameters = {
+            "now": now,
+            "lease_until": lease_until,
+            "limit": limit,
+            "scan": limit * SCAN_FACTOR,
+            "per_endpoint": per_endpoint,
+        }
+        if not self._database.is_sqlite:
+            async with self._database.reading() as connection:  # autocommit: one statement
+                rows = (await connection.execute(_CLAIM_PG, parameters)).all()
+            return sorted((_claimed(row) for row in rows), key=lambda d: d.id)
+        async with self._database.writing() as connection:
+            ids = [row.id for row in await connection.execute(_CLAIM_SQLITE, parameters)]
+            claimed = [
+                (await connection.execute(_CLAIMED_SQLITE, {"delivery_id": id_})).first()
+                for id_ in sorted(ids)
+            ]
+        return [_claimed(row) for row in claimed]
+
+    async def succeed_all(self, successes: Sequence[tuple[ClaimedDelivery, datetime, int]]) -> int:
+        """Mark deliveries (each with when it was sent and the answer's status) delivered in
+        one transaction: workers record their successes together, a commit per delivery
+        would cap the rate. How many were still this worker's (a lease that ran out, and
+        was taken by another worker, is left alone)."""
+        if not successes:
+            return 0
+        async with self._database.writing() as connection:
+            changed = await connection.execute(
+                _SUCCEEDED,
+                [
+                    {
+                        "delivery_id": delivery.id,
+                        "lease": delivery.lease,
+                        "attempted_at": at,
+                        "response_status": status,
+                    }
+                    for delivery, at, status in successes
+                ],
+            )
+        return int(changed.rowcount)
+
+    async def retry(
+        self,
+        delivery: ClaimedDelivery,
+        at: datetime,
+        next_attempt_at: datetime,
+        *,
+        response_status: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record a failed attempt and when to try again."""
+        return await self._fenced(
+            _RETRY,
+            delivery,
+            attempted_at=at,
+            next_attempt_at=next_attempt_at,
+            response_status=response_status,
+            error=_error(error),
+        )
+
+    async def fail(
+        self,
+        delivery: ClaimedDelivery,
+        at: datetime,
+        *,
+        response_status: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record the last attempt and give up on it (``failed``)."""
+        return await self._fenced(
+            _FAILED, delivery, attempted_at=at, response_status=response_status, error=_error(error)
+        )
+
+    async def gone(self, delivery: ClaimedDelivery, at: datetime, response_status: int) -> bool:
+        """The receiver answered 410: the delivery fails and its endpoint is disabled
+        (``disabled_reason`` ``gone``), in one transaction."""
+        async with self._database.writing() as connection:
+            changed = await connection.execute(
+                _FAILED,
+                {
+                    "delivery_id": delivery.id,
+                    "lease": delivery.lease,
+                    "attempted_at": at,
+                    "response_status": response_status,
+                    "error": "the endpoint answered 410 Gone: it is disabled",
+                },
+            )
+            if changed.rowcount != 1:
+                return False
+            await connection.execute(
+                _DISABLE_ENDPOINT, {"endpoint": delivery.endpoint_id, "at": at}
+            )
+        return True
+
+    async def release(self, deliveries: Sequence[ClaimedDelivery]) -> None:
+        """Give deliveries back unattempted (a worker shutting down): due again at once."""
+        if not deliveries:
+            return
+        async with self._database.writing() as connection:
+            await connection.execute(
+                _RELEASE,
+                [{"delivery_id": delivery.id, "lease": delivery.lease} for delivery in deliveries],
+            )
+
+    async def next_due(self) -> datetime | None:
+        """When the next delivery becomes claimable (None: nothing is pending)."""
+        async with self._database.reading() as connection:
+            due: datetime | None = await connection.scalar(_NEXT_DUE)
+        return due
+
+    async def _fenced(self, statement: Any, delivery: ClaimedDelivery, **values: Any) -> bool:
+        async with self._database.autocommit() as connection:
+            changed = await connection.execute(
+                statement, {"delivery_id": delivery.id, "lease": delivery.lease, **values}
+            )
+        return bool(changed.rowcount == 1)

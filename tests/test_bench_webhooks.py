@@ -1,0 +1,55 @@
+"""``bench/webhooks.py`` end to end, small: a fresh PostgreSQL database, a backlog delivered
+by 1 and 3 workers, the lag at a steady rate, and the API under wrk without and with a
+worker; it prints and writes its JSON report. Needs PostgreSQL and ``wrk``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import PG_URL
+from tests.helpers import require_tool
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.skipif(not PG_URL, reason="SUPPORT_TEST_PG_URL is not set"),
+]
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "webhooks.py"
+
+
+def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path) -> None:
+    require_tool(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
+    assert PG_URL is not None
+    server = make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+    out = tmp_path / "report.json"
+    command = [sys.executable, str(BENCH), "--pg", server, "--out", str(out)]
+    command += ["--events", "60", "--requests", "12", "--rate", "20", "--lag-seconds", "2"]
+    command += ["--api-seconds", "1", "--customers", "3", "--api-requests", "2"]
+    command += ["--connections", "4"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [run["workers"] for run in report["delivery"]] == [1, 3]
+    for run in report["delivery"]:
+        assert run["unique"] == run["arrivals"] == 60
+        assert run["unverified"] == 0
+        assert run["events_per_s"] > 0
+    lag = report["lag"]
+    assert lag["events"] >= 30
+    assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
+    phases = report["api"]["phases"]
+    assert [phase["phase"] for phase in phases] == ["without", "with", "without again"]
+    for phase in phases:
+        assert phase["create_rps"] > 0 and phase["reply_rps"] > 0
+    assert set(report["api"]["cost_percent"]) == {"create", "reply"}
+    assert json.loads(done.stdout) == report

@@ -1,0 +1,796 @@
+"""Delivering webhooks: one rule per test, a real receiver on 127.0.0.1, on both databases.
+
+Each test writes endpoint rows directly and events through ``outbox.enqueue``, runs a
+``Worker`` in this process until the receiver and the stored rows show the rule held, and
+asserts what arrived (verified with ``standardwebhooks``) and what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from support_requests.domain.clock import now_ms
+from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_CHANGED
+from support_requests.handlers.app import create_app
+from support_requests.handlers.settings import Settings
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
+from support_requests.storage.deliveries import DeliveryStore
+from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
+from support_requests.webhooks.addresses import Lookup, system_lookup
+from support_requests.webhooks.secrets import SecretBox, new_secret
+from support_requests.webhooks.worker import Worker
+from tests.helpers import SECRET
+from tests.servers import app_in_thread, free_port
+from tests.webhook_receiver import (
+    Reply,
+    add_endpoint,
+    always,
+    by_attempt,
+    certificates,
+    enqueue,
+    lookup_table,
+    receiving,
+    request_event,
+    stored_deliveries,
+    stored_endpoint,
+)
+
+KEY = b"k" * 32
+NOT_IN_THE_TABLE = lookup_table({})
+
+
+def make_worker(database: Database, **options: Any) -> Worker:
+    """A worker as the tests run it: loopback and http allowed unless said otherwise, quick
+    retries, no DNS."""
+    settings: dict[str, Any] = {
+        "secrets": options.pop("secrets", None),
+        "allow_private": options.pop("allow_private", True),
+        "allow_http": options.pop("allow_http", True),
+        "first_retry_seconds": options.pop("first_retry_seconds", 0.2),
+        "lookup": options.pop("lookup", NOT_IN_THE_TABLE),
+    }
+    settings["secrets"] = settings["secrets"] or SecretBox(KEY)
+    return Worker(database, **settings, **options)
+
+
+async def run_until(worker: Worker, done: Callable[[], bool], *, within: float = 15.0) -> None:
+    """Run ``worker`` until ``done()`` holds, then stop it (AssertionError after ``within`` s)."""
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + within
+    try:
+        while not done():
+            if task.done():
+                task.result()
+                raise AssertionError("the worker stopped on its own")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not done within {within} s")
+            await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await task
+
+
+def one_attempt(database_url: str, db: sa.Engine, **worker_options: Any) -> dict[str, Any]:
+    """Enqueue one event, run a worker (``worker_options``) until it made one attempt at it;
+    the delivery's row."""
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, **worker_options)
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+
+    on_database(database_url, scenario)
+    [row] = stored_deliveries(db)
+    return row
+
+
+def on_database(database_url: str, scenario: Callable[[Database], Awaitable[None]]) -> None:
+    """Run ``scenario`` with a ``Database`` on the test's database, disposed afterwards."""
+
+    async def run() -> None:
+        database = Database(database_url)
+        try:
+            await scenario(database)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def secret() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def receiver_factory(secret: str) -> Iterator[Callable[..., Any]]:
+    with ExitStack() as stack:
+        yield lambda respond=None: stack.enter_context(receiving(secret, respond))
+
+
+def settled(db: sa.Engine, count: int, status: str = SUCCEEDED) -> Callable[[], bool]:
+    """True once ``count`` deliveries have ``status``."""
+    return lambda: sum(row["status"] == status for row in stored_deliveries(db)) >= count
+
+
+# -- signing ----------------------------------------------------------------------------
+
+
+def test_a_delivery_is_signed_so_the_standard_webhooks_library_verifies_it(
+    database_url: str, db: sa.Engine, secret: str, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url + "/hooks", secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(7, comment="hello ünïcode")])
+        await run_until(make_worker(database), settled(db, 1))
+
+    on_database(database_url, scenario)
+
+    [arrived] = receiver.received
+    [row] = stored_deliveries(db)
+    assert arrived.verified
+    assert arrived.webhook_id == row["public_id"]
+    assert arrived.body == row["body"].encode()
+    assert orjson.loads(arrived.body)["data"] == {
+        "requestId": 7,
+        "customerId": "customer-7",
+        "comment": "hello ünïcode",
+    }
+    assert arrived.headers["content-type"] == "application/json"
+    assert arrived.headers["user-agent"].startswith("support-requests-webhooks")
+    assert abs(int(arrived.headers["webhook-timestamp"]) - time.time()) < 60
+    assert arrived.headers["webhook-signature"].startswith("v1,")
+    assert row["status"] == SUCCEEDED
+    assert row["attempts"] == 1
+    assert row["last_response_status"] == 200
+    assert row["last_error"] is None
+    assert row["claimed_until"] is None
+    assert row["completed_at"] is not None
+
+
+def test_a_delivery_signed_with_another_secret_does_not_verify(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    """The receiver's check is real: the endpoint's secret differs from the receiver's."""
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, new_secret(), key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        await run_until(make_worker(database), lambda: bool(receiver.received))
+
+    on_database(database_url, scenario)
+
+    [arrived] = receiver.received
+    assert not arrived.verified
+    [row] = stored_deliveries(db)
+    assert row["status"] == PENDING
+    assert row["last_response_status"] == 401
+
+
+# -- retries ----------------------------------------------------------------------------
+
+
+def test_a_failed_delivery_is_retried_with_the_same_webhook_id_and_backs_off(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(by_attempt([500, 503, 200]))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        await run_until(make_worker(database, first_retry_seconds=0.3), settled(db, 1))
+
+    on_database(database_url, scenario)
+
+    arrivals = receiver.received
+    [row] = stored_deliveries(db)
+    assert [a.status for a in arrivals] == [500, 503, 200]
+    assert {a.webhook_id for a in arrivals} == {row["public_id"]}
+    assert len({a.headers["webhook-signature"] for a in arrivals}) >= 1
+    first_gap = arrivals[1].at - arrivals[0].at
+    second_gap = arrivals[2].at - arrivals[1].at
+    assert 0.3 * 0.8 - 0.05 <= first_gap < 2.0  # first_retry, with its jitter
+    assert second_gap >= 0.6 * 0.8 - 0.05  # twice as late
+    assert row["status"] == SUCCEEDED
+    assert row["attempts"] == 3
+    assert row["last_response_status"] == 200
+
+
+def test_a_failed_attempt_records_its_status_and_the_next_attempt(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(500))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    before = now_ms()
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, first_retry_seconds=30)
+        await run_until(worker, lambda: bool(stored_deliveries(db)[0]["attempts"]))
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 1
+    assert row["status"] == PENDING
+    assert row["attempts"] == 1
+    assert row["last_response_status"] == 500
+    assert row["last_error"] == "answered 500"
+    assert row["claimed_until"] is None
+    assert before + timedelta(seconds=24) <= row["next_attempt_at"]
+    assert row["next_attempt_at"] <= now_ms() + timedelta(seconds=36)
+
+
+def test_a_delivery_fails_for_good_once_its_event_is_24_hours_old(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(500))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    created = now_ms() - RETRY_FOR - timedelta(seconds=1)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)], at=created)
+        await run_until(make_worker(database), settled(db, 1, FAILED))
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 1
+    assert row["status"] == FAILED
+    assert row["attempts"] == 1
+    assert row["last_response_status"] == 500
+    assert row["completed_at"] is not None
+    assert row["claimed_until"] is None
+
+
+def test_the_last_retry_comes_at_the_24_hour_mark(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    """A retry that would fall after 24 hours is moved to the mark; after it, failed."""
+    receiver = receiver_factory(always(500))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    created = now_ms() - RETRY_FOR + timedelta(seconds=1)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)], at=created)
+        worker = make_worker(database, first_retry_seconds=3600)
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+        [row] = stored_deliveries(db)
+        assert row["status"] == PENDING
+        assert row["next_attempt_at"] == created + RETRY_FOR
+        await run_until(make_worker(database), settled(db, 1, FAILED))
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 2
+    assert row["attempts"] == 2
+    assert row["status"] == FAILED
+
+
+# -- 410 ----------------------------------------------------------------------------------
+
+
+def test_410_fails_the_delivery_and_disables_the_endpoint(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(410))
+    endpoint_id = add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        # Two events of one request: the second waits for the first, which fails for good.
+        await enqueue(database, [request_event(1), request_event(1, MESSAGE_CREATED)])
+        await run_until(make_worker(database), settled(db, 1, FAILED))
+        await asyncio.sleep(0.3)  # time for a (wrong) attempt at the second one
+
+    on_database(database_url, scenario)
+
+    first, second = stored_deliveries(db)
+    endpoint = stored_endpoint(db, endpoint_id)
+    assert [a.type for a in receiver.received] == ["support_request.created"]
+    assert first["status"] == FAILED
+    assert first["last_response_status"] == 410
+    assert "410" in first["last_error"]
+    assert second["status"] == PENDING
+    assert second["attempts"] == 0
+    assert endpoint["enabled"] is False or endpoint["enabled"] == 0
+    assert endpoint["disabled_reason"] == "gone"
+    assert endpoint["updated_at"] >= first["created_at"]
+
+
+# -- ordering and isolation ---------------------------------------------------------------
+
+
+def test_a_request_s_later_event_waits_until_the_earlier_one_succeeds(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(by_attempt([500, 200]))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1), request_event(1, STATUS_CHANGED)])
+        await enqueue(database, [request_event(2)])
+        await run_until(make_worker(database, first_retry_seconds=0.4), settled(db, 3))
+
+    on_database(database_url, scenario)
+
+    order = [
+        (orjson.loads(a.body)["data"]["requestId"], a.type, a.status) for a in receiver.received
+    ]
+    one = [entry for entry in order if entry[0] == 1]
+    assert one == [
+        (1, "support_request.created", 500),
+        (1, "support_request.created", 200),
+        (1, "support_request.status_changed", 500),
+        (1, "support_request.status_changed", 200),
+    ]
+    # The other request did not wait for request 1's retry.
+    assert order.index((2, "support_request.created", 500)) < order.index(
+        (1, "support_request.created", 200)
+    )
+    assert [row["status"] for row in stored_deliveries(db)] == [SUCCEEDED] * 3
+
+
+def test_a_slow_endpoint_does_not_hold_up_another(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    slow = receiver_factory(always(200, delay=2.0))
+    fast = receiver_factory()
+    add_endpoint(db, slow.url, slow.secret, key=KEY)
+    add_endpoint(db, fast.url, fast.secret, key=KEY)
+    fast_done: list[float] = []
+
+    async def scenario(database: Database) -> None:
+        started = time.monotonic()
+        # 8 requests: each event goes to both endpoints; the slow one takes 2 s an attempt.
+        await enqueue(database, [request_event(n) for n in range(8)])
+
+        def fast_all_in() -> bool:
+            if len(fast.received) == 8 and not fast_done:
+                fast_done.append(time.monotonic() - started)
+            return len(fast.received) == 8 and settled(db, 16)()
+
+        await run_until(make_worker(database, concurrency=16, per_endpoint=4), fast_all_in)
+
+    on_database(database_url, scenario)
+
+    # The slow one's 4 slots were all busy for 2 s, and its second round took 2 s more.
+    assert fast_done[0] < 1.9, fast_done
+    assert len(slow.received) == 8
+    assert max(len([a for a in slow.received if a.at <= s.at]) for s in slow.received) == 8
+    assert all(row["status"] == SUCCEEDED for row in stored_deliveries(db))
+
+
+def test_an_endpoint_gets_at_most_per_endpoint_deliveries_at_once(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(200, delay=0.3))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    in_flight: list[int] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(9)])
+        worker = make_worker(database, concurrency=16, per_endpoint=3)
+
+        def done() -> bool:
+            in_flight.append(sum(row["claimed_until"] is not None for row in stored_deliveries(db)))
+            return settled(db, 9)()
+
+        await run_until(worker, done)
+
+    on_database(database_url, scenario)
+
+    assert max(in_flight) == 3
+    # Three rounds of three, each 0.3 s.
+    arrivals = sorted(a.at for a in receiver.received)
+    assert arrivals[3] - arrivals[0] >= 0.25
+    assert arrivals[6] - arrivals[3] >= 0.25
+
+
+# -- what the sender refuses to do --------------------------------------------------------
+
+
+def test_a_redirect_is_not_followed(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    elsewhere = receiver_factory()
+    receiver = receiver_factory(lambda _r: Reply(302, headers={"location": elsewhere.url}))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    row = one_attempt(database_url, db, first_retry_seconds=30)
+    assert len(receiver.received) == 1
+    assert elsewhere.received == []
+    assert row["status"] == PENDING
+    assert row["last_response_status"] == 302
+    assert row["last_error"] == f"redirect to {elsewhere.url} not followed"
+
+
+def test_a_timeout_counts_as_a_failed_attempt(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(200, delay=4.0))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, timeout=1.0, first_retry_seconds=30)
+        started = time.monotonic()
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+        assert time.monotonic() - started < 3.5  # not the receiver's 4 s
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 1
+    assert row["status"] == PENDING
+    assert row["last_response_status"] is None
+    assert row["last_error"] == "no answer within 1 s"
+
+
+def test_a_loopback_url_is_never_connected_to_unless_private_addresses_are_allowed(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)  # bypasses the 422 at registration
+
+    row = one_attempt(database_url, db, allow_private=False, first_retry_seconds=30)
+    assert receiver.received == []
+    assert row["status"] == PENDING  # retried: the switch may be turned on, DNS may change
+    assert row["last_response_status"] is None
+    assert row["last_error"] == (
+        "not sent: the URL host 127.0.0.1 resolves to a refused address: "
+        "127.0.0.1 is a loopback address"
+    )
+
+
+def test_a_name_that_resolves_to_a_loopback_address_is_refused(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    port = receiver.url.rsplit(":", 1)[1]
+    add_endpoint(db, f"http://rebind.example.test:{port}/", receiver.secret, key=KEY)
+    asked: list[str] = []
+    lookup = lookup_table({"rebind.example.test": ["93.184.215.14", "127.0.0.1"]}, asked)
+
+    row = one_attempt(database_url, db, allow_private=False, lookup=lookup, first_retry_seconds=30)
+    assert asked == ["rebind.example.test"]
+    assert receiver.received == []
+    assert row["status"] == PENDING
+    assert "127.0.0.1 is a loopback address" in row["last_error"]
+
+
+def test_plain_http_is_refused_at_delivery_unless_allowed(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    row = one_attempt(database_url, db, allow_http=False, first_retry_seconds=30)
+    assert receiver.received == []
+    assert row["last_error"].startswith("not sent: the URL must be https")
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    port = receiver.url.rsplit(":", 1)[1]
+    add_endpoint(db, f"http://hooks.example.test:{port}/in", receiver.secret, key=KEY)
+    asked: list[str] = []
+    lookup = lookup_table({"hooks.example.test": ["127.0.0.1"]}, asked)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1), request_event(2)])
+        await run_until(make_worker(database, lookup=lookup), settled(db, 2))
+
+    on_database(database_url, scenario)
+
+    assert {a.host for a in receiver.received} == {f"hooks.example.test:{port}"}
+    assert all(a.verified for a in receiver.received)
+    assert asked == ["hooks.example.test"] * 2  # resolved again for every delivery
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_name(
+    database_url: str, db: sa.Engine, secret: str, tmp_path: Path
+) -> None:
+    tls = certificates(tmp_path, "hooks.example.test")
+    with receiving(secret, tls=tls.server) as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        add_endpoint(db, f"https://hooks.example.test:{port}/in", secret, key=KEY)
+        # Another name on the same address: the certificate does not name it.
+        add_endpoint(db, f"https://other.example.test:{port}/in", secret, key=KEY)
+        lookup = lookup_table(
+            {"hooks.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}
+        )
+
+        async def scenario(database: Database) -> None:
+            await enqueue(database, [request_event(1)])
+            worker = make_worker(database, lookup=lookup, verify=tls.client, first_retry_seconds=30)
+            await run_until(
+                worker, lambda: all(row["attempts"] == 1 for row in stored_deliveries(db))
+            )
+
+        on_database(database_url, scenario)
+
+    named, other = stored_deliveries(db)
+    [arrived] = receiver.received
+    assert arrived.verified
+    assert arrived.host == f"hooks.example.test:{port}"
+    assert named["status"] == SUCCEEDED
+    assert other["status"] == PENDING
+    assert "CERTIFICATE_VERIFY_FAILED" in other["last_error"]
+    assert "other.example.test" in other["last_error"]
+
+
+def test_an_unreachable_address_is_a_failed_attempt(database_url: str, db: sa.Engine) -> None:
+    add_endpoint(db, f"http://127.0.0.1:{free_port()}/", new_secret(), key=KEY)  # no listener
+
+    row = one_attempt(database_url, db, first_retry_seconds=30)
+    assert row["status"] == PENDING
+    assert row["last_response_status"] is None
+    assert row["last_error"].startswith("could not connect to 127.0.0.1")
+
+
+# -- leases and stopping ------------------------------------------------------------------
+
+
+def test_a_worker_stopped_mid_delivery_leaves_it_to_be_retried(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(lambda r: Reply(200, delay=3.0 if r.attempt == 1 else 0))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        first = make_worker(database, shutdown_grace=0.2)
+        await run_until(first, lambda: bool(receiver.received))
+        [row] = stored_deliveries(db)
+        assert row["status"] == PENDING
+        assert row["claimed_until"] is None  # released, due again at once
+        assert row["attempts"] == 0
+        await run_until(make_worker(database), settled(db, 1))
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert [a.attempt for a in receiver.received] == [1, 2]
+    assert row["status"] == SUCCEEDED
+    assert row["attempts"] == 1
+
+
+def test_a_stopping_worker_lets_a_delivery_in_flight_finish_within_the_grace(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory(always(200, delay=0.5))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        await run_until(make_worker(database, shutdown_grace=5), lambda: bool(receiver.received))
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 1
+    assert row["status"] == SUCCEEDED
+
+
+def test_a_dead_worker_s_claims_come_back_when_the_lease_ends(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        now = now_ms()
+        # A worker claims it and dies (nothing recorded, nothing released).
+        [claimed] = await DeliveryStore(database).claim(
+            now, now + timedelta(seconds=1), limit=10, per_endpoint=4
+        )
+        assert (
+            await DeliveryStore(database).claim(
+                now, now + timedelta(seconds=1), limit=10, per_endpoint=4
+            )
+            == []
+        )
+        started = time.monotonic()
+        await run_until(make_worker(database), settled(db, 1))
+        assert time.monotonic() - started >= 0.5
+        # The dead worker's late result changes nothing.
+        assert not await DeliveryStore(database).fail(
+            claimed, now_ms(), response_status=500, error="late"
+        )
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert len(receiver.received) == 1
+    assert row["status"] == SUCCEEDED
+    assert row["last_error"] is None
+
+
+# -- waking -------------------------------------------------------------------------------
+
+
+def test_a_sleeping_worker_wakes_when_this_process_enqueues(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+
+    async def scenario(database: Database) -> None:
+        worker = make_worker(database, poll_seconds=60)
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.3)  # asleep: nothing was due
+        enqueued = time.monotonic()
+        await enqueue(database, [request_event(1)])
+        try:
+            await asyncio.to_thread(receiver.wait_for, 1)
+        finally:
+            worker.stop()
+            await task
+        assert receiver.received, "not woken"
+        assert receiver.received[0].at - enqueued < 2
+
+    on_database(database_url, scenario)
+
+
+def test_the_embedded_worker_of_a_server_delivers(
+    database_url: str, db: sa.Engine, tmp_path: Path, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    port = receiver.url.rsplit(":", 1)[1]
+    add_endpoint(db, f"http://hooks.example.test:{port}/", receiver.secret, key=KEY)
+    settings = Settings(
+        database_url=database_url,
+        jwt_secret=SECRET.encode(),
+        data_dir=tmp_path,
+        secret_key=KEY,
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        embedded_worker=True,
+    )
+    lookup: Lookup = lookup_table({"hooks.example.test": ["127.0.0.1"]})
+    app = create_app(settings, lookup=lookup)
+
+    with app_in_thread(app):
+        on_database(database_url, lambda database: _enqueue_one(database))
+        receiver.wait_for(1)
+        deadline = time.monotonic() + 10
+        while not settled(db, 1)() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    [arrived] = receiver.received
+    [row] = stored_deliveries(db)
+    assert arrived.verified
+    assert arrived.host == f"hooks.example.test:{port}"
+    assert row["status"] == SUCCEEDED
+
+
+async def _enqueue_one(database: Database) -> None:
+    await enqueue(database, [request_event(1)])
+
+
+def test_no_worker_runs_in_a_server_without_the_switch(
+    database_url: str, db: sa.Engine, tmp_path: Path, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    settings = Settings(
+        database_url=database_url,
+        jwt_secret=SECRET.encode(),
+        data_dir=tmp_path,
+        secret_key=KEY,
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        embedded_worker=False,
+    )
+    with app_in_thread(create_app(settings, lookup=system_lookup)):
+        on_database(database_url, lambda database: _enqueue_one(database))
+        time.sleep(1.5)
+
+    assert receiver.received == []
+    assert [row["status"] for row in stored_deliveries(db)] == [PENDING]
+
+
+# -- the claim ----------------------------------------------------------------------------
+
+
+def test_the_claim_is_one_statement_that_skips_locked_rows_on_postgresql(
+    database_url: str, db: sa.Engine
+) -> None:
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(3)])
+        await DeliveryStore(database).claim(now_ms(), now_ms(), limit=1, per_endpoint=4)  # warm
+        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+        try:
+            now = now_ms()
+            claimed = await DeliveryStore(database).claim(
+                now, now + timedelta(seconds=60), limit=2, per_endpoint=4
+            )
+        finally:
+            STATEMENT_OBSERVERS.pop()
+        assert [delivery.id for delivery in claimed] == [1, 2]
+
+    on_database(database_url, scenario)
+
+    if database_url.startswith("postgresql"):
+        [statement] = seen
+        assert statement.startswith("WITH live AS MATERIALIZED")
+        assert "UPDATE webhook_deliveries SET claimed_until" in statement
+        assert "FOR UPDATE OF webhook_deliveries SKIP LOCKED" in statement
+        assert "RETURNING" in statement and "webhook_endpoints.url" in statement
+    else:
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+        assert not any("FOR UPDATE" in sql for sql in seen)
+    assert [row["claimed_until"] is not None for row in stored_deliveries(db)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: sa.Engine) -> None:
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    add_endpoint(db, "http://127.0.0.1:9/other", new_secret(), key=KEY)
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(150)])  # 300 deliveries
+        now = now_ms()
+        stores = [DeliveryStore(database) for _ in range(12)]
+        batches = await asyncio.gather(
+            *(
+                store.claim(now, now + timedelta(seconds=60), limit=40, per_endpoint=1000)
+                for store in stores
+            )
+        )
+        ids = [delivery.id for batch in batches for delivery in batch]
+        assert len(ids) == len(set(ids))  # no delivery claimed twice
+        # Rows one claim skipped while another held them are there for the next claim.
+        while more := await stores[0].claim(
+            now, now + timedelta(seconds=60), limit=40, per_endpoint=1000
+        ):
+            ids += [delivery.id for delivery in more]
+        assert sorted(ids) == list(range(1, 301))
+
+    on_database(database_url, scenario)
+
+    assert all(row["claimed_until"] is not None for row in stored_deliveries(db))
+
+
+def test_a_secret_that_cannot_be_opened_is_a_failed_attempt_without_a_connection(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)  # sealed
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1)])
+        worker = make_worker(database, secrets=SecretBox(b"another-key-" + b"x" * 32))
+        await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
+
+    on_database(database_url, scenario)
+
+    [row] = stored_deliveries(db)
+    assert receiver.received == []
+    assert row["status"] == PENDING
+    assert row["last_error"] == (
+        "not sent: a webhook secret was sealed with another SUPPORT_SECRET_KEY"
+    )
