@@ -86,6 +86,19 @@ db_connection_waits_total = Counter(
 )
 
 
+webhook_deliveries_total = Counter(
+    "support_webhook_deliveries_total",
+    "Delivery attempts by outcome: succeeded, retry (failed, tried again later), failed "
+    "(retries used up), gone (410: the endpoint was disabled).",
+    ["outcome"],
+)
+webhook_delivery_seconds = Histogram(
+    "support_webhook_delivery_duration_seconds",
+    "Time of one delivery attempt, from the address check to the recorded outcome.",
+    buckets=_LATENCY_BUCKETS,
+)
+
+
 def status_class(status: int) -> str:
     """``2xx`` for 204, and so on."""
     return f"{status // 100}xx"

@@ -15,9 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 from support_requests.domain.clock import now_ms
 from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_CHANGED
@@ -46,6 +50,7 @@ from tests.webhook_receiver import (
 )
 
 KEY = b"k" * 32
+METRICS_TOKEN = "delivery-metrics-token"
 NOT_IN_THE_TABLE = lookup_table({})
 
 
@@ -683,6 +688,53 @@ def test_the_embedded_worker_of_a_server_delivers(
 
 async def _enqueue_one(database: Database) -> None:
     await enqueue(database, [request_event(1)])
+
+
+def test_a_delivery_is_counted_in_metrics_and_traced_as_a_span(
+    database_url: str, db: sa.Engine, tmp_path: Path, receiver_factory: Any
+) -> None:
+    """The embedded worker's attempts: support_webhook_deliveries_total by outcome on the
+    server's /metrics, and one `webhook.deliver` span each."""
+    receiver = receiver_factory(by_attempt([500, 200]))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    settings = Settings(
+        database_url=database_url,
+        jwt_secret=SECRET.encode(),
+        data_dir=tmp_path,
+        secret_key=KEY,
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_first_retry_seconds=0.05,
+        embedded_worker=True,
+        metrics_token=METRICS_TOKEN,
+    )
+    exporter = InMemorySpanExporter()
+    app = create_app(settings, span_processor=SimpleSpanProcessor(exporter))
+    scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    with app_in_thread(app) as url:
+        before = _deliveries_by_outcome(httpx.get(f"{url}/metrics", headers=scrape).text)
+        on_database(database_url, lambda database: _enqueue_one(database))
+        receiver.wait_for(2)
+        deadline = time.monotonic() + 10
+        while not settled(db, 1)() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = _deliveries_by_outcome(httpx.get(f"{url}/metrics", headers=scrape).text)
+    assert after["succeeded"] - before.get("succeeded", 0) == 1
+    assert after["retry"] - before.get("retry", 0) == 1
+    spans = [span for span in exporter.get_finished_spans() if span.name == "webhook.deliver"]
+    assert [dict(span.attributes or {})["support.attempt"] for span in spans] == [1, 2]
+    assert {dict(span.attributes or {})["support.webhook_id"] for span in spans} == {
+        received.webhook_id for received in receiver.received
+    }
+
+
+def _deliveries_by_outcome(text: str) -> dict[str, float]:
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "support_webhook_deliveries_total"
+    }
 
 
 def test_no_worker_runs_in_a_server_without_the_switch(

@@ -19,15 +19,24 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from support_requests.storage.database import Database, sync_url
 from support_requests.storage.outbox import SUCCEEDED, deliveries_table
 from support_requests.webhooks.secrets import new_secret
 from tests.conftest import PG_URL, reset_pg
-from tests.servers import PROJECT_ROOT, SUPPORTCTL, migrated_database, server_environment, stop
+from tests.servers import (
+    PROJECT_ROOT,
+    SUPPORTCTL,
+    free_port,
+    migrated_database,
+    server_environment,
+    stop,
+)
 from tests.webhook_receiver import (
     Receiver,
     add_endpoint,
@@ -170,6 +179,27 @@ def test_a_worker_process_delivers_and_stops_on_sigterm(pg: sa.Engine, tmp_path:
     assert {line["webhookId"] for line in attempts} == set(receiver.ids())
     assert lines[-1]["message"] == "webhook worker stopped"
     assert lines[-1]["delivered"] == 3
+
+
+def test_a_worker_process_serves_its_delivery_metrics_on_its_own_port(
+    pg: sa.Engine, tmp_path: Path
+) -> None:
+    secret = new_secret()
+    port = free_port()
+    with receiving(secret) as receiver:
+        add_endpoint(pg, receiver.url, secret, key=KEY.encode())
+        with workers(tmp_path, 1, "--metrics-port", str(port)):
+            enqueue_spread(4, 2)
+            receiver.wait_for(4)
+            wait_until(lambda: statuses(pg) == Counter({SUCCEEDED: 4}), 10)
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "support_webhook_deliveries_total"
+    }
+    assert counted == {"succeeded": 4.0}
 
 
 def test_a_worker_process_wakes_on_notify_rather_than_polling(

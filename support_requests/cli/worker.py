@@ -44,6 +44,19 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Deliver what is due now, then exit.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics (deliveries by outcome, their "
+            "duration) at http://ADDRESS:PORT/metrics, on a port of its own.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Interface for --metrics-port.")
+    ] = "127.0.0.1",
 ) -> None:
     """Deliver webhook events from the outbox until stopped (SIGTERM/SIGINT)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +64,7 @@ def worker(
     from support_requests.handlers.observability import configure_logging
     from support_requests.storage import schema
     from support_requests.storage.database import Database, sync_url
+    from support_requests.tracing import traces_for
     from support_requests.webhooks.worker import Worker
 
     settings = local_settings()
@@ -65,14 +79,23 @@ def worker(
         log.error(f"{shown_url(url)}: {database_error(error)}")
         raise typer.Exit(1) from None
 
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
+
     async def deliver() -> None:
-        database = Database(url, pool_size=settings.pool_size)
+        traces = traces_for(settings.tracing)
+        database = Database(
+            url, pool_size=settings.pool_size, tracer=traces.tracer if traces else None
+        )
         runner = Worker.from_settings(
             database,
             settings,
             concurrency=concurrency,
             per_endpoint=per_endpoint,
             lease_seconds=lease_seconds,
+            tracer=traces.tracer if traces else None,
         )
         fields = {"database": shown_url(url), "concurrency": concurrency, "once": once}
         log.info("webhook worker started", extra={"fields": fields})
@@ -86,6 +109,8 @@ def worker(
                 await runner.run()
         finally:
             await database.dispose()
+            if traces is not None:
+                traces.shut_down()
         log.info("webhook worker stopped", extra={"fields": {"delivered": runner.delivered}})
 
     asyncio.run(deliver())

@@ -355,7 +355,13 @@ def create_app(
         if on_started is not None:
             on_started()
         async with (
-            running_worker(database, settings, lookup=lookup, clock=clock)
+            running_worker(
+                database,
+                settings,
+                lookup=lookup,
+                clock=clock,
+                tracer=traces.tracer if traces else None,
+            )
             if settings.embedded_worker
             else contextlib.nullcontext()
         ):

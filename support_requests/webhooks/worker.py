@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from support_requests import metrics, tracing
 from support_requests.domain.clock import now_ms
 from support_requests.domain.webhooks import RETRY_FOR, TIMEOUT_SECONDS, retry_delay
 from support_requests.storage import outbox
@@ -46,6 +47,8 @@ from support_requests.webhooks.delivery import Message, Outcome, Sender
 from support_requests.webhooks.secrets import SecretBox
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from support_requests.handlers.settings import Settings
 
 logger = logging.getLogger("support_requests.webhooks")
@@ -124,10 +127,12 @@ class Worker:
         listen_url: str | None = None,
         rng: random.Random | None = None,
         verify: ssl.SSLContext | bool = True,
+        tracer: Tracer | None = None,
     ) -> None:
         if lease_seconds <= timeout:
             raise ValueError("the lease must outlast an attempt (lease_seconds > timeout)")
         self._database = database
+        self._tracer = tracer
         self._store = DeliveryStore(database)
         self._sender = Sender(
             secrets=secrets,
@@ -279,12 +284,24 @@ class Worker:
             )
         started = time.perf_counter()
         try:
-            async with slots:
-                message = Message(
-                    delivery.webhook_id, delivery.body, delivery.url, delivery.stored_secret
-                )
-                outcome = await self._sender.send(message)
-            result, recorded = await self._record(delivery, outcome)
+            with tracing.span(
+                self._tracer,
+                "webhook.deliver",
+                **{
+                    "support.webhook_id": delivery.webhook_id,
+                    "support.endpoint_id": delivery.endpoint_id,
+                    "support.event_type": delivery.type,
+                    "support.attempt": delivery.attempts + 1,
+                },
+            ):
+                async with slots:
+                    message = Message(
+                        delivery.webhook_id, delivery.body, delivery.url, delivery.stored_secret
+                    )
+                    outcome = await self._sender.send(message)
+                result, recorded = await self._record(delivery, outcome)
+            metrics.webhook_deliveries_total.labels(result).inc()
+            metrics.webhook_delivery_seconds.observe(time.perf_counter() - started)
             self._log(delivery, outcome, result, recorded, started)
             self._in_flight.pop(delivery.id, None)
         except SQLAlchemyError as error:
@@ -406,10 +423,11 @@ async def running_worker(
     *,
     lookup: Lookup = system_lookup,
     clock: Callable[[], datetime] = now_ms,
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker running beside the server in this process (``supportctl serve`` on SQLite),
     stopped gracefully when the block ends."""
-    worker = Worker.from_settings(database, settings, lookup=lookup, clock=clock)
+    worker = Worker.from_settings(database, settings, lookup=lookup, clock=clock, tracer=tracer)
     task = asyncio.create_task(worker.run())
     try:
         yield worker
