@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -245,3 +246,19 @@ def test_only_whole_literals_count_as_reading_a_variable() -> None:
 
     assert "SUPPORT_DATABASE_URL" in read
     assert not any(name.endswith("_") for name in read)
+
+
+def test_no_file_keeps_a_merge_conflict_marker() -> None:
+    """A conflict left in Markdown still renders and passes every other check."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    markers = re.compile(r"^(<{7} |>{7} |={7}$)", re.MULTILINE)
+    left = [
+        name
+        for name in tracked
+        if name.endswith((".md", ".py", ".yaml", ".toml", ".json", ".lua"))
+        and (ROOT / name).is_file()
+        and markers.search((ROOT / name).read_text(errors="replace"))
+    ]
+    assert left == []
