@@ -8,6 +8,10 @@ nothing is written "on the side" after a commit. Each event is stored once
 those (``support_requests.webhooks.worker``). An event no enabled endpoint takes is not
 stored at all, so a service without webhooks pays one small read per change.
 On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger NOTIFYs).
+
+A change reads its ``Subscribers`` once (``read_subscribers``), builds only the events of the
+types some endpoint takes (``Subscribers.take``: a push's devices and badge are read only
+when an endpoint takes pushes), and hands the same read to ``enqueue``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,27 @@ class Event:
     customer_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Subscribers:
+    """The enabled endpoints as one change reads them: each one's id and the types it takes."""
+
+    endpoints: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def take(self, *event_types: str) -> bool:
+        """Whether some enabled endpoint takes any of ``event_types``."""
+        return any(not types.isdisjoint(event_types) for _, types in self.endpoints)
+
+    def of(self, event_type: str) -> list[str]:
+        """The ids of the endpoints that take ``event_type``, in the order read."""
+        return [endpoint for endpoint, types in self.endpoints if event_type in types]
+
+
+async def read_subscribers(connection: DbConnection) -> Subscribers:
+    """The enabled endpoints and their types: one small read (a change makes it once)."""
+    rows = (await connection.execute(_SUBSCRIBERS)).all()
+    return Subscribers(tuple((row.id, frozenset(row.events)) for row in rows))
+
+
 def new_event_id() -> str:
     """The ``webhook-id`` of an event: the same on every attempt, unique across events."""
     return "evt_" + secrets.token_urlsafe(18)
@@ -68,25 +93,24 @@ async def enqueue(
     at: datetime,
     *,
     endpoint_id: str | None = None,
+    subscribers: Subscribers | None = None,
 ) -> int:
     """Store ``events`` for every enabled endpoint that takes their type (or, with
     ``endpoint_id``, for that endpoint alone whatever it takes: a ping), in order, in
-    ``connection``'s transaction; the number of deliveries written."""
+    ``connection``'s transaction; the number of deliveries written. ``subscribers`` is the
+    change's own read of them, when it made one (``read_subscribers``); otherwise they are read
+    here."""
     if not events:
         return 0
     if endpoint_id is not None:
-        subscribers: list[Any] = []
-    else:
-        subscribers = (await connection.execute(_SUBSCRIBERS)).all()
-        if not subscribers:
-            return 0
+        subscribers = Subscribers(((endpoint_id, frozenset(event.type for event in events)),))
+    elif subscribers is None:
+        subscribers = await read_subscribers(connection)
+    if not subscribers.endpoints:
+        return 0
     deliveries: list[dict[str, Any]] = []
     for event in events:
-        targets = (
-            [endpoint_id]
-            if endpoint_id is not None
-            else [row.id for row in subscribers if event.type in row.events]
-        )
+        targets = subscribers.of(event.type)
         if not targets:
             continue
         stored = await connection.execute(

@@ -2,7 +2,10 @@
 
 Each write runs in one transaction: lock the request row, have
 ``domain.lifecycle`` plan the change, write what the plan says (the row, the
-message, the events), and read back the detail. A detail read is one statement
+message, the history entries), read back the detail, and put the change's webhook events in
+the outbox (``storage/outbox.py``, ``webhooks/events.py``), all in that one transaction: a
+change that commits always yields its events, one that rolls back none. A detail read is
+one statement
 (the request joined with its thread; a second one for its attachments when it has any),
 a page one indexed statement, and the version lookups behind conditional GETs one indexed
 statement each.
@@ -56,6 +59,7 @@ from support_requests.domain.read_state import (
     moves_forward,
     unknown_message,
 )
+from support_requests.domain.webhooks import CREATED, PUSH
 from support_requests.storage import pagination
 from support_requests.storage.attachments import (
     SUMMARY_COLUMNS,
@@ -67,18 +71,22 @@ from support_requests.storage.attachments import (
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import (
     Admin,
+    Device,
     Message,
     RequestEvent,
     RequestTag,
     SupportRequest,
 )
+from support_requests.storage.outbox import Subscribers, enqueue, read_subscribers
 from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
+from support_requests.webhooks import events as webhook_events
 
 requests_table = cast(Table, SupportRequest.__table__)
 tags_table = cast(Table, RequestTag.__table__)
 messages_table = cast(Table, Message.__table__)
 events_table = cast(Table, RequestEvent.__table__)
 admins_table = cast(Table, Admin.__table__)
+devices_table = cast(Table, Device.__table__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
@@ -268,6 +276,17 @@ _EVENTS = (
     select(events_table)
     .where(events_table.c.request_id == bindparam("request_id"))
     .order_by(events_table.c.id)
+)
+# A push's devices: the customer's, oldest registration first.
+_DEVICES = (
+    select(
+        devices_table.c.id,
+        devices_table.c.platform,
+        devices_table.c.token,
+        devices_table.c.app_id,
+    )
+    .where(devices_table.c.customer_id == bindparam("customer_id"))
+    .order_by(devices_table.c.registered_at, devices_table.c.id)
 )
 _ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
     admins_table.c.name, admins_table.c.id
@@ -618,25 +637,44 @@ class SupportDesk:
                 "event_type": created.type,
                 "changes": created.stored(),
             }
+            subscribers = None
             if not attachments:
-                # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
                 async with self.database.autocommit() as connection:
-                    result = await connection.execute(_CREATE, parameters)
-                    return self._shown(_detail_record(result.all(), 0))
+                    # Who takes ``created`` is read first, outside any transaction: an
+                    # endpoint enabled after this read misses this request, as it would
+                    # inside a READ COMMITTED transaction whose read came before the
+                    # endpoint's commit. Either way the event goes to the endpoints
+                    # committed when the change looked, never on the side after it.
+                    subscribers = await read_subscribers(connection)
+                    if not subscribers.take(CREATED):
+                        # One statement, so one round trip and no BEGIN/COMMIT: atomic by
+                        # itself.
+                        result = await connection.execute(_CREATE, parameters)
+                        return self._shown(_detail_record(result.all(), 0))
             async with self.database.writing() as connection:
                 result = await connection.execute(_CREATE, parameters)
-                record = _detail_record(result.all(), 0)
-                request_id = record.row.id
-                await attach_uploads(
-                    connection, customer, attachments, request_id, record.messages[0].id, plan.at
-                )
-                return await self._read_detail(connection, request_id)
+                record = self._shown(_detail_record(result.all(), 0))
+                if attachments:
+                    request_id = record.row.id
+                    await attach_uploads(
+                        connection,
+                        customer,
+                        attachments,
+                        request_id,
+                        record.messages[0].id,
+                        plan.at,
+                    )
+                    record = await self._read_detail(connection, request_id)
+                await self._publish(connection, plan, record, subscribers=subscribers)
+                return record
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
             message_id = await self._add_message(connection, request_id, customer, message, plan.at)
             await attach_uploads(connection, customer, attachments, request_id, message_id, plan.at)
             await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
-            return await self._read_detail(connection, request_id)
+            record = await self._read_detail(connection, request_id)
+            await self._publish(connection, plan, record)
+            return record
 
     async def list_for_customer(
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
@@ -677,7 +715,9 @@ class SupportDesk:
             )
             plan = plan_rating(_state(row), score, comment, self.clock())
             await self._write(connection, request_id, customer, plan)
-            return await self._read_detail(connection, request_id, customer_id=customer.sub)
+            record = await self._read_detail(connection, request_id, customer_id=customer.sub)
+            await self._publish(connection, plan, record)
+            return record
 
     async def reply_as_customer(
         self, customer: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
@@ -789,7 +829,9 @@ class SupportDesk:
             await self._write(connection, request_id, admin, plan)
             if "tags" in plan.changes:
                 await self._replace_tags(connection, row, plan.changes["tags"])
-            return await self._read_detail(connection, request_id)
+            record = await self._read_detail(connection, request_id)
+            await self._publish(connection, plan, record)
+            return record
 
     async def add_internal_note(
         self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
@@ -909,7 +951,11 @@ class SupportDesk:
         await self._add_to_badge(connection, row.customer_id, before, after)
         # The customer's answer is their detail: without internal notes.
         customer_id = author.sub if author.role is Actor.CUSTOMER else None
-        return await self._read_detail(connection, row.id, customer_id=customer_id)
+        record = await self._read_detail(connection, row.id, customer_id=customer_id)
+        await self._publish(
+            connection, plan, record, message_id=message_id, push=author.role is Actor.ADMIN
+        )
+        return record
 
     async def _add_to_badge(
         self, connection: DbConnection, customer_id: str, before: ReadState, after: ReadState
@@ -991,6 +1037,37 @@ class SupportDesk:
             {**plan.changes, **also, "changed_id": request_id},
         )
         await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
+
+    async def _publish(
+        self,
+        connection: DbConnection,
+        plan: Plan,
+        record: RequestRecord,
+        *,
+        message_id: int | None = None,
+        push: bool = False,
+        subscribers: Subscribers | None = None,
+    ) -> None:
+        """Put the webhook events of ``plan``'s change to ``record`` in the outbox, in this
+        transaction; ``push``: the change is a public staff reply (``message_id``), pushed
+        to the customer's devices, if any, with their badge as it now stands. Nothing is
+        read when the change yields no event; otherwise the endpoints once, then a push's
+        devices and badge only when an endpoint takes pushes."""
+        if not push and not webhook_events.types_of(plan):
+            return
+        if subscribers is None:
+            subscribers = await read_subscribers(connection)
+        if not subscribers.endpoints:
+            return
+        events = webhook_events.of_change(plan, record, subscribers, message_id=message_id)
+        if push and message_id is not None and subscribers.take(PUSH):
+            customer_id = record.row.customer_id
+            devices = (await connection.execute(_DEVICES, {"customer_id": customer_id})).all()
+            if devices:
+                badge = (await connection.execute(BADGE, {"customer_id": customer_id})).first()
+                unread = 0 if badge is None else int(badge.unread_count)
+                events.append(webhook_events.push(record, message_id, devices, unread))
+        await enqueue(connection, events, plan.at, subscribers=subscribers)
 
     async def remember_admin(self, admin: Principal) -> None:
         """Record an admin seen in a token, once per process unless name or picture change."""
