@@ -28,6 +28,7 @@ from support_requests.domain.webhooks import (
     STATUS_CHANGED,
 )
 from support_requests.storage import outbox, support_desk
+from support_requests.storage.database import STATEMENT_OBSERVERS
 from support_requests.storage.models import Base
 from support_requests.storage.support_desk import SupportDesk
 from tests.helpers import (
@@ -603,3 +604,49 @@ def test_events_are_dated_by_the_desks_clock(database_url, db):
     [delivery] = delivery_rows(db)
     assert delivery["next_attempt_at"] == moment
     assert delivery["created_at"] == moment
+
+
+def _create_statements(database_url: str) -> list[str]:
+    """Every statement (transaction control included) of one create through the desk."""
+    seen: list[str] = []
+
+    def observe(sql: str, parameters: Any) -> None:
+        seen.append(" ".join(sql.split()).upper())
+
+    async def work(desk: SupportDesk) -> None:
+        alice = customer_principal()
+        STATEMENT_OBSERVERS.append(observe)
+        try:
+            await desk.create_request(alice, category="other", subject="s", message="m")
+        finally:
+            STATEMENT_OBSERVERS.remove(observe)
+
+    with_desk(database_url, work)
+    return seen
+
+
+def test_a_create_no_endpoint_takes_stays_one_statement_on_postgresql(database_url, db):
+    """PostgreSQL: the endpoints are read, then the one-statement create runs on its own
+    (no BEGIN) unless an endpoint takes ``created``; then it is a transaction with the
+    enqueue. SQLite: always one transaction that reads the endpoints inside."""
+    add_endpoint_row(db, [STATUS_CHANGED])
+    unsubscribed = _create_statements(database_url)
+    add_endpoint_row(db, [CREATED])
+    subscribed = _create_statements(database_url)
+
+    reads_endpoints = [s for s in unsubscribed if "FROM WEBHOOK_ENDPOINTS" in s]
+    assert len(reads_endpoints) == 1
+    if db.dialect.name == "postgresql":
+        assert len(unsubscribed) == 2
+        assert unsubscribed[0] == reads_endpoints[0]
+        assert unsubscribed[1].startswith("WITH CREATED AS (INSERT INTO SUPPORT_REQUESTS")
+        assert subscribed[0].startswith("SELECT") and "FROM WEBHOOK_ENDPOINTS" in subscribed[0]
+        assert subscribed[1] == "BEGIN"
+    else:
+        assert unsubscribed[0] == subscribed[0] == "BEGIN IMMEDIATE"
+    assert subscribed[-1] == "COMMIT"
+    assert [s.split(" (")[0] for s in subscribed if "WEBHOOK_" in s][-2:] == [
+        "INSERT INTO WEBHOOK_EVENTS",
+        "INSERT INTO WEBHOOK_DELIVERIES",
+    ]
+    assert types(db) == [CREATED]
