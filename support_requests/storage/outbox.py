@@ -16,6 +16,7 @@ when an endpoint takes pushes), and hands the same read to ``enqueue``.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Insert, Table, bindparam, insert, select
 
 from support_requests.domain.clock import iso_ms
 from support_requests.storage.database import DbConnection
@@ -40,8 +41,19 @@ FAILED = "failed"
 _SUBSCRIBERS = select(endpoints_table.c.id, endpoints_table.c.events).where(
     endpoints_table.c.enabled
 )
-_INSERT_EVENT = insert(events_table).returning(events_table.c.id)
+_EVENT_COLUMNS = ("public_id", "type", "request_id", "customer_id", "body", "created_at")
 _INSERT_DELIVERIES = insert(deliveries_table)
+
+
+@functools.cache
+def _insert_events(count: int) -> Insert:
+    """``count`` events in one statement (a change yields at most a handful), answering
+    each one's id by its ``public_id``: one round trip for all of a change's events."""
+    rows = [
+        {name: bindparam(f"{name}_{i}", type_=events_table.c[name].type) for name in _EVENT_COLUMNS}
+        for i in range(count)
+    ]
+    return insert(events_table).values(rows).returning(events_table.c.id, events_table.c.public_id)
 
 
 @dataclass(frozen=True)
@@ -108,36 +120,36 @@ async def enqueue(
         subscribers = await read_subscribers(connection)
     if not subscribers.endpoints:
         return 0
-    deliveries: list[dict[str, Any]] = []
-    for event in events:
-        targets = subscribers.of(event.type)
-        if not targets:
-            continue
-        stored = await connection.execute(
-            _INSERT_EVENT,
-            {
-                "public_id": new_event_id(),
-                "type": event.type,
-                "request_id": event.request_id,
-                "customer_id": event.customer_id,
-                "body": event_body(event, at),
-                "created_at": at,
-            },
-        )
-        event_id = stored.scalar_one()
-        order_key = None if event.request_id is None else str(event.request_id)
-        deliveries.extend(
-            {
-                "event_id": event_id,
-                "endpoint_id": target,
-                "order_key": order_key,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": at,
-                "created_at": at,
-            }
-            for target in targets
-        )
-    if deliveries:
-        await connection.execute(_INSERT_DELIVERIES, deliveries)
+    taken = [(event, targets) for event in events if (targets := subscribers.of(event.type))]
+    if not taken:
+        return 0
+    public_ids = [new_event_id() for _ in taken]
+    values: dict[str, Any] = {}
+    for i, ((event, _), public_id) in enumerate(zip(taken, public_ids, strict=True)):
+        values |= {
+            f"public_id_{i}": public_id,
+            f"type_{i}": event.type,
+            f"request_id_{i}": event.request_id,
+            f"customer_id_{i}": event.customer_id,
+            f"body_{i}": event_body(event, at),
+            f"created_at_{i}": at,
+        }
+    stored = await connection.execute(_insert_events(len(taken)), values)
+    ids = {row.public_id: row.id for row in stored}
+    deliveries = [
+        {
+            "event_id": ids[public_id],
+            "endpoint_id": target,
+            "order_key": None if event.request_id is None else str(event.request_id),
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": at,
+            "created_at": at,
+        }
+        for (event, targets), public_id in zip(taken, public_ids, strict=True)
+        for target in targets
+    ]
+    # One row at a time, in the change's order: delivery ids ascend with it, and the
+    # workers keep one request's deliveries to an endpoint in the order of their ids.
+    await connection.execute(_INSERT_DELIVERIES, deliveries)
     return len(deliveries)
