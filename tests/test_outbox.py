@@ -650,3 +650,44 @@ def test_a_create_no_endpoint_takes_stays_one_statement_on_postgresql(database_u
         "INSERT INTO WEBHOOK_DELIVERIES",
     ]
     assert types(db) == [CREATED]
+
+
+def test_a_change_reads_the_endpoints_only_when_one_is_enabled(database_url, db):
+    """The lock that starts a change says whether any endpoint is enabled: without one, a
+    reply, an edit or a rating runs no statement of its own for webhooks."""
+    alice, agent = customer_principal(), admin_principal()
+    endpoint = add_endpoint_row(db, enabled=False)
+    seen: list[str] = []
+
+    def observe(sql: str, parameters: Any) -> None:
+        seen.append(" ".join(sql.split()).upper())
+
+    async def changes(desk: SupportDesk) -> None:
+        request_id = (
+            await desk.create_request(alice, category="other", subject="s", message="m")
+        ).row.id
+        await desk.reply_as_admin(agent, request_id, "Looking.")
+        await desk.reply_as_customer(alice, request_id, "Thanks.")
+        await desk.update(agent, request_id, {"status": "resolved", "resolutionNote": "Done."})
+        await desk.rate(alice, request_id, 5, None)
+
+    def outbox_statements() -> list[str]:
+        seen.clear()
+        STATEMENT_OBSERVERS.append(observe)
+        try:
+            with_desk(database_url, changes)
+        finally:
+            STATEMENT_OBSERVERS.remove(observe)
+        # The create reads the endpoints on its own (no row is locked before it).
+        return [s for s in seen if "WEBHOOK_" in s and "FROM SUPPORT_REQUESTS" not in s][1:]
+
+    assert outbox_statements() == []
+    with db.begin() as connection:
+        connection.execute(Base.metadata.tables["webhook_endpoints"].update().values(enabled=True))
+    enabled = outbox_statements()
+
+    assert (
+        len([s for s in enabled if s.startswith("SELECT") and "FROM WEBHOOK_ENDPOINTS" in s]) == 4
+    )
+    assert types(db)[-1] == RATED
+    assert stored_events(db)[-1]["endpoints"] == [endpoint]

@@ -78,6 +78,7 @@ from support_requests.storage.models import (
     SupportRequest,
 )
 from support_requests.storage.outbox import Subscribers, enqueue, read_subscribers
+from support_requests.storage.outbox import endpoints_table as outbox_endpoints
 from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
 from support_requests.webhooks import events as webhook_events
 
@@ -108,8 +109,14 @@ CUSTOMER_VERSION_COLUMNS = (
 # memoised key instead of rebuilding and hashing an expression per request.
 _REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("request_id"))
 _OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
-_LOCK_REQUEST = _REQUEST.with_for_update()
-_LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+# Whether any webhook endpoint is enabled, read in the statement that locks the row a change
+# makes: a service without webhooks then reads nothing more for them (the endpoints are read
+# only when this says some exist, later in the same transaction).
+_WEBHOOKS_ON = (
+    select(outbox_endpoints.c.id).where(outbox_endpoints.c.enabled).exists().label("webhooks_on")
+)
+_LOCK_REQUEST = _REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
+_LOCK_OWNED_REQUEST = _OWNED_REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
 # An admin's edit locks the request and learns whether the assignee asked for is a known
 # admin in the same statement.
 _LOCK_FOR_EDIT = (
@@ -119,6 +126,7 @@ _LOCK_FOR_EDIT = (
         .where(admins_table.c.id == bindparam("assignee_id"))
         .exists()
         .label("assignee_known"),
+        _WEBHOOKS_ON,
     )
     .where(requests_table.c.id == bindparam("request_id"))
     .with_for_update()
@@ -716,7 +724,7 @@ class SupportDesk:
             plan = plan_rating(_state(row), score, comment, self.clock())
             await self._write(connection, request_id, customer, plan)
             record = await self._read_detail(connection, request_id, customer_id=customer.sub)
-            await self._publish(connection, plan, record)
+            await self._publish(connection, plan, record, webhooks_on=row.webhooks_on)
             return record
 
     async def reply_as_customer(
@@ -830,7 +838,7 @@ class SupportDesk:
             if "tags" in plan.changes:
                 await self._replace_tags(connection, row, plan.changes["tags"])
             record = await self._read_detail(connection, request_id)
-            await self._publish(connection, plan, record)
+            await self._publish(connection, plan, record, webhooks_on=row.webhooks_on)
             return record
 
     async def add_internal_note(
@@ -953,7 +961,12 @@ class SupportDesk:
         customer_id = author.sub if author.role is Actor.CUSTOMER else None
         record = await self._read_detail(connection, row.id, customer_id=customer_id)
         await self._publish(
-            connection, plan, record, message_id=message_id, push=author.role is Actor.ADMIN
+            connection,
+            plan,
+            record,
+            message_id=message_id,
+            push=author.role is Actor.ADMIN,
+            webhooks_on=row.webhooks_on,
         )
         return record
 
@@ -1047,13 +1060,15 @@ class SupportDesk:
         message_id: int | None = None,
         push: bool = False,
         subscribers: Subscribers | None = None,
+        webhooks_on: bool = True,
     ) -> None:
         """Put the webhook events of ``plan``'s change to ``record`` in the outbox, in this
         transaction; ``push``: the change is a public staff reply (``message_id``), pushed
         to the customer's devices, if any, with their badge as it now stands. Nothing is
-        read when the change yields no event; otherwise the endpoints once, then a push's
-        devices and badge only when an endpoint takes pushes."""
-        if not push and not webhook_events.types_of(plan):
+        read when the change yields no event or no endpoint is enabled (``webhooks_on``, as
+        the lock read it); otherwise the endpoints once, then a push's devices and badge only
+        when an endpoint takes pushes."""
+        if not webhooks_on or (not push and not webhook_events.types_of(plan)):
             return
         if subscribers is None:
             subscribers = await read_subscribers(connection)
