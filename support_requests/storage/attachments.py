@@ -499,9 +499,8 @@ class AttachmentStore:
         await self._delete_files(files)
         return answer
 
-    @staticmethod
     async def _publish_removal(
-        connection: DbConnection, admin: Principal, row: Any, customer_id: str, at: datetime
+        self, connection: DbConnection, admin: Principal, row: Any, customer_id: str, at: datetime
     ) -> None:
         """Put ``support_request.attachment_removed`` in the outbox, in the removal's
         transaction, when an endpoint takes it. A file on an internal note yields none:
@@ -516,7 +515,13 @@ class AttachmentStore:
             attachment_id=row.id,
             removed_by=admin.sub,
         )
-        await enqueue(connection, [event], at, subscribers=subscribers)
+        await enqueue(
+            connection,
+            [event],
+            at,
+            subscribers=subscribers,
+            postgresql=not self.database.is_sqlite,
+        )
 
     async def delete_expired(self, now: datetime | None = None) -> int:
         """Delete every unattached upload past its ``expires_at``: rows, chunks and files.

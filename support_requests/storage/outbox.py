@@ -24,7 +24,19 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Insert, Table, bindparam, insert, select
+from sqlalchemy import (
+    DateTime,
+    Insert,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    insert,
+    literal,
+    select,
+    values,
+)
 
 from support_requests.domain.clock import iso_ms
 from support_requests.storage.database import DbConnection
@@ -83,6 +95,56 @@ class Subscribers:
         return [endpoint for endpoint, types in self.endpoints if event_type in types]
 
 
+_DELIVERY_COLUMNS = (
+    "event_id",
+    "endpoint_id",
+    "order_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+
+
+@functools.cache
+def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
+    """PostgreSQL: ``count`` events and their ``deliveries`` in one statement (a
+    data-modifying CTE), the deliveries inserted in the order of ``position``."""
+    stored = _insert_events(count).cte("stored")
+    targets = values(
+        column("public_id", String),
+        column("endpoint_id", String),
+        column("order_key", String),
+        column("position", Integer),
+        name="targets",
+    ).data(
+        [
+            (
+                bindparam(f"target_public_id_{k}", type_=String),
+                bindparam(f"target_endpoint_id_{k}", type_=String),
+                bindparam(f"target_order_key_{k}", type_=String),
+                k,
+            )
+            for k in range(deliveries)
+        ]
+    )
+    at = bindparam("at", type_=DateTime)
+    rows = (
+        select(
+            stored.c.id,
+            targets.c.endpoint_id,
+            targets.c.order_key,
+            literal(PENDING),
+            literal(0),
+            at,
+            at,
+        )
+        .select_from(targets.join(stored, stored.c.public_id == targets.c.public_id))
+        .order_by(targets.c.position)
+    )
+    return insert(deliveries_table).from_select(list(_DELIVERY_COLUMNS), rows).add_cte(stored)
+
+
 async def read_subscribers(connection: DbConnection) -> Subscribers:
     """The enabled endpoints and their types: one small read (a change makes it once)."""
     rows = (await connection.execute(_SUBSCRIBERS)).all()
@@ -106,12 +168,14 @@ async def enqueue(
     *,
     endpoint_id: str | None = None,
     subscribers: Subscribers | None = None,
+    postgresql: bool = False,
 ) -> int:
     """Store ``events`` for every enabled endpoint that takes their type (or, with
     ``endpoint_id``, for that endpoint alone whatever it takes: a ping), in order, in
     ``connection``'s transaction; the number of deliveries written. ``subscribers`` is the
     change's own read of them, when it made one (``read_subscribers``); otherwise they are read
-    here."""
+    here. On PostgreSQL (``postgresql``) events and deliveries are one statement; elsewhere
+    (SQLite has no data-modifying CTEs) two."""
     if not events:
         return 0
     if endpoint_id is not None:
@@ -120,13 +184,13 @@ async def enqueue(
         subscribers = await read_subscribers(connection)
     if not subscribers.endpoints:
         return 0
-    taken = [(event, targets) for event in events if (targets := subscribers.of(event.type))]
+    taken = [(event, ends) for event in events if (ends := subscribers.of(event.type))]
     if not taken:
         return 0
     public_ids = [new_event_id() for _ in taken]
-    values: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
     for i, ((event, _), public_id) in enumerate(zip(taken, public_ids, strict=True)):
-        values |= {
+        parameters |= {
             f"public_id_{i}": public_id,
             f"type_{i}": event.type,
             f"request_id_{i}": event.request_id,
@@ -134,20 +198,35 @@ async def enqueue(
             f"body_{i}": event_body(event, at),
             f"created_at_{i}": at,
         }
-    stored = await connection.execute(_insert_events(len(taken)), values)
+    # Each delivery: its event's public id, its endpoint, its order key, in the change's order.
+    targets = [
+        (public_id, target, None if event.request_id is None else str(event.request_id))
+        for (event, endpoints), public_id in zip(taken, public_ids, strict=True)
+        for target in endpoints
+    ]
+    if postgresql:
+        parameters["at"] = at
+        for k, (public_id, target, order_key) in enumerate(targets):
+            parameters[f"target_public_id_{k}"] = public_id
+            parameters[f"target_endpoint_id_{k}"] = target
+            parameters[f"target_order_key_{k}"] = order_key
+        await connection.execute(
+            _insert_events_and_deliveries(len(taken), len(targets)), parameters
+        )
+        return len(targets)
+    stored = await connection.execute(_insert_events(len(taken)), parameters)
     ids = {row.public_id: row.id for row in stored}
     deliveries = [
         {
             "event_id": ids[public_id],
             "endpoint_id": target,
-            "order_key": None if event.request_id is None else str(event.request_id),
+            "order_key": order_key,
             "status": PENDING,
             "attempts": 0,
             "next_attempt_at": at,
             "created_at": at,
         }
-        for (event, targets), public_id in zip(taken, public_ids, strict=True)
-        for target in targets
+        for public_id, target, order_key in targets
     ]
     # One row at a time, in the change's order: delivery ids ascend with it, and the
     # workers keep one request's deliveries to an endpoint in the order of their ids.

@@ -1082,7 +1082,13 @@ class SupportDesk:
                 badge = (await connection.execute(BADGE, {"customer_id": customer_id})).first()
                 unread = 0 if badge is None else int(badge.unread_count)
                 events.append(webhook_events.push(record, message_id, devices, unread))
-        await enqueue(connection, events, plan.at, subscribers=subscribers)
+        await enqueue(
+            connection,
+            events,
+            plan.at,
+            subscribers=subscribers,
+            postgresql=not self.database.is_sqlite,
+        )
 
     async def remember_admin(self, admin: Principal) -> None:
         """Record an admin seen in a token, once per process unless name or picture change."""
