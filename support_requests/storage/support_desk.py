@@ -79,7 +79,7 @@ from support_requests.storage.models import (
 )
 from support_requests.storage.outbox import Subscribers, enqueue, read_subscribers
 from support_requests.storage.outbox import endpoints_table as outbox_endpoints
-from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
+from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge, inboxes_table
 from support_requests.webhooks import events as webhook_events
 
 requests_table = cast(Table, SupportRequest.__table__)
@@ -285,13 +285,15 @@ _EVENTS = (
     .where(events_table.c.request_id == bindparam("request_id"))
     .order_by(events_table.c.id)
 )
-# A push's devices: the customer's, oldest registration first.
-_DEVICES = (
+# A push's devices (the customer's, oldest registration first), each row with the customer's
+# badge as it stands in this transaction: one statement, none of it without a device.
+_DEVICES_AND_BADGE = (
     select(
         devices_table.c.id,
         devices_table.c.platform,
         devices_table.c.token,
         devices_table.c.app_id,
+        BADGE.with_only_columns(inboxes_table.c.unread_count).scalar_subquery().label("badge"),
     )
     .where(devices_table.c.customer_id == bindparam("customer_id"))
     .order_by(devices_table.c.registered_at, devices_table.c.id)
@@ -1076,12 +1078,12 @@ class SupportDesk:
             return
         events = webhook_events.of_change(plan, record, subscribers, message_id=message_id)
         if push and message_id is not None and subscribers.take(PUSH):
-            customer_id = record.row.customer_id
-            devices = (await connection.execute(_DEVICES, {"customer_id": customer_id})).all()
-            if devices:
-                badge = (await connection.execute(BADGE, {"customer_id": customer_id})).first()
-                unread = 0 if badge is None else int(badge.unread_count)
-                events.append(webhook_events.push(record, message_id, devices, unread))
+            devices = await connection.execute(
+                _DEVICES_AND_BADGE, {"customer_id": record.row.customer_id}
+            )
+            if found := devices.all():
+                badge = int(found[0].badge or 0)
+                events.append(webhook_events.push(record, message_id, found, badge))
         await enqueue(
             connection,
             events,
