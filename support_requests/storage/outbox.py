@@ -6,12 +6,14 @@ nothing is written "on the side" after a commit. Each event is stored once
 (``webhook_events``: the exact body every attempt signs and sends) with one
 ``webhook_deliveries`` row per endpoint that subscribes to its type; workers deliver
 those (``support_requests.webhooks.worker``). An event no enabled endpoint takes is not
-stored at all, so a service without webhooks pays one small read per change.
-On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger NOTIFYs).
+stored at all. On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger
+NOTIFYs).
 
-A change reads its ``Subscribers`` once (``read_subscribers``), builds only the events of the
-types some endpoint takes (``Subscribers.take``: a push's devices and badge are read only
-when an endpoint takes pushes), and hands the same read to ``enqueue``.
+A change reads its ``Subscribers`` once (``read_subscribers``; not at all when the lock that
+started it saw no enabled endpoint), builds only the events of the types some endpoint takes
+(``Subscribers.take``: a push's devices and badge are read only when an endpoint takes
+pushes), and hands the same read to ``enqueue``, which writes the events in one statement
+and their deliveries in a second (on PostgreSQL both in one).
 """
 
 from __future__ import annotations
