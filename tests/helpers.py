@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -390,3 +390,40 @@ def cli_server(backend: str, workdir: Path, **env: str) -> Iterator[Any]:
         )
     with supportctl_server(environment, workdir) as running:
         yield running
+
+
+# -- webhooks (issue 14) ----------------------------------------------------------
+
+
+def add_endpoint_row(
+    db: Any,
+    events: Sequence[str] | None = None,
+    *,
+    enabled: bool = True,
+    url: str = "http://127.0.0.1:9/hooks",
+) -> str:
+    """A webhook endpoint written straight into ``webhook_endpoints`` (taking ``events``,
+    every type when None), as the admin API would store it; its id."""
+    from support_requests.domain.webhooks import EVENT_TYPES
+    from support_requests.storage.models import Base
+    from support_requests.webhooks.secrets import new_secret
+
+    endpoint_id = "we_" + uuid.uuid4().hex[:24]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with db.begin() as connection:
+        connection.execute(
+            Base.metadata.tables["webhook_endpoints"].insert(),
+            {
+                "id": endpoint_id,
+                "url": url,
+                "description": "added by a test",
+                "events": list(EVENT_TYPES if events is None else events),
+                "secret": new_secret(),
+                "enabled": enabled,
+                "disabled_reason": None if enabled else "disabled by a test",
+                "created_by": str(uuid.uuid4()),
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+    return endpoint_id

@@ -49,6 +49,7 @@ from support_requests.domain.clock import now_ms
 from support_requests.domain.errors import FieldProblem, NotFound, RuleViolation
 from support_requests.domain.lifecycle import Actor
 from support_requests.domain.principal import Principal
+from support_requests.domain.webhooks import ATTACHMENT_REMOVED as REMOVED_EVENT
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import (
     Attachment,
@@ -57,6 +58,8 @@ from support_requests.storage.models import (
     RequestEvent,
     SupportRequest,
 )
+from support_requests.storage.outbox import enqueue, read_subscribers
+from support_requests.webhooks import events as webhook_events
 
 if TYPE_CHECKING:  # Pillow is imported where uploads are inspected, not by every desk read
     from support_requests.storage.attachment_content import Inspected
@@ -486,12 +489,39 @@ class AttachmentStore:
                         "changes": {"attachmentId": {"from": attachment_id, "to": None}},
                     },
                 )
+                if not answer.internal:
+                    assert answer.customer_id is not None  # attached: its request's customer
+                    await self._publish_removal(connection, admin, row, answer.customer_id, at)
             else:
                 answer = await self._get(attachment_id, connection)
             if row.storage_path is not None:
                 files.append(row.storage_path)
         await self._delete_files(files)
         return answer
+
+    async def _publish_removal(
+        self, connection: DbConnection, admin: Principal, row: Any, customer_id: str, at: datetime
+    ) -> None:
+        """Put ``support_request.attachment_removed`` in the outbox, in the removal's
+        transaction, when an endpoint takes it. A file on an internal note yields none:
+        receivers never hear of internal notes."""
+        subscribers = await read_subscribers(connection)
+        if not subscribers.take(REMOVED_EVENT):
+            return
+        event = webhook_events.attachment_removed(
+            request_id=row.request_id,
+            customer_id=customer_id,
+            message_id=row.message_id,
+            attachment_id=row.id,
+            removed_by=admin.sub,
+        )
+        await enqueue(
+            connection,
+            [event],
+            at,
+            subscribers=subscribers,
+            postgresql=not self.database.is_sqlite,
+        )
 
     async def delete_expired(self, now: datetime | None = None) -> int:
         """Delete every unattached upload past its ``expires_at``: rows, chunks and files.

@@ -6,12 +6,19 @@ nothing is written "on the side" after a commit. Each event is stored once
 (``webhook_events``: the exact body every attempt signs and sends) with one
 ``webhook_deliveries`` row per endpoint that subscribes to its type; workers deliver
 those (``support_requests.webhooks.worker``). An event no enabled endpoint takes is not
-stored at all, so a service without webhooks pays one small read per change.
-On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger NOTIFYs).
+stored at all. On PostgreSQL the deliveries' insert wakes the workers at commit (a trigger
+NOTIFYs).
+
+A change reads its ``Subscribers`` once (``read_subscribers``; not at all when the lock that
+started it saw no enabled endpoint), builds only the events of the types some endpoint takes
+(``Subscribers.take``: a push's devices and badge are read only when an endpoint takes
+pushes), and hands the same read to ``enqueue``, which writes the events in one statement
+and their deliveries in a second (on PostgreSQL both in one).
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +26,19 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, insert, select
+from sqlalchemy import (
+    DateTime,
+    Insert,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    insert,
+    literal,
+    select,
+    values,
+)
 
 from support_requests.domain.clock import iso_ms
 from support_requests.storage.database import DbConnection
@@ -36,8 +55,19 @@ FAILED = "failed"
 _SUBSCRIBERS = select(endpoints_table.c.id, endpoints_table.c.events).where(
     endpoints_table.c.enabled
 )
-_INSERT_EVENT = insert(events_table).returning(events_table.c.id)
+_EVENT_COLUMNS = ("public_id", "type", "request_id", "customer_id", "body", "created_at")
 _INSERT_DELIVERIES = insert(deliveries_table)
+
+
+@functools.cache
+def _insert_events(count: int) -> Insert:
+    """``count`` events in one statement (a change yields at most a handful), answering
+    each one's id by its ``public_id``: one round trip for all of a change's events."""
+    rows = [
+        {name: bindparam(f"{name}_{i}", type_=events_table.c[name].type) for name in _EVENT_COLUMNS}
+        for i in range(count)
+    ]
+    return insert(events_table).values(rows).returning(events_table.c.id, events_table.c.public_id)
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,77 @@ class Event:
     data: dict[str, Any]
     request_id: int | None = None
     customer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Subscribers:
+    """The enabled endpoints as one change reads them: each one's id and the types it takes."""
+
+    endpoints: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def take(self, *event_types: str) -> bool:
+        """Whether some enabled endpoint takes any of ``event_types``."""
+        return any(not types.isdisjoint(event_types) for _, types in self.endpoints)
+
+    def of(self, event_type: str) -> list[str]:
+        """The ids of the endpoints that take ``event_type``, in the order read."""
+        return [endpoint for endpoint, types in self.endpoints if event_type in types]
+
+
+_DELIVERY_COLUMNS = (
+    "event_id",
+    "endpoint_id",
+    "order_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+
+
+@functools.cache
+def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
+    """PostgreSQL: ``count`` events and their ``deliveries`` in one statement (a
+    data-modifying CTE), the deliveries inserted in the order of ``position``."""
+    stored = _insert_events(count).cte("stored")
+    targets = values(
+        column("public_id", String),
+        column("endpoint_id", String),
+        column("order_key", String),
+        column("position", Integer),
+        name="targets",
+    ).data(
+        [
+            (
+                bindparam(f"target_public_id_{k}", type_=String),
+                bindparam(f"target_endpoint_id_{k}", type_=String),
+                bindparam(f"target_order_key_{k}", type_=String),
+                k,
+            )
+            for k in range(deliveries)
+        ]
+    )
+    at = bindparam("at", type_=DateTime)
+    rows = (
+        select(
+            stored.c.id,
+            targets.c.endpoint_id,
+            targets.c.order_key,
+            literal(PENDING),
+            literal(0),
+            at,
+            at,
+        )
+        .select_from(targets.join(stored, stored.c.public_id == targets.c.public_id))
+        .order_by(targets.c.position)
+    )
+    return insert(deliveries_table).from_select(list(_DELIVERY_COLUMNS), rows).add_cte(stored)
+
+
+async def read_subscribers(connection: DbConnection) -> Subscribers:
+    """The enabled endpoints and their types: one small read (a change makes it once)."""
+    rows = (await connection.execute(_SUBSCRIBERS)).all()
+    return Subscribers(tuple((row.id, frozenset(row.events)) for row in rows))
 
 
 def new_event_id() -> str:
@@ -68,55 +169,71 @@ async def enqueue(
     at: datetime,
     *,
     endpoint_id: str | None = None,
+    subscribers: Subscribers | None = None,
+    postgresql: bool = False,
 ) -> int:
     """Store ``events`` for every enabled endpoint that takes their type (or, with
     ``endpoint_id``, for that endpoint alone whatever it takes: a ping), in order, in
-    ``connection``'s transaction; the number of deliveries written."""
+    ``connection``'s transaction; the number of deliveries written. ``subscribers`` is the
+    change's own read of them, when it made one (``read_subscribers``); otherwise they are read
+    here. On PostgreSQL (``postgresql``) events and deliveries are one statement; elsewhere
+    (SQLite has no data-modifying CTEs) two."""
     if not events:
         return 0
     if endpoint_id is not None:
-        subscribers: list[Any] = []
-    else:
-        subscribers = (await connection.execute(_SUBSCRIBERS)).all()
-        if not subscribers:
-            return 0
-    deliveries: list[dict[str, Any]] = []
-    for event in events:
-        targets = (
-            [endpoint_id]
-            if endpoint_id is not None
-            else [row.id for row in subscribers if event.type in row.events]
+        subscribers = Subscribers(((endpoint_id, frozenset(event.type for event in events)),))
+    elif subscribers is None:
+        subscribers = await read_subscribers(connection)
+    if not subscribers.endpoints:
+        return 0
+    taken = [(event, ends) for event in events if (ends := subscribers.of(event.type))]
+    if not taken:
+        return 0
+    public_ids = [new_event_id() for _ in taken]
+    parameters: dict[str, Any] = {}
+    for i, ((event, _), public_id) in enumerate(zip(taken, public_ids, strict=True)):
+        parameters |= {
+            f"public_id_{i}": public_id,
+            f"type_{i}": event.type,
+            f"request_id_{i}": event.request_id,
+            f"customer_id_{i}": event.customer_id,
+            f"body_{i}": event_body(event, at),
+            f"created_at_{i}": at,
+        }
+    # Each delivery: its event's public id, its endpoint, its order key, in the change's order.
+    targets = [
+        (public_id, target, None if event.request_id is None else str(event.request_id))
+        for (event, endpoints), public_id in zip(taken, public_ids, strict=True)
+        for target in endpoints
+    ]
+    if postgresql:
+        parameters["at"] = at
+        for k, (public_id, target, order_key) in enumerate(targets):
+            parameters[f"target_public_id_{k}"] = public_id
+            parameters[f"target_endpoint_id_{k}"] = target
+            parameters[f"target_order_key_{k}"] = order_key
+        await connection.execute(
+            _insert_events_and_deliveries(len(taken), len(targets)), parameters
         )
-        if not targets:
-            continue
-        stored = await connection.execute(
-            _INSERT_EVENT,
-            {
-                "public_id": new_event_id(),
-                "type": event.type,
-                "request_id": event.request_id,
-                "customer_id": event.customer_id,
-                "body": event_body(event, at),
-                "created_at": at,
-            },
-        )
-        event_id = stored.scalar_one()
-        order_key = None if event.request_id is None else str(event.request_id)
-        deliveries.extend(
-            {
-                "event_id": event_id,
-                "endpoint_id": target,
-                "order_key": order_key,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": at,
-                "created_at": at,
-            }
-            for target in targets
-        )
-    if deliveries:
-        await connection.execute(_INSERT_DELIVERIES, deliveries)
-        _wake_workers()
+        return len(targets)
+    stored = await connection.execute(_insert_events(len(taken)), parameters)
+    ids = {row.public_id: row.id for row in stored}
+    deliveries = [
+        {
+            "event_id": ids[public_id],
+            "endpoint_id": target,
+            "order_key": order_key,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": at,
+            "created_at": at,
+        }
+        for public_id, target, order_key in targets
+    ]
+    # One row at a time, in the change's order: delivery ids ascend with it, and the
+    # workers keep one request's deliveries to an endpoint in the order of their ids.
+    await connection.execute(_INSERT_DELIVERIES, deliveries)
+    _wake_workers()
     return len(deliveries)
 
 

@@ -2,7 +2,10 @@
 
 Each write runs in one transaction: lock the request row, have
 ``domain.lifecycle`` plan the change, write what the plan says (the row, the
-message, the events), and read back the detail. A detail read is one statement
+message, the history entries), read back the detail, and put the change's webhook events in
+the outbox (``storage/outbox.py``, ``webhooks/events.py``), all in that one transaction: a
+change that commits always yields its events, one that rolls back none. A detail read is
+one statement
 (the request joined with its thread; a second one for its attachments when it has any),
 a page one indexed statement, and the version lookups behind conditional GETs one indexed
 statement each.
@@ -56,6 +59,7 @@ from support_requests.domain.read_state import (
     moves_forward,
     unknown_message,
 )
+from support_requests.domain.webhooks import CREATED, PUSH
 from support_requests.storage import pagination
 from support_requests.storage.attachments import (
     SUMMARY_COLUMNS,
@@ -67,18 +71,23 @@ from support_requests.storage.attachments import (
 from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import (
     Admin,
+    Device,
     Message,
     RequestEvent,
     RequestTag,
     SupportRequest,
 )
-from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge
+from support_requests.storage.outbox import Subscribers, enqueue, read_subscribers
+from support_requests.storage.outbox import endpoints_table as outbox_endpoints
+from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge, inboxes_table
+from support_requests.webhooks import events as webhook_events
 
 requests_table = cast(Table, SupportRequest.__table__)
 tags_table = cast(Table, RequestTag.__table__)
 messages_table = cast(Table, Message.__table__)
 events_table = cast(Table, RequestEvent.__table__)
 admins_table = cast(Table, Admin.__table__)
+devices_table = cast(Table, Device.__table__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
@@ -100,8 +109,14 @@ CUSTOMER_VERSION_COLUMNS = (
 # memoised key instead of rebuilding and hashing an expression per request.
 _REQUEST = select(*REQUEST_COLUMNS).where(requests_table.c.id == bindparam("request_id"))
 _OWNED_REQUEST = _REQUEST.where(requests_table.c.customer_id == bindparam("customer_id"))
-_LOCK_REQUEST = _REQUEST.with_for_update()
-_LOCK_OWNED_REQUEST = _OWNED_REQUEST.with_for_update()
+# Whether any webhook endpoint is enabled, read in the statement that locks the row a change
+# makes: a service without webhooks then reads nothing more for them (the endpoints are read
+# only when this says some exist, later in the same transaction).
+_WEBHOOKS_ON = (
+    select(outbox_endpoints.c.id).where(outbox_endpoints.c.enabled).exists().label("webhooks_on")
+)
+_LOCK_REQUEST = _REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
+_LOCK_OWNED_REQUEST = _OWNED_REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
 # An admin's edit locks the request and learns whether the assignee asked for is a known
 # admin in the same statement.
 _LOCK_FOR_EDIT = (
@@ -111,6 +126,7 @@ _LOCK_FOR_EDIT = (
         .where(admins_table.c.id == bindparam("assignee_id"))
         .exists()
         .label("assignee_known"),
+        _WEBHOOKS_ON,
     )
     .where(requests_table.c.id == bindparam("request_id"))
     .with_for_update()
@@ -268,6 +284,19 @@ _EVENTS = (
     select(events_table)
     .where(events_table.c.request_id == bindparam("request_id"))
     .order_by(events_table.c.id)
+)
+# A push's devices (the customer's, oldest registration first), each row with the customer's
+# badge as it stands in this transaction: one statement, none of it without a device.
+_DEVICES_AND_BADGE = (
+    select(
+        devices_table.c.id,
+        devices_table.c.platform,
+        devices_table.c.token,
+        devices_table.c.app_id,
+        BADGE.with_only_columns(inboxes_table.c.unread_count).scalar_subquery().label("badge"),
+    )
+    .where(devices_table.c.customer_id == bindparam("customer_id"))
+    .order_by(devices_table.c.registered_at, devices_table.c.id)
 )
 _ADMINS = select(admins_table.c.id, admins_table.c.name, admins_table.c.image).order_by(
     admins_table.c.name, admins_table.c.id
@@ -618,25 +647,44 @@ class SupportDesk:
                 "event_type": created.type,
                 "changes": created.stored(),
             }
+            subscribers = None
             if not attachments:
-                # One statement, so one round trip and no BEGIN/COMMIT: atomic by itself.
                 async with self.database.autocommit() as connection:
-                    result = await connection.execute(_CREATE, parameters)
-                    return self._shown(_detail_record(result.all(), 0))
+                    # Who takes ``created`` is read first, outside any transaction: an
+                    # endpoint enabled after this read misses this request, as it would
+                    # inside a READ COMMITTED transaction whose read came before the
+                    # endpoint's commit. Either way the event goes to the endpoints
+                    # committed when the change looked, never on the side after it.
+                    subscribers = await read_subscribers(connection)
+                    if not subscribers.take(CREATED):
+                        # One statement, so one round trip and no BEGIN/COMMIT: atomic by
+                        # itself.
+                        result = await connection.execute(_CREATE, parameters)
+                        return self._shown(_detail_record(result.all(), 0))
             async with self.database.writing() as connection:
                 result = await connection.execute(_CREATE, parameters)
-                record = _detail_record(result.all(), 0)
-                request_id = record.row.id
-                await attach_uploads(
-                    connection, customer, attachments, request_id, record.messages[0].id, plan.at
-                )
-                return await self._read_detail(connection, request_id)
+                record = self._shown(_detail_record(result.all(), 0))
+                if attachments:
+                    request_id = record.row.id
+                    await attach_uploads(
+                        connection,
+                        customer,
+                        attachments,
+                        request_id,
+                        record.messages[0].id,
+                        plan.at,
+                    )
+                    record = await self._read_detail(connection, request_id)
+                await self._publish(connection, plan, record, subscribers=subscribers)
+                return record
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
             message_id = await self._add_message(connection, request_id, customer, message, plan.at)
             await attach_uploads(connection, customer, attachments, request_id, message_id, plan.at)
             await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
-            return await self._read_detail(connection, request_id)
+            record = await self._read_detail(connection, request_id)
+            await self._publish(connection, plan, record)
+            return record
 
     async def list_for_customer(
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
@@ -677,7 +725,9 @@ class SupportDesk:
             )
             plan = plan_rating(_state(row), score, comment, self.clock())
             await self._write(connection, request_id, customer, plan)
-            return await self._read_detail(connection, request_id, customer_id=customer.sub)
+            record = await self._read_detail(connection, request_id, customer_id=customer.sub)
+            await self._publish(connection, plan, record, webhooks_on=row.webhooks_on)
+            return record
 
     async def reply_as_customer(
         self, customer: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
@@ -789,7 +839,9 @@ class SupportDesk:
             await self._write(connection, request_id, admin, plan)
             if "tags" in plan.changes:
                 await self._replace_tags(connection, row, plan.changes["tags"])
-            return await self._read_detail(connection, request_id)
+            record = await self._read_detail(connection, request_id)
+            await self._publish(connection, plan, record, webhooks_on=row.webhooks_on)
+            return record
 
     async def add_internal_note(
         self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
@@ -909,7 +961,16 @@ class SupportDesk:
         await self._add_to_badge(connection, row.customer_id, before, after)
         # The customer's answer is their detail: without internal notes.
         customer_id = author.sub if author.role is Actor.CUSTOMER else None
-        return await self._read_detail(connection, row.id, customer_id=customer_id)
+        record = await self._read_detail(connection, row.id, customer_id=customer_id)
+        await self._publish(
+            connection,
+            plan,
+            record,
+            message_id=message_id,
+            push=author.role is Actor.ADMIN,
+            webhooks_on=row.webhooks_on,
+        )
+        return record
 
     async def _add_to_badge(
         self, connection: DbConnection, customer_id: str, before: ReadState, after: ReadState
@@ -991,6 +1052,45 @@ class SupportDesk:
             {**plan.changes, **also, "changed_id": request_id},
         )
         await connection.execute(_INSERT_EVENT, _event_rows(request_id, actor, plan, message_id))
+
+    async def _publish(
+        self,
+        connection: DbConnection,
+        plan: Plan,
+        record: RequestRecord,
+        *,
+        message_id: int | None = None,
+        push: bool = False,
+        subscribers: Subscribers | None = None,
+        webhooks_on: bool = True,
+    ) -> None:
+        """Put the webhook events of ``plan``'s change to ``record`` in the outbox, in this
+        transaction; ``push``: the change is a public staff reply (``message_id``), pushed
+        to the customer's devices, if any, with their badge as it now stands. Nothing is
+        read when the change yields no event or no endpoint is enabled (``webhooks_on``, as
+        the lock read it); otherwise the endpoints once, then a push's devices and badge only
+        when an endpoint takes pushes."""
+        if not webhooks_on or (not push and not webhook_events.types_of(plan)):
+            return
+        if subscribers is None:
+            subscribers = await read_subscribers(connection)
+        if not subscribers.endpoints:
+            return
+        events = webhook_events.of_change(plan, record, subscribers, message_id=message_id)
+        if push and message_id is not None and subscribers.take(PUSH):
+            devices = await connection.execute(
+                _DEVICES_AND_BADGE, {"customer_id": record.row.customer_id}
+            )
+            if found := devices.all():
+                badge = int(found[0].badge or 0)
+                events.append(webhook_events.push(record, message_id, found, badge))
+        await enqueue(
+            connection,
+            events,
+            plan.at,
+            subscribers=subscribers,
+            postgresql=not self.database.is_sqlite,
+        )
 
     async def remember_admin(self, admin: Principal) -> None:
         """Record an admin seen in a token, once per process unless name or picture change."""
