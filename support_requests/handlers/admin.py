@@ -12,7 +12,12 @@ from support_requests.handlers.auth import caller
 from support_requests.handlers.idempotency import once
 from support_requests.handlers.render import admin_detail, admin_summary, envelope
 from support_requests.storage.idempotency import IdempotencyStore
-from support_requests.storage.support_desk import QueueFilters, SupportDesk
+from support_requests.storage.support_desk import (
+    BeforeCommit,
+    QueueFilters,
+    RequestRecord,
+    SupportDesk,
+)
 
 _TEXT_FIELDS = ("resolutionNote",)
 
@@ -80,13 +85,19 @@ async def reply(
     admin = caller(token_info)
     add = desk.add_internal_note if body.get("internal") else desk.reply_as_admin
 
-    async def run() -> Response:
-        record = await add(
-            admin, id_, body["body"].strip(), attachments=body.get("attachments", ())
+    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+        return await add(
+            admin,
+            id_,
+            body["body"].strip(),
+            attachments=body.get("attachments", ()),
+            before_commit=before_commit,
         )
+
+    def render(record: RequestRecord) -> Response:
         return envelope("Reply added successfully", admin_detail(record), status=201)
 
-    return await once(idempotency, admin, body, run)
+    return await once(idempotency, admin, body, act, render)
 
 
 async def update_request(

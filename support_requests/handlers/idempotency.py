@@ -1,9 +1,10 @@
 """Safe retries: ``Idempotency-Key`` on create and reply.
 
-The key's scope is the caller (``sub``) plus the key. A retry with the same
-body gets the first response again (``Idempotent-Replayed: true``) and writes
-nothing; the same key with another request is 422 ``idempotency_key_reused``;
-the same key while the first request still runs is 409 ``idempotency_key_in_use``.
+The key's scope is the caller (``sub``) plus the key. A retry with the same body gets the
+first response again (``Idempotent-Replayed: true``) and writes nothing; the same key with
+another request is 422 ``idempotency_key_reused``. The first response is stored in the
+transaction of the change it answers (``storage/idempotency.py``), so a retry after a
+crash at any moment either runs afresh or replays: never twice, never a 409.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from starlette.responses import Response
 from support_requests import metrics
 from support_requests.domain.principal import Principal
 from support_requests.handlers.problems import HttpProblem
+from support_requests.storage.database import DbConnection
 from support_requests.storage.idempotency import (
     IdempotencyStore,
-    KeyInFlight,
-    KeyReused,
+    KeyTaken,
+    StoredAnswer,
     StoredResponse,
 )
+from support_requests.storage.support_desk import BeforeCommit, RequestRecord
 
 HEADER = "Idempotency-Key"
 
@@ -39,46 +42,58 @@ async def once(
     store: IdempotencyStore,
     caller: Principal,
     body: Any,
-    run: Callable[[], Awaitable[Response]],
+    act: Callable[[BeforeCommit | None], Awaitable[RequestRecord]],
+    render: Callable[[RequestRecord], Response],
 ) -> Response:
-    """Run ``run`` once per (caller, Idempotency-Key); without the header, just run it."""
+    """``render(await act(...))`` once per (caller, Idempotency-Key); without the header,
+    just that. ``act`` runs the change and calls the hook it is given inside its
+    transaction, which stores the rendered answer there."""
     key = request.headers.get(HEADER)
     if key is None:
-        return await run()
+        return render(await act(None))
     digest = fingerprint(request.method, request.url.path, body)
+    stored = await store.find(caller.sub, key)
+    if stored is not None:
+        return _replay(stored, digest)
+    answered: list[Response] = []
+
+    async def keep_answer(connection: DbConnection, record: RequestRecord) -> None:
+        response = render(record)
+        kept = StoredResponse(
+            response.status_code, bytes(response.body), response.headers.get("location")
+        )
+        await store.keep(connection, caller.sub, key, digest, kept)
+        answered.append(response)
+
     try:
-        stored = await store.claim(caller.sub, key, digest)
-    except KeyReused:
+        await act(keep_answer)
+    except KeyTaken:
+        # A request with the same key committed first: this one's change was rolled back.
+        first = await store.find(caller.sub, key)
+        if first is None:  # it expired in between: a request this old is not a retry
+            raise HttpProblem(
+                409,
+                "idempotency_key_in_use",
+                "This Idempotency-Key was just used; retry with a new key.",
+            ) from None
+        return _replay(first, digest)
+    return answered[0]
+
+
+def _replay(stored: StoredAnswer, digest: str) -> Response:
+    if stored.fingerprint != digest:
         raise HttpProblem(
             422,
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request.",
-        ) from None
-    except KeyInFlight:
-        raise HttpProblem(
-            409,
-            "idempotency_key_in_use",
-            "A request with this Idempotency-Key is still being processed; retry shortly.",
-            headers={"Retry-After": "1"},
-        ) from None
-    if stored is not None:
-        metrics.idempotent_replays_total.inc()
-        headers = {"Idempotent-Replayed": "true"}
-        if stored.location:
-            headers["Location"] = stored.location
-        return Response(
-            stored.body, stored.status_code, headers=headers, media_type="application/json"
         )
-    try:
-        response = await run()
-    except BaseException:
-        await store.release(caller.sub, key)
-        raise
-    await store.complete(
-        caller.sub,
-        key,
-        StoredResponse(
-            response.status_code, bytes(response.body), response.headers.get("location")
-        ),
+    metrics.idempotent_replays_total.inc()
+    headers = {"Idempotent-Replayed": "true"}
+    if stored.response.location:
+        headers["Location"] = stored.response.location
+    return Response(
+        stored.response.body,
+        stored.response.status_code,
+        headers=headers,
+        media_type="application/json",
     )
-    return response

@@ -17,7 +17,7 @@ from support_requests.handlers.render import (
     read_state,
 )
 from support_requests.storage.idempotency import IdempotencyStore
-from support_requests.storage.support_desk import SupportDesk
+from support_requests.storage.support_desk import BeforeCommit, RequestRecord, SupportDesk
 
 PATH = "/api/mobile/support-requests"
 
@@ -31,15 +31,18 @@ async def create_request(
     """Open a support request with its first message (once per Idempotency-Key)."""
     customer = caller(token_info)
 
-    async def run() -> Response:
-        record = await desk.create_request(
+    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+        return await desk.create_request(
             customer,
             category=body["category"],
             subject=body["subject"].strip(),
             message=body["message"].strip(),
             attachments=body.get("attachments", ()),
             device=_device(body.get("device")),
+            before_commit=before_commit,
         )
+
+    def render(record: RequestRecord) -> Response:
         return envelope(
             "Support request created successfully",
             mobile_detail(record),
@@ -47,7 +50,7 @@ async def create_request(
             headers={"Location": f"{PATH}/{record.row.id}"},
         )
 
-    return await once(idempotency, customer, body, run)
+    return await once(idempotency, customer, body, act, render)
 
 
 def _device(device: dict[str, str] | None) -> dict[str, str] | None:
@@ -98,13 +101,19 @@ async def reply(
     """Append the caller's reply (once per Idempotency-Key)."""
     customer = caller(token_info)
 
-    async def run() -> Response:
-        record = await desk.reply_as_customer(
-            customer, id_, body["body"].strip(), attachments=body.get("attachments", ())
+    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+        return await desk.reply_as_customer(
+            customer,
+            id_,
+            body["body"].strip(),
+            attachments=body.get("attachments", ()),
+            before_commit=before_commit,
         )
+
+    def render(record: RequestRecord) -> Response:
         return envelope("Reply added successfully", mobile_detail(record), status=201)
 
-    return await once(idempotency, customer, body, run)
+    return await once(idempotency, customer, body, act, render)
 
 
 async def rate(

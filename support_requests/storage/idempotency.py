@@ -1,9 +1,15 @@
-"""Idempotency keys: the first answer to a caller's key, replayed to its retries.
+"""Idempotency keys: the first answer to a caller's key, stored with the change it answers.
 
-A key is claimed in its own short transaction before the operation runs, so a
-second request with the same key while the first still runs is refused (409)
-rather than run twice. A claim whose operation failed is released; one left
-behind by a crashed process counts as expired after ``stale_after`` seconds.
+The answer is written by ``keep`` inside the transaction of the change itself (a create or
+a reply), just before it commits: after a crash at any instant either both are there (a
+retry gets the stored answer) or neither is (a retry runs afresh). Nothing is ever "in
+progress", so no retry waits or gets a 409 for a request that is not running.
+
+Two requests with one key at once both run; the one that commits second finds the key
+taken when it writes its answer (on PostgreSQL its insert waits for the first to commit),
+rolls its change back and answers with the first one's. ``keep`` is one statement: an
+insert that replaces an expired answer (older than the TTL) and otherwise leaves the one
+there.
 """
 
 from __future__ import annotations
@@ -12,36 +18,56 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from support_requests.domain.clock import now_ms
-from support_requests.storage.database import Database
+from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.models import IdempotencyRecord
 
 records = cast(Table, IdempotencyRecord.__table__)
 
 SWEEP_EVERY = timedelta(minutes=1)
-IN_PROGRESS = "in_progress"
 DONE = "done"
+# Written by versions before answers were kept with their change: such a row only says a
+# request once started; it is replaced like an expired one.
+IN_PROGRESS = "in_progress"
 
-# Built once: the driver compiles a statement once and finds it again by identity. (The
-# names of the key's parameters differ from its columns', which an UPDATE's SET takes.)
-_THIS_KEY = (records.c.owner == bindparam("of_owner"), records.c.key == bindparam("of_key"))
+_FIND = select(
+    records.c.fingerprint, records.c.status_code, records.c.body, records.c.location
+).where(
+    records.c.owner == bindparam("owner"),
+    records.c.key == bindparam("key"),
+    records.c.state == DONE,
+    records.c.created_at >= bindparam("live_since"),
+)
 _SWEEP = delete(records).where(records.c.created_at < bindparam("before"))
-_LOCK = select(records).where(*_THIS_KEY).with_for_update()
-_DROP = delete(records).where(*_THIS_KEY)
-_INSERT = insert(records)
-_UPDATE = update(records).where(*_THIS_KEY)
-_RELEASE = _DROP.where(records.c.state == IN_PROGRESS)
 
 
-class KeyReused(Exception):
-    """The key was first used with another request."""
+def _keep(dialect: Any) -> Any:
+    statement = dialect.insert(records)
+    return statement.on_conflict_do_update(
+        index_elements=[records.c.owner, records.c.key],
+        set_={
+            "fingerprint": statement.excluded.fingerprint,
+            "state": statement.excluded.state,
+            "status_code": statement.excluded.status_code,
+            "body": statement.excluded.body,
+            "location": statement.excluded.location,
+            "created_at": statement.excluded.created_at,
+        },
+        where=or_(
+            records.c.created_at < bindparam("live_since"),
+            records.c.state == IN_PROGRESS,
+        ),
+    ).returning(records.c.key)
 
 
-class KeyInFlight(Exception):
-    """The first request with this key has not finished yet."""
+_KEEP = {"postgresql": _keep(postgresql), "sqlite": _keep(sqlite)}
+
+
+class KeyTaken(Exception):
+    """Another request with this key committed its answer first: roll this one back."""
 
 
 @dataclass(frozen=True)
@@ -53,72 +79,62 @@ class StoredResponse:
     location: str | None
 
 
-class IdempotencyStore:
-    """Claims, completes and replays idempotency keys per caller."""
+@dataclass(frozen=True)
+class StoredAnswer:
+    """A key's answer, and what the request it answered looked like (its fingerprint)."""
 
-    def __init__(
-        self, database: Database, *, ttl_seconds: int = 86_400, stale_after: int = 300
-    ) -> None:
+    fingerprint: str
+    response: StoredResponse
+
+
+class IdempotencyStore:
+    """Finds and keeps the answers of idempotency keys, per caller."""
+
+    def __init__(self, database: Database, *, ttl_seconds: int = 86_400) -> None:
         self.database = database
         self.ttl = timedelta(seconds=ttl_seconds)
-        self.stale_after = timedelta(seconds=stale_after)
         self._next_sweep = datetime.min
 
-    async def claim(self, owner: str, key: str, fingerprint: str) -> StoredResponse | None:
-        """None when the caller now holds the key; the stored response for a finished one."""
+    async def find(self, owner: str, key: str) -> StoredAnswer | None:
+        """The answer kept for ``key``, if any (one primary-key read)."""
+        parameters = {"owner": owner, "key": key, "live_since": now_ms() - self.ttl}
+        async with self.database.reading() as connection:
+            row = (await connection.execute(_FIND, parameters)).first()
+        if row is None:
+            return None
+        return StoredAnswer(
+            row.fingerprint, StoredResponse(row.status_code, bytes(row.body), row.location)
+        )
+
+    async def keep(
+        self,
+        connection: DbConnection,
+        owner: str,
+        key: str,
+        fingerprint: str,
+        response: StoredResponse,
+    ) -> None:
+        """Write ``response`` as ``key``'s answer in ``connection``'s transaction; ``KeyTaken``
+        when a live answer is there already (the caller's transaction must roll back)."""
         now = now_ms()
-        async with self.database.writing() as connection:
-            if now >= self._next_sweep:
-                # Expired keys are dead weight: drop them, at most once a minute a process.
-                self._next_sweep = now + SWEEP_EVERY
-                await connection.execute(_SWEEP, {"before": now - self.ttl})
-            this_key = {"of_owner": owner, "of_key": key}
-            row = (await connection.execute(_LOCK, this_key)).first()
-            if row is not None and self._expired(row, now):
-                await connection.execute(_DROP, this_key)
-                row = None
-            if row is None:
-                try:
-                    async with connection.begin_nested():
-                        await connection.execute(
-                            _INSERT,
-                            {
-                                "owner": owner,
-                                "key": key,
-                                "fingerprint": fingerprint,
-                                "state": IN_PROGRESS,
-                                "created_at": now,
-                            },
-                        )
-                except IntegrityError:
-                    raise KeyInFlight(key) from None
-                return None
-        if row.fingerprint != fingerprint:
-            raise KeyReused(key)
-        if row.state != DONE:
-            raise KeyInFlight(key)
-        return StoredResponse(row.status_code, row.body, row.location)
-
-    async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
-        """Store the response the key's retries will get."""
-        async with self.database.writing() as connection:
-            await connection.execute(
-                _UPDATE,
-                {
-                    "of_owner": owner,
-                    "of_key": key,
-                    "state": DONE,
-                    "status_code": response.status_code,
-                    "body": response.body,
-                    "location": response.location,
-                },
-            )
-
-    async def release(self, owner: str, key: str) -> None:
-        """Give the key up after a failed operation, so that a retry runs it again."""
-        async with self.database.writing() as connection:
-            await connection.execute(_RELEASE, {"of_owner": owner, "of_key": key})
-
-    def _expired(self, row: Any, now: datetime) -> bool:
-        age = now - row.created_at
-        return bool(age > self.ttl or (row.state == IN_PROGRESS and age > self.stale_after))
+        if now >= self._next_sweep:
+            # Expired answers are dead weight: drop them, at most once a minute a process.
+            self._next_sweep = now + SWEEP_EVERY
+            await connection.execute(_SWEEP, {"before": now - self.ttl})
+        dialect = "sqlite" if self.database.is_sqlite else "postgresql"
+        kept = await connection.execute(
+            _KEEP[dialect],
+            {
+                "owner": owner,
+                "key": key,
+                "fingerprint": fingerprint,
+                "state": DONE,
+                "status_code": response.status_code,
+                "body": response.body,
+                "location": response.location,
+                "created_at": now,
+                "live_since": now - self.ttl,
+            },
+        )
+        if kept.first() is None:
+            raise KeyTaken(key)

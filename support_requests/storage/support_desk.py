@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -313,6 +313,11 @@ class RequestRecord:
     messages: list[Any] = field(default_factory=list)
     attachments: dict[int, list[AttachmentSummary]] = field(default_factory=dict)
     rating_open: bool = False
+
+
+# Runs inside a change's transaction, last, with its result (an idempotency key's answer
+# is stored there, so that the answer and the change commit together).
+BeforeCommit = Callable[[DbConnection, "RequestRecord"], Awaitable[None]]
 
 
 class CustomerVersion(NamedTuple):
@@ -621,10 +626,12 @@ class SupportDesk:
         message: str,
         attachments: Sequence[str] = (),
         device: dict[str, str] | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> RequestRecord:
         """Open a request with its first message (and the customer's ``attachments``
         uploads on it) and its event, all or nothing; ``device`` is the body's device
-        context (its fields by their API names), if sent."""
+        context (its fields by their API names), if sent. ``before_commit`` runs in the
+        transaction with the result, last (an idempotency key's answer is stored there)."""
         plan = plan_opening(category, subject, self.clock())
         sent = device or {}
         request = {
@@ -648,7 +655,7 @@ class SupportDesk:
                 "changes": created.stored(),
             }
             subscribers = None
-            if not attachments:
+            if not attachments and before_commit is None:
                 async with self.database.autocommit() as connection:
                     # Who takes ``created`` is read first, outside any transaction: an
                     # endpoint enabled after this read misses this request, as it would
@@ -676,6 +683,8 @@ class SupportDesk:
                     )
                     record = await self._read_detail(connection, request_id)
                 await self._publish(connection, plan, record, subscribers=subscribers)
+                if before_commit is not None:
+                    await before_commit(connection, record)
                 return record
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
@@ -684,6 +693,8 @@ class SupportDesk:
             await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
             record = await self._read_detail(connection, request_id)
             await self._publish(connection, plan, record)
+            if before_commit is not None:
+                await before_commit(connection, record)
             return record
 
     async def list_for_customer(
@@ -730,7 +741,12 @@ class SupportDesk:
             return record
 
     async def reply_as_customer(
-        self, customer: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
+        self,
+        customer: Principal,
+        request_id: int,
+        body: str,
+        attachments: Sequence[str] = (),
+        before_commit: BeforeCommit | None = None,
     ) -> RequestRecord:
         """Append the customer's reply (with their ``attachments`` uploads); a resolved
         request reopens, a closed one refuses."""
@@ -745,6 +761,7 @@ class SupportDesk:
                 customer,
                 body,
                 attachments,
+                before_commit,
                 customer_name=customer.name,
                 customer_image=customer.picture,
             )
@@ -814,14 +831,19 @@ class SupportDesk:
         return await self._version(request_id)
 
     async def reply_as_admin(
-        self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
+        self,
+        admin: Principal,
+        request_id: int,
+        body: str,
+        attachments: Sequence[str] = (),
+        before_commit: BeforeCommit | None = None,
     ) -> RequestRecord:
         """Append a staff reply (with the admin's ``attachments`` uploads); on ``open`` it
         starts work and takes the request if unowned."""
         await self.remember_admin(admin)
         async with self.database.writing() as connection:
             row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
-            return await self._reply(connection, row, admin, body, attachments)
+            return await self._reply(connection, row, admin, body, attachments, before_commit)
 
     async def update(
         self, admin: Principal, request_id: int, requested: dict[str, Any]
@@ -844,7 +866,12 @@ class SupportDesk:
             return record
 
     async def add_internal_note(
-        self, admin: Principal, request_id: int, body: str, attachments: Sequence[str] = ()
+        self,
+        admin: Principal,
+        request_id: int,
+        body: str,
+        attachments: Sequence[str] = (),
+        before_commit: BeforeCommit | None = None,
     ) -> RequestRecord:
         """Add a staff note the customer never sees (with the admin's ``attachments``
         uploads), in any status, closed included: no column a customer sees changes, nor
@@ -858,7 +885,10 @@ class SupportDesk:
             )
             await attach_uploads(connection, admin, attachments, request_id, message_id, plan.at)
             await self._write(connection, request_id, admin, plan, message_id)
-            return await self._read_detail(connection, request_id)
+            record = await self._read_detail(connection, request_id)
+            if before_commit is not None:
+                await before_commit(connection, record)
+            return record
 
     async def _replace_tags(self, connection: DbConnection, row: Any, tags: list[str]) -> None:
         """The request's rows in ``request_tags``, one a tag, dated as the request."""
@@ -940,10 +970,12 @@ class SupportDesk:
         author: Principal,
         body: str,
         attachments: Sequence[str],
+        before_commit: BeforeCommit | None,
         **also: Any,
     ) -> RequestRecord:
         """Append ``author``'s reply with their uploads ``attachments`` to the locked request
-        ``row``, as the lifecycle plans it; ``also`` are more columns to write with it."""
+        ``row``, as the lifecycle plans it; ``also`` are more columns to write with it;
+        ``before_commit`` runs last, in the transaction."""
         plan = plan_reply(_state(row), author.role, author.sub, self.clock())
         message_id = await self._add_message(connection, row.id, author, body, plan.at)
         await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
@@ -970,6 +1002,8 @@ class SupportDesk:
             push=author.role is Actor.ADMIN,
             webhooks_on=row.webhooks_on,
         )
+        if before_commit is not None:
+            await before_commit(connection, record)
         return record
 
     async def _add_to_badge(
