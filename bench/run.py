@@ -22,6 +22,7 @@ See bench/README.md ("The benchmark: run.py"). Run it with the project's Python 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -72,7 +73,11 @@ SCENARIOS = (
     "queue-tag",
     "queue-rated",
     "queue-max-score",
+    "create-keyed",
+    "reply-keyed",
 )
+# Distinct keys written per keyed scenario: more than wrk sends in a run, so none repeats.
+KEYED_CALLS = 60_000
 # The attachment scenarios move a MiB per request: run them when asked for.
 DEFAULT_SCENARIOS = SCENARIOS[:7]
 # The queue filtered as staff filter it, each by its own index: values the preloaded rows
@@ -226,6 +231,11 @@ def server_environment(database_url: str, data_dir: Path, secret: str) -> dict[s
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def runnable_calls(scenarios: list[Scenario], name: str) -> list[Call]:
+    """The calls of the scenario ``name`` among ``scenarios`` (none if it is not there)."""
+    return next((list(s.calls) for s in scenarios if s.name == name), [])
 
 
 def server_variables(assignments: list[str]) -> dict[str, str]:
@@ -610,6 +620,27 @@ def scenarios(
         )
     else:
         skipped["reply"] = "no seeded requests to reply to (--requests 0)"
+    # The same writes with an Idempotency-Key each, never repeated within a run: what keys
+    # cost a first request (a retry's replay is another, cheaper path).
+    run_keys = uuid.uuid4().hex[:12]
+    for name, calls in (
+        ("create-keyed", runnable_calls(runnable, "create")),
+        ("reply-keyed", replies),
+    ):
+        if not calls:
+            continue
+        keyed = [
+            dataclasses.replace(
+                calls[n % len(calls)],
+                headers={**calls[n % len(calls)].headers, "Idempotency-Key": f"b-{run_keys}-{n}"},
+            )
+            for n in range(KEYED_CALLS)
+        ]
+        runnable.append(
+            Scenario(
+                name, f"{name.removesuffix('-keyed')} with a new Idempotency-Key each", 201, keyed
+            )
+        )
     if attachment:
         runnable += attachment_scenarios(who, attachment, skipped)
     return runnable, skipped

@@ -14,7 +14,7 @@ from support_requests.handlers.app import create_app
 from support_requests.handlers.idempotency import fingerprint
 from support_requests.handlers.settings import Settings
 from support_requests.storage.idempotency import IdempotencyStore
-from tests.helpers import ADMIN, MOBILE, admin, create, customer
+from tests.helpers import ADMIN, MOBILE, admin, create, customer, move_to
 from tests.servers import app_in_thread
 
 BODY = {"category": "payment", "subject": "Charged twice", "message": "Two charges on 1 May."}
@@ -247,3 +247,20 @@ def test_expired_keys_are_swept_away(settings: Settings, db):
         headers = {**alice, "Idempotency-Key": _key()}
         assert client.post(MOBILE, json=BODY, headers=headers).status_code == 201
     assert _count(db, "idempotency_records") == 1
+
+
+def test_a_retry_of_a_reply_refused_now_still_gets_its_first_answer(client, db):
+    """The key is not read before the change: a retry whose change would now be refused
+    (the request was closed since) is answered with the stored 201, not the refusal."""
+    alice, key = customer(), _key()
+    request_id = create(client, alice)["id"]
+    headers = {**alice, "Idempotency-Key": key}
+    reply = {"body": "Before the close"}
+    first = client.post(f"{MOBILE}/{request_id}/messages", json=reply, headers=headers)
+    assert first.status_code == 201
+    move_to(client, admin(), request_id, "closed")
+    again = client.post(f"{MOBILE}/{request_id}/messages", json=reply, headers=headers)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    assert _count(db, "messages") == 2

@@ -52,9 +52,6 @@ async def once(
     if key is None:
         return render(await act(None))
     digest = fingerprint(request.method, request.url.path, body)
-    stored = await store.find(caller.sub, key)
-    if stored is not None:
-        return _replay(stored, digest)
     answered: list[Response] = []
 
     async def keep_answer(connection: DbConnection, record: RequestRecord) -> None:
@@ -65,6 +62,10 @@ async def once(
         await store.keep(connection, caller.sub, key, digest, kept)
         answered.append(response)
 
+    # No read before the change: a first request (the usual case) costs one statement more
+    # than without a key, the upsert of its answer. A retry runs the change too; the taken
+    # key rolls it back, or (a change now refused, e.g. on a request closed since) the
+    # refusal is answered with the stored answer if there is one.
     try:
         await act(keep_answer)
     except KeyTaken:
@@ -77,6 +78,11 @@ async def once(
                 "This Idempotency-Key was just used; retry with a new key.",
             ) from None
         return _replay(first, digest)
+    except Exception:
+        stored = await store.find(caller.sub, key)
+        if stored is None:
+            raise
+        return _replay(stored, digest)
     return answered[0]
 
 
