@@ -632,7 +632,10 @@ def scenarios(
         keyed = [
             dataclasses.replace(
                 calls[n % len(calls)],
-                headers={**calls[n % len(calls)].headers, "Idempotency-Key": f"b-{run_keys}-{n}"},
+                headers={
+                    **calls[n % len(calls)].headers,
+                    "Idempotency-Key": f"{name}-{run_keys}-{n}",
+                },
             )
             for n in range(KEYED_CALLS)
         ]
