@@ -153,7 +153,7 @@ def _reads(request_id: int, customer_id: str) -> list[tuple[Any, dict[str, Any]]
             },
         ),
         (versions, {"equal_status": "open", "rows": 5}),
-        (idempotency._LOCK, {"of_owner": customer_id, "of_key": "k-1"}),
+        (idempotency._FIND, {"owner": customer_id, "key": "k-1", "live_since": MOMENT}),
         (sa.text("SELECT 1 AS one, 'two' AS two"), {}),
     ]
 
@@ -215,8 +215,18 @@ def test_writes_store_what_stock_sqlalchemy_stores(database_url, db):
                 {**update, "updated_at": LATER, "changed_id": request_id},
             ),
             (
-                idempotency._UPDATE,
-                {"of_owner": customer, "of_key": "k-1", "state": "done", "body": b"\x00\x01"},
+                idempotency._KEEP[db.dialect.name],
+                {
+                    "owner": customer,
+                    "key": "k-1",
+                    "fingerprint": "e" * 64,
+                    "state": "done",
+                    "status_code": 201,
+                    "body": b"\x00\x01",
+                    "location": None,
+                    "created_at": LATER,
+                    "live_since": LATER,  # the seeded answer (MOMENT) has expired: replaced
+                },
             ),
         ]
 
