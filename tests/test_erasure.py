@@ -41,6 +41,7 @@ from tests.helpers import (
     customer_principal,
     known_admin,
     move_to,
+    refusing_inserts,
     reply,
     stored_request,
 )
@@ -428,6 +429,17 @@ def test_a_customer_with_only_a_device_is_erased(client: Any, db: sa.Engine) -> 
     data = erased(client, sub)
     assert (data["requests"], data["messages"], data["devices"]) == (0, 0, 1)
     assert rows(db, "devices", customer_id=sub) == []
+
+
+def test_an_erasure_that_fails_midway_leaves_everything_as_it_was(
+    client: Any, db: sa.Engine, world: tuple[Customer, Customer]
+) -> None:
+    alex, _ = world
+    before = everything_of(db, alex)
+    with refusing_inserts(db, "request_events"):  # the last of its writes but two
+        response = erase(client, alex.sub)
+    assert_problem(response, 500, "internal_error")
+    assert everything_of(db, alex) == before
 
 
 # -- a reply at the same moment -----------------------------------------------------------

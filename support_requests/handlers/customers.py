@@ -6,7 +6,6 @@ from typing import Any
 
 from starlette.responses import Response
 
-from support_requests.domain.clock import iso_ms
 from support_requests.handlers.auth import caller
 from support_requests.handlers.render import envelope
 from support_requests.storage.customers import CustomerData
@@ -15,14 +14,4 @@ from support_requests.storage.customers import CustomerData
 async def erase_customer(customers: CustomerData, sub: str, token_info: dict[str, Any]) -> Response:
     """Erase the customer ``sub``'s personal data; ``data`` counts what was erased."""
     erasure = await customers.erase(caller(token_info), sub)
-    return envelope(
-        "Customer erased successfully",
-        {
-            "customerId": erasure.customer_id,
-            "requests": erasure.requests,
-            "messages": erasure.messages,
-            "attachments": erasure.attachments,
-            "devices": erasure.devices,
-            "erasedAt": iso_ms(erasure.erased_at),
-        },
-    )
+    return envelope("Customer erased successfully", erasure.document())

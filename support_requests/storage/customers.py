@@ -178,6 +178,17 @@ class Erasure:
     devices: int
     erased_at: datetime
 
+    def document(self) -> dict[str, Any]:
+        """As the API and ``supportctl customers erase --json`` show it."""
+        return {
+            "customerId": self.customer_id,
+            "requests": self.requests,
+            "messages": self.messages,
+            "attachments": self.attachments,
+            "devices": self.devices,
+            "erasedAt": iso_ms(self.erased_at),
+        }
+
 
 def _not_found(customer_id: str) -> NotFound:
     return NotFound(f"Customer {customer_id} was not found.")
