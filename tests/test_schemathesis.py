@@ -49,6 +49,9 @@ SERVED_BY_HAND = {
     "PUT /api/mobile/support-requests/{id}/rating",
     "GET /api/admin/attachments/{attachmentId}/thumbnail",
     "GET /api/mobile/attachments/{attachmentId}/thumbnail",
+    # Fuzzed subs are customers the service never saw (404): test_an_erasure_passes_every_check
+    # erases one that it did.
+    "POST /api/admin/customers/{sub}/erase",
 }
 # What `--checks all` must have run at least once (the stateful ones need the links).
 EXPECTED_CHECKS = {
@@ -329,3 +332,32 @@ def test_a_rating_passes_every_check(contract_app: Any) -> None:
         ).call_and_validate()
         assert rated.status_code == 200
         assert rated.json()["data"]["rating"]["score"] == body["score"]
+
+
+def test_an_erasure_passes_every_check(contract_app: Any) -> None:
+    """An admin erases a customer who opened a request, then again (zeros), and one the
+    service never saw (404): each response held to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    sub = f"customer-{uuid.uuid4().hex}"
+    customer = {"Authorization": f"Bearer {mint(sub, name='Forget Me')}"}
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Eraser')}"}
+    created = (
+        schema["/api/mobile/support-requests"]["POST"]
+        .Case(
+            body={"category": "other", "subject": "Forget me", "message": "Please."},
+            media_type="application/json",
+            headers=customer,
+        )
+        .call_and_validate()
+    )
+    assert created.status_code == 201
+    erase = schema["/api/admin/customers/{sub}/erase"]["POST"]
+    for expected in (1, 0):
+        erased = erase.Case(path_parameters={"sub": sub}, headers=admin).call_and_validate()
+        assert erased.status_code == 200
+        assert (erased.json()["data"]["customerId"], erased.json()["data"]["requests"]) == (
+            sub,
+            expected,
+        )
+    unknown = erase.Case(path_parameters={"sub": "nobody"}, headers=admin).call_and_validate()
+    assert unknown.status_code == 404
