@@ -297,23 +297,28 @@ def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> No
     )
 
 
-def test_a_rating_passes_every_check(contract_app: Any) -> None:
-    """A customer rates the request an admin resolved, and rates it again: each response held
-    to every check."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
-    customer = {"Authorization": f"Bearer {mint(name='Rater')}"}
-    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Resolver')}"}
+def _created(schema: Any, customer: dict[str, str], subject: str) -> int:
+    """The id of a request the customer opened, the create held to every check."""
     created = (
         schema["/api/mobile/support-requests"]["POST"]
         .Case(
-            body={"category": "other", "subject": "Rate me", "message": "Please."},
+            body={"category": "other", "subject": subject, "message": "Please."},
             media_type="application/json",
             headers=customer,
         )
         .call_and_validate()
     )
     assert created.status_code == 201
-    path = {"id": created.json()["data"]["id"]}
+    return int(created.json()["data"]["id"])
+
+
+def test_a_rating_passes_every_check(contract_app: Any) -> None:
+    """A customer rates the request an admin resolved, and rates it again: each response held
+    to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    customer = {"Authorization": f"Bearer {mint(name='Rater')}"}
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Resolver')}"}
+    path = {"id": _created(schema, customer, "Rate me")}
     resolved = (
         schema["/api/admin/support-requests/{id}"]["PATCH"]
         .Case(
@@ -341,16 +346,7 @@ def test_an_erasure_passes_every_check(contract_app: Any) -> None:
     sub = f"customer-{uuid.uuid4().hex}"
     customer = {"Authorization": f"Bearer {mint(sub, name='Forget Me')}"}
     admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Eraser')}"}
-    created = (
-        schema["/api/mobile/support-requests"]["POST"]
-        .Case(
-            body={"category": "other", "subject": "Forget me", "message": "Please."},
-            media_type="application/json",
-            headers=customer,
-        )
-        .call_and_validate()
-    )
-    assert created.status_code == 201
+    _created(schema, customer, "Forget me")
     erase = schema["/api/admin/customers/{sub}/erase"]["POST"]
     for expected in (1, 0):
         erased = erase.Case(path_parameters={"sub": sub}, headers=admin).call_and_validate()

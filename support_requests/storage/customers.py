@@ -41,6 +41,7 @@ from support_requests.domain.errors import NotFound
 from support_requests.domain.principal import Principal
 from support_requests.storage.attachments import AttachmentStore
 from support_requests.storage.database import Database
+from support_requests.storage.devices import shown as devices_shown
 from support_requests.storage.models import (
     Attachment,
     AttachmentChunk,
@@ -314,17 +315,7 @@ class CustomerData:
             "exportedAt": iso_ms(exported_at),
             "requests": [_request(row, by_request.get(row.id, [])) for row in requests],
             "uploads": [_attachment(row) for row in uploads],
-            "devices": [
-                {
-                    "id": row.id,
-                    "platform": row.platform,
-                    "token": row.token,
-                    "appId": row.app_id,
-                    "createdAt": iso_ms(row.created_at),
-                    "registeredAt": iso_ms(row.registered_at),
-                }
-                for row in devices
-            ],
+            "devices": [devices_shown(row) for row in devices],
         }
 
 
