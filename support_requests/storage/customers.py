@@ -80,8 +80,7 @@ _DEVICE_COLUMNS = (
 )
 _OF_CUSTOMER = _r.customer_id == bindparam("customer_id")
 
-_REQUESTS = select(*_requests.c).where(_OF_CUSTOMER).order_by(_r.id)
-_LOCK_REQUESTS = _REQUESTS.with_for_update()
+_LOCK_REQUESTS = select(*_requests.c).where(_OF_CUSTOMER).order_by(_r.id).with_for_update()
 _MESSAGES = (
     select(*_messages.c)
     .where(_m.request_id.in_(select(_r.id).where(_OF_CUSTOMER)))
@@ -284,9 +283,10 @@ class CustomerData:
         for a customer the service holds nothing of."""
         customer = {"customer_id": customer_id}
         exported_at = self.clock()
-        # One transaction, so the parts agree with each other.
+        # One transaction with the customer's request rows locked (as every write to a
+        # request locks its row), so no reply or change lands between the reads.
         async with self.database.writing() as connection:
-            requests = (await connection.execute(_REQUESTS, customer)).all()
+            requests = (await connection.execute(_LOCK_REQUESTS, customer)).all()
             messages = (await connection.execute(_MESSAGES, customer)).all()
             attached = (await connection.execute(_REQUEST_ATTACHMENTS, customer)).all()
             uploads = (await connection.execute(_UPLOADS, customer)).all()
