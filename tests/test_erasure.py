@@ -24,7 +24,7 @@ from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage.attachments import AttachmentStore
 from support_requests.storage.customers import ERASED, CustomerData
-from support_requests.storage.database import Database
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
 from support_requests.storage.models import Base
 from support_requests.storage.outbox import Event
 from support_requests.storage.support_desk import SupportDesk
@@ -443,6 +443,32 @@ def test_an_erasure_that_fails_midway_leaves_everything_as_it_was(
 
 
 # -- a reply at the same moment -----------------------------------------------------------
+
+
+def test_erasure_locks_the_customers_requests_before_it_writes(
+    client: Any, database_url: str, world: tuple[Customer, Customer]
+) -> None:
+    """PostgreSQL: ``SELECT … FOR UPDATE`` of the customer's requests opens the transaction
+    (replies lock the same rows); SQLite: the transaction begins as the one writer."""
+    statements: list[str] = []
+
+    def observe(sql: str, _parameters: Any) -> None:
+        statements.append(" ".join(sql.split()))
+
+    STATEMENT_OBSERVERS.append(observe)
+    try:
+        erased(client, world[0].sub)
+    finally:
+        STATEMENT_OBSERVERS.remove(observe)
+    begin = next(i for i, sql in enumerate(statements) if sql.startswith("BEGIN"))
+    first = statements[begin + 1]
+    if database_url.startswith("postgresql"):
+        assert statements[begin] == "BEGIN"
+        assert first.startswith("SELECT") and "FROM support_requests" in first, first
+        assert first.endswith("FOR UPDATE"), first
+    else:
+        assert statements[begin] == "BEGIN IMMEDIATE"
+    assert not any(sql.startswith(("UPDATE", "DELETE")) for sql in statements[:begin])
 
 
 def test_a_reply_racing_an_erasure_lands_wholly_before_or_after_it(database_url: str) -> None:
