@@ -259,20 +259,27 @@ def assert_same_not_found(foreign: Any, foreign_id: int, missing: Any, missing_i
 @contextmanager
 def refusing_message_inserts(db: Any) -> Iterator[None]:
     """The database itself refuses every insert into ``messages`` (a trigger), mid-write."""
+    with refusing_inserts(db, "messages"):
+        yield
+
+
+@contextmanager
+def refusing_inserts(db: Any, table: str) -> Iterator[None]:
+    """The database itself refuses every insert into ``table`` (a trigger), mid-write."""
     if db.dialect.name == "sqlite":
         create = [
-            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
+            f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
             "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
         ]
-        drop = ["DROP TRIGGER refuse_messages"]
+        drop = [f"DROP TRIGGER refuse_{table}"]
     else:
         create = [
-            "CREATE FUNCTION refuse_messages() RETURNS trigger LANGUAGE plpgsql "
+            f"CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql "
             "AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
-            "CREATE TRIGGER refuse_messages BEFORE INSERT ON messages "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_messages()",
+            f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION refuse_{table}()",
         ]
-        drop = ["DROP TRIGGER refuse_messages ON messages", "DROP FUNCTION refuse_messages()"]
+        drop = [f"DROP TRIGGER refuse_{table} ON {table}", f"DROP FUNCTION refuse_{table}()"]
     with db.begin() as connection:
         for statement in create:
             connection.exec_driver_sql(statement)

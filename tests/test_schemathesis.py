@@ -49,6 +49,9 @@ SERVED_BY_HAND = {
     "PUT /api/mobile/support-requests/{id}/rating",
     "GET /api/admin/attachments/{attachmentId}/thumbnail",
     "GET /api/mobile/attachments/{attachmentId}/thumbnail",
+    # Fuzzed subs are customers the service never saw (404): test_an_erasure_passes_every_check
+    # erases one that it did.
+    "POST /api/admin/customers/{sub}/erase",
 }
 # What `--checks all` must have run at least once (the stateful ones need the links).
 EXPECTED_CHECKS = {
@@ -294,23 +297,28 @@ def test_a_real_upload_and_its_removal_pass_every_check(contract_app: Any) -> No
     )
 
 
-def test_a_rating_passes_every_check(contract_app: Any) -> None:
-    """A customer rates the request an admin resolved, and rates it again: each response held
-    to every check."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
-    customer = {"Authorization": f"Bearer {mint(name='Rater')}"}
-    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Resolver')}"}
+def _created(schema: Any, customer: dict[str, str], subject: str) -> int:
+    """The id of a request the customer opened, the create held to every check."""
     created = (
         schema["/api/mobile/support-requests"]["POST"]
         .Case(
-            body={"category": "other", "subject": "Rate me", "message": "Please."},
+            body={"category": "other", "subject": subject, "message": "Please."},
             media_type="application/json",
             headers=customer,
         )
         .call_and_validate()
     )
     assert created.status_code == 201
-    path = {"id": created.json()["data"]["id"]}
+    return int(created.json()["data"]["id"])
+
+
+def test_a_rating_passes_every_check(contract_app: Any) -> None:
+    """A customer rates the request an admin resolved, and rates it again: each response held
+    to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    customer = {"Authorization": f"Bearer {mint(name='Rater')}"}
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Resolver')}"}
+    path = {"id": _created(schema, customer, "Rate me")}
     resolved = (
         schema["/api/admin/support-requests/{id}"]["PATCH"]
         .Case(
@@ -329,3 +337,23 @@ def test_a_rating_passes_every_check(contract_app: Any) -> None:
         ).call_and_validate()
         assert rated.status_code == 200
         assert rated.json()["data"]["rating"]["score"] == body["score"]
+
+
+def test_an_erasure_passes_every_check(contract_app: Any) -> None:
+    """An admin erases a customer who opened a request, then again (zeros), and one the
+    service never saw (404): each response held to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    sub = f"customer-{uuid.uuid4().hex}"
+    customer = {"Authorization": f"Bearer {mint(sub, name='Forget Me')}"}
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Eraser')}"}
+    _created(schema, customer, "Forget me")
+    erase = schema["/api/admin/customers/{sub}/erase"]["POST"]
+    for expected in (1, 0):
+        erased = erase.Case(path_parameters={"sub": sub}, headers=admin).call_and_validate()
+        assert erased.status_code == 200
+        assert (erased.json()["data"]["customerId"], erased.json()["data"]["requests"]) == (
+            sub,
+            expected,
+        )
+    unknown = erase.Case(path_parameters={"sub": "nobody"}, headers=admin).call_and_validate()
+    assert unknown.status_code == 404

@@ -19,6 +19,7 @@ from rich.text import Text
 from support_requests.cli import (
     admin,
     attachments,
+    customers,
     demo,
     doctor,
     mobile,
@@ -64,6 +65,7 @@ app.add_typer(operator.db_app, name="db", rich_help_panel=LOCAL_PANEL)
 app.add_typer(demo.app, name="demo", rich_help_panel=LOCAL_PANEL)
 app.add_typer(tokens.app, name="token", rich_help_panel=LOCAL_PANEL)
 app.add_typer(webhooks.app, name="webhooks", rich_help_panel=LOCAL_PANEL)
+app.add_typer(customers.app, name="customers", rich_help_panel=LOCAL_PANEL)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.serve)
 app.command(rich_help_panel=LOCAL_PANEL)(operator.version)
 app.command(rich_help_panel=LOCAL_PANEL)(doctor.doctor)

@@ -58,6 +58,7 @@ from support_requests.handlers.validation import VALIDATOR_MAP
 from support_requests.openapi import SPEC_PATH
 from support_requests.storage import schema
 from support_requests.storage.attachments import AttachmentStore
+from support_requests.storage.customers import CustomerData
 from support_requests.storage.database import Database
 from support_requests.storage.devices import DeviceRegistry
 from support_requests.storage.idempotency import IdempotencyStore
@@ -316,6 +317,7 @@ def create_app(
         "uploads": Uploads.create(settings.attachment_max_bytes),
         "expected_revision": None if settings.create_schema else schema.head(),
         "devices": DeviceRegistry(database, clock),
+        "customers": CustomerData(database, attachments, clock),
         "webhooks": WebhookEndpoints(
             database,
             SecretBox(settings.secret_key),

@@ -7,23 +7,11 @@ from typing import Any
 
 from starlette.responses import Response
 
-from support_requests.domain.clock import iso_ms
 from support_requests.handlers.auth import caller
 from support_requests.handlers.render import envelope
-from support_requests.storage.devices import DeviceRegistry
+from support_requests.storage.devices import DeviceRegistry, shown
 
 PATH = "/api/mobile/devices"
-
-
-def _device(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "platform": row.platform,
-        "token": row.token,
-        "appId": row.app_id,
-        "createdAt": iso_ms(row.created_at),
-        "registeredAt": iso_ms(row.registered_at),
-    }
 
 
 async def register_device(
@@ -33,7 +21,7 @@ async def register_device(
     registered = await devices.register(
         caller(token_info), platform=body["platform"], token=body["token"], app_id=body.get("appId")
     )
-    device = _device(registered.device)
+    device = shown(registered.device)
     if registered.created:
         return envelope(
             "Device registered successfully",
@@ -47,7 +35,7 @@ async def register_device(
 async def list_devices(devices: DeviceRegistry, token_info: dict[str, Any]) -> Response:
     """The caller's devices, the most recently registered first."""
     rows = await devices.list_for(caller(token_info))
-    return envelope("Devices fetched successfully", [_device(row) for row in rows])
+    return envelope("Devices fetched successfully", [shown(row) for row in rows])
 
 
 async def remove_device(

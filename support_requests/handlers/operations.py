@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from support_requests.handlers import admin, attachments, devices, health, mobile, stats, webhooks
+from support_requests.handlers import (
+    admin,
+    attachments,
+    customers,
+    devices,
+    health,
+    mobile,
+    stats,
+    webhooks,
+)
 
 OPERATIONS: dict[str, Callable[..., Any]] = {
     # mobile
@@ -51,6 +60,8 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "listWebhookDeliveries": webhooks.list_webhook_deliveries,
     "retryWebhookDelivery": webhooks.retry_webhook_delivery,
     "pingWebhookEndpoint": webhooks.ping_webhook_endpoint,
+    # customers' data
+    "eraseCustomer": customers.erase_customer,
     # health
     "checkLiveness": health.liveness,
     "checkReadiness": health.readiness,

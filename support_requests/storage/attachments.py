@@ -532,6 +532,11 @@ class AttachmentStore:
         await self._delete_files(paths)
         return len(result.all())
 
+    async def delete_files(self, names: list[str]) -> None:
+        """Delete stored files (``storage_path`` names) whose rows no longer point to them,
+        after the transaction that let go of them committed (customer erasure)."""
+        await self._delete_files(names)
+
     # -- internals -------------------------------------------------------------
 
     async def _get(

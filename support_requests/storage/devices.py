@@ -22,7 +22,7 @@ from typing import Any, Final, cast
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from support_requests.domain.clock import now_ms
+from support_requests.domain.clock import iso_ms, now_ms
 from support_requests.domain.errors import NotFound
 from support_requests.domain.principal import Principal
 from support_requests.storage.database import Database, DbConnection
@@ -61,6 +61,18 @@ _DELETE = delete(devices_table).where(_d.id == bindparam("device_id"))
 def token_digest(token: str) -> str:
     """What a token is looked up by."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def shown(device: Any) -> dict[str, Any]:
+    """A device as its customer sees it (the API, and their data export)."""
+    return {
+        "id": device.id,
+        "platform": device.platform,
+        "token": device.token,
+        "appId": device.app_id,
+        "createdAt": iso_ms(device.created_at),
+        "registeredAt": iso_ms(device.registered_at),
+    }
 
 
 def new_device_id() -> str:
