@@ -52,6 +52,9 @@ SERVED_BY_HAND = {
     # Fuzzed subs are customers the service never saw (404): test_an_erasure_passes_every_check
     # erases one that it did.
     "POST /api/admin/customers/{sub}/erase",
+    # A retry needs a delivery of an endpoint, which fuzzed ids never name (404):
+    # test_a_delivery_retry_passes_every_check pings an endpoint and retries that delivery.
+    "POST /api/admin/webhooks/{endpointId}/deliveries/{deliveryId}/retry",
 }
 # What `--checks all` must have run at least once (the stateful ones need the links).
 EXPECTED_CHECKS = {
@@ -357,3 +360,35 @@ def test_an_erasure_passes_every_check(contract_app: Any) -> None:
         )
     unknown = erase.Case(path_parameters={"sub": "nobody"}, headers=admin).call_and_validate()
     assert unknown.status_code == 404
+
+
+def test_a_delivery_retry_passes_every_check(contract_app: Any) -> None:
+    """An admin registers an endpoint, pings it and retries that delivery (still pending):
+    each response held to every check."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", contract_app, config=_config())
+    admin = {"Authorization": f"Bearer {mint(str(uuid.uuid4()), role='admin', name='Hooks')}"}
+    added = (
+        schema["/api/admin/webhooks"]["POST"]
+        .Case(
+            body={"url": "https://hooks.example.test/support", "events": ["support_request.rated"]},
+            media_type="application/json",
+            headers=admin,
+        )
+        .call_and_validate()
+    )
+    assert added.status_code == 201, added.text
+    endpoint = {"endpointId": added.json()["data"]["id"]}
+    pinged = (
+        schema["/api/admin/webhooks/{endpointId}/ping"]["POST"]
+        .Case(path_parameters=endpoint, headers=admin)
+        .call_and_validate()
+    )
+    assert pinged.status_code == 202, pinged.text
+    delivery = {**endpoint, "deliveryId": pinged.json()["data"]["id"]}
+    retried = (
+        schema["/api/admin/webhooks/{endpointId}/deliveries/{deliveryId}/retry"]["POST"]
+        .Case(path_parameters=delivery, headers=admin)
+        .call_and_validate()
+    )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["data"]["status"] == "pending"
