@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +308,37 @@ def webhook_listener(env: Mapping[str, str], workdir: Path, *extra_args: str) ->
             answers=_answers_http,
         )
         yield launch.ready(launch.spawn(stack), stack)
+
+
+@contextmanager
+def worker_processes(
+    env: Mapping[str, str], log_dir: Path, args_per_worker: Sequence[Sequence[str]]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One ``supportctl worker`` per entry of ``args_per_worker`` (its own arguments), with
+    ``env``, until the block ends (SIGTERM, as a service manager stops them); each logs to
+    ``log_dir/worker-N.log`` and is started once it says so."""
+    with ExitStack() as stack:
+        processes = []
+        for index, args in enumerate(args_per_worker):
+            with (log_dir / f"worker-{index}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    [SUPPORTCTL, "worker", *args],
+                    cwd=PROJECT_ROOT,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            stack.callback(stop, process)
+            processes.append(process)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(
+            "webhook worker started" in (log_dir / f"worker-{i}.log").read_text()
+            for i in range(len(processes))
+        ):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                logs = [(log_dir / f"worker-{i}.log").read_text() for i in range(len(processes))]
+                raise RuntimeError(f"the workers did not start: {logs}")
+            time.sleep(0.05)
+        yield processes

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,11 @@ from support_requests.storage.outbox import SUCCEEDED, deliveries_table
 from support_requests.webhooks.secrets import new_secret
 from tests.conftest import PG_URL, reset_pg
 from tests.servers import (
-    PROJECT_ROOT,
     SUPPORTCTL,
     free_port,
     migrated_database,
     server_environment,
-    stop,
+    worker_processes,
 )
 from tests.webhook_receiver import (
     Receiver,
@@ -83,27 +82,8 @@ def workers(log_dir: Path, count: int, *args: str) -> Iterator[list[subprocess.P
         SUPPORT_WEBHOOK_ALLOW_HTTP="1",
         SUPPORT_WEBHOOK_FIRST_RETRY_SECONDS="0.2",
     )
-    with ExitStack() as stack:
-        processes = []
-        for index in range(count):
-            with (log_dir / f"worker-{index}.log").open("ab") as log:
-                process = subprocess.Popen(
-                    [SUPPORTCTL, "worker", *args],
-                    cwd=PROJECT_ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            stack.callback(stop, process)
-            processes.append(process)
-        wait_until(lambda: all(_started(log_dir, i) for i in range(count)), 30)
+    with worker_processes(env, log_dir, [args] * count) as processes:
         yield processes
-
-
-def _started(log_dir: Path, index: int) -> bool:
-    return "webhook worker started" in (log_dir / f"worker-{index}.log").read_text()
 
 
 def log_lines(log_dir: Path, index: int) -> list[dict[str, Any]]:
