@@ -165,20 +165,12 @@ def test_redis_reservations_hand_each_slot_out_once_across_processes():
             one.close()
             two.close()
 
-    async def counted() -> int:
-        pool = coredis.ConnectionPool.from_url(REDIS_URL)
-        try:
-            storage = RedisStorage(redis_storage_uri(REDIS_URL), connection_pool=pool)
-            return int(await storage.get(f"{key}:0"))
-        finally:
-            pool.disconnect()
-
     remaining = asyncio.run(go())
     assert len(remaining) == 600
     assert len(set(remaining)) == 600
     # Reservations of at most 50 each: Redis counted at most 100 more than were used,
     # in a few dozen calls instead of 600.
-    assert 600 <= asyncio.run(counted()) <= 700
+    assert 600 <= asyncio.run(_counted(f"{key}:0")) <= 700
 
 
 def test_a_redis_budget_is_exact_when_every_process_uses_its_reservation():
@@ -198,3 +190,34 @@ def test_a_redis_budget_is_exact_when_every_process_uses_its_reservation():
     allowed = asyncio.run(go())
     assert sum(allowed) == 250
     assert allowed[:250] == [True] * 250
+
+
+def test_concurrent_requests_share_one_redis_reservation_at_a_time():
+    """200 requests at once in one process: they wait for the reservation in flight instead
+    of each reserving a run (which would count 50 slots per request in Redis)."""
+    key = f"reads:{uuid.uuid4().hex}"
+    limit = Limit(1_000_000, 60)
+    limiter = RateLimiter(REDIS_URL)
+
+    async def go() -> list[int]:
+        try:
+            verdicts = await asyncio.gather(
+                *(limiter.hit(key, limit, now=30.0) for _ in range(200))
+            )
+            return [v.remaining for v in verdicts]
+        finally:
+            limiter.close()
+
+    remaining = asyncio.run(go())
+    assert len(set(remaining)) == 200
+    assert 200 <= asyncio.run(_counted(f"{key}:0")) <= 250
+
+
+async def _counted(counter: str) -> int:
+    """What Redis holds for ``counter`` (slots handed out or reserved)."""
+    pool = coredis.ConnectionPool.from_url(REDIS_URL)
+    try:
+        storage = RedisStorage(redis_storage_uri(REDIS_URL), connection_pool=pool)
+        return int(await storage.get(counter))
+    finally:
+        pool.disconnect()

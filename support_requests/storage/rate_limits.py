@@ -24,10 +24,11 @@ limits", so it was dropped.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import coredis
@@ -93,6 +94,7 @@ class _Reservation:
     window: int
     next: int = 1
     end: int = 0
+    reserving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def redis_storage_uri(url: str) -> str:
@@ -168,12 +170,16 @@ class RateLimiter:
                 self._slots = {k: v for k, v in self._slots.items() if v.window >= window}
             slots = self._slots[counter] = _Reservation(window)
         if slots.next > slots.end:
-            if slots.end >= limit.count:  # every slot of the window is handed out
-                return slots.end + 1
-            size = max(1, min(RESERVE_MAX, (limit.count - slots.end) // RESERVE_DIVISOR))
-            assert self._shared is not None
-            counted = int(await self._shared.incr(counter, limit.period, amount=size))
-            slots.next, slots.end = counted - size + 1, counted
+            # One reservation at a time per counter: requests arriving meanwhile wait for
+            # it instead of each asking Redis (and overwriting each other's runs).
+            async with slots.reserving:
+                if slots.next > slots.end:
+                    if slots.end >= limit.count:  # every slot of the window is handed out
+                        return slots.end + 1
+                    size = max(1, min(RESERVE_MAX, (limit.count - slots.end) // RESERVE_DIVISOR))
+                    assert self._shared is not None
+                    counted = int(await self._shared.incr(counter, limit.period, amount=size))
+                    slots.next, slots.end = counted - size + 1, counted
         slot = slots.next
         slots.next += 1
         return slot
