@@ -434,3 +434,45 @@ def add_endpoint_row(
             },
         )
     return endpoint_id
+
+
+def pending_delivery(database_url: str, secret: str, *, minutes_ago: int) -> None:
+    """An enabled endpoint taking ``support_request.created`` (signing with ``secret``, as
+    stored) and one event for it, both written ``minutes_ago``; no worker delivers it."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from support_requests.domain.clock import now_ms
+    from support_requests.storage.database import Database
+    from support_requests.storage.outbox import Event, endpoints_table, enqueue
+
+    async def write() -> None:
+        database = Database(database_url)
+        at = now_ms() - timedelta(minutes=minutes_ago)
+        try:
+            async with database.writing() as connection:
+                await connection.execute(
+                    insert(endpoints_table),
+                    {
+                        "id": "ep_pending",
+                        "url": "https://hooks.example.test/support",
+                        "description": None,
+                        "events": ["support_request.created"],
+                        "secret": secret,
+                        "enabled": True,
+                        "disabled_reason": None,
+                        "created_by": "ops",
+                        "created_at": at,
+                        "updated_at": at,
+                    },
+                )
+                event = Event(
+                    "support_request.created", {"requestId": 1, "customerId": "c"}, 1, "c"
+                )
+                assert await enqueue(connection, [event], at) == 1
+        finally:
+            await database.dispose()
+
+    asyncio.run(write())

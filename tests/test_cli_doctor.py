@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
 
-from support_requests.domain.clock import now_ms
 from support_requests.storage import schema
-from support_requests.storage.database import Database
-from support_requests.storage.outbox import Event, endpoints_table, enqueue
 from support_requests.webhooks.secrets import SecretBox, new_secret
 from tests.conftest import REDIS_URL
+from tests.helpers import pending_delivery
 from tests.servers import free_port, migrated_database
 
 SECRET = "doctor-test-secret-" + "s" * 40
@@ -177,32 +172,8 @@ def test_the_jwks_endpoint_must_publish_usable_keys(run, migrated, jwks_server):
     assert checks(result)["JWKS endpoint"]["detail"] == f"1 key(s) at {url}"
 
 
-async def _endpoint_with_pending(database_url: str, secret: str, minutes_ago: int) -> None:
-    database = Database(database_url)
-    at = now_ms() - timedelta(minutes=minutes_ago)
-    async with database.writing() as connection:
-        await connection.execute(
-            insert(endpoints_table),
-            {
-                "id": "ep_doctor",
-                "url": "https://hooks.example.test/support",
-                "description": None,
-                "events": ["support_request.created"],
-                "secret": secret,
-                "enabled": True,
-                "disabled_reason": None,
-                "created_by": "ops",
-                "created_at": at,
-                "updated_at": at,
-            },
-        )
-        event = Event("support_request.created", {"requestId": 1, "customerId": "c"}, 1, "c")
-        await enqueue(connection, [event], at)
-    await database.dispose()
-
-
 def test_deliveries_waiting_for_a_worker_fail_with_what_to_start(run, migrated):
-    asyncio.run(_endpoint_with_pending(migrated, new_secret(), minutes_ago=5))
+    pending_delivery(migrated, new_secret(), minutes_ago=5)
     result = run(
         "doctor",
         "--json",
@@ -219,7 +190,7 @@ def test_deliveries_waiting_for_a_worker_fail_with_what_to_start(run, migrated):
 
 def test_sealed_secrets_need_the_key_they_were_sealed_with(run, migrated):
     sealed = SecretBox(KEY.encode()).seal(new_secret())
-    asyncio.run(_endpoint_with_pending(migrated, sealed, minutes_ago=0))
+    pending_delivery(migrated, sealed, minutes_ago=0)
     base: dict[str, str] = {"SUPPORT_DATABASE_URL": migrated, "SUPPORT_JWT_SECRET": SECRET}
     without = run("doctor", "--json", **base)
     assert without.exit_code == 1

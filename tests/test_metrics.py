@@ -3,10 +3,8 @@ with traffic, the outbox read at scrape time, and the sum over `serve --workers 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +12,11 @@ import httpx
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import insert
 
-from support_requests.domain.clock import now_ms
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import ConfigurationError, Settings
-from support_requests.storage.database import Database
-from support_requests.storage.outbox import Event, endpoints_table, enqueue
-from tests.helpers import MOBILE, assert_problem, create, customer
+from support_requests.webhooks.secrets import new_secret
+from tests.helpers import MOBILE, assert_problem, create, customer, pending_delivery
 from tests.servers import migrated_database, server_environment, supportctl_server
 
 TOKEN = "metrics-token-0123456789"
@@ -159,33 +154,8 @@ def test_uploads_and_their_bytes_are_counted(metered):
     assert moved == stored
 
 
-async def _pending_delivery(database_url: str, minutes_ago: int) -> None:
-    """One endpoint and one event for it, written `minutes_ago` (no worker runs here)."""
-    database = Database(database_url)
-    at = now_ms() - timedelta(minutes=minutes_ago)
-    async with database.writing() as connection:
-        await connection.execute(
-            insert(endpoints_table),
-            {
-                "id": "ep_metrics",
-                "url": "https://hooks.example.test/support",
-                "description": None,
-                "events": ["support_request.created"],
-                "secret": "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
-                "enabled": True,
-                "disabled_reason": None,
-                "created_by": "ops",
-                "created_at": at,
-                "updated_at": at,
-            },
-        )
-        event = Event("support_request.created", {"requestId": 1, "customerId": "c"}, 1, "c")
-        assert await enqueue(connection, [event], at) == 1
-    await database.dispose()
-
-
 def test_outbox_backlog_and_age_are_read_from_the_database_at_scrape(metered, database_url):
-    asyncio.run(_pending_delivery(database_url, minutes_ago=10))
+    pending_delivery(database_url, new_secret(), minutes_ago=10)
     with create_app(dataclasses.replace(metered, embedded_worker=False)).test_client() as client:
         scraped = scrape(client)
     assert value(scraped, "support_webhook_outbox_pending") == 1
