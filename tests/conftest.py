@@ -26,7 +26,15 @@ from support_requests.storage.database import sync_url
 from support_requests.storage.models import Base
 from tests.helpers import SECRET
 
+# Under pytest-xdist (``-n auto``) each worker process has a database of its own, named
+# after the given one and the worker ("support_test_gw0"), created if missing.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 PG_URL = os.environ.get("SUPPORT_TEST_PG_URL")
+if PG_URL and _XDIST_WORKER:
+    _given = make_url(PG_URL)
+    PG_URL = _given.set(database=f"{_given.database}_{_XDIST_WORKER}").render_as_string(
+        hide_password=False
+    )
 # The machine's Redis: tests that need it fail (never skip) when it is not there.
 REDIS_URL = os.environ.get("SUPPORT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 REQUIRE_PG = os.environ.get("SUPPORT_REQUIRE_PG") == "1"
@@ -132,7 +140,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if REQUIRE_PG and exitstatus == 0 and _pg_passed == 0:
+    # Under xdist the controller sees every worker's reports; a worker sees only its own.
+    if REQUIRE_PG and not _XDIST_WORKER and exitstatus == 0 and _pg_passed == 0:
         session.exitstatus = 3
         print("\nSUPPORT_REQUIRE_PG=1 but no PostgreSQL test passed")
 
