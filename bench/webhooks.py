@@ -16,8 +16,9 @@ every signature with ``standardwebhooks``), it measures:
    ``--lag-seconds``; the lag of each is its arrival at the receiver minus its timestamp
    (taken in the enqueuing transaction): p50, p99, max.
 3. ``api``: ``supportctl serve``'s create and reply throughput under wrk (as
-   ``bench/run.py`` measures them), without a worker, with one draining, and without again
-   (the cost is against the mean of the two runs without). The API writes events only
+   ``bench/run.py`` measures them), alternately without a worker and with one draining
+   (each "with" against the mean of the runs either side of it), and the CPU of the
+   PostgreSQL processes per API request in each run. The API writes events only
    once the outbox is wired into its write path; until then ``events written`` reads 0
    and the worker has nothing to drain.
 
@@ -49,6 +50,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench
 
+# ``--pin``: the command prefix that runs the workers and the receiver on a CPU of their own
+# (as on another host), while this script, the server and wrk keep the other.
+OTHER_CPU: list[str] = []
 SECRET_KEY = "bench-webhooks-key-" + "k" * 32
 JWT_SECRET = "bench-webhooks-jwt-" + "s" * 32
 
@@ -135,7 +139,10 @@ def serve_receiver(port: int, secret: str) -> None:
 @contextmanager
 def receiver_process(secret: str, workdir: Path) -> Iterator[str]:
     port = bench.free_port()
-    command = [sys.executable, __file__, "receiver", "--port", str(port), "--secret", secret]
+    command = [
+        *OTHER_CPU,
+        *(sys.executable, __file__, "receiver", "--port", str(port), "--secret", secret),
+    ]
     with (workdir / "receiver.log").open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -191,6 +198,23 @@ def add_endpoint(database_url: str, url: str, secret: str) -> None:
             )
         )
     engine.dispose()
+
+
+def postgres_cpu_seconds() -> float:
+    """User and system CPU of every PostgreSQL process on this machine so far, with the
+    backends that exited (the postmaster's reaped children), from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name, _, rest = text.partition(") ")
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
 
 
 def table_counts(database_url: str) -> dict[str, int]:
@@ -285,7 +309,7 @@ def worker_processes(env: dict[str, str], count: int, workdir: Path, *args: str)
         for index in range(count):
             with (workdir / f"worker-{index}.log").open("ab") as log:
                 process = subprocess.Popen(
-                    [bench.supportctl(), "worker", *args],
+                    [*OTHER_CPU, bench.supportctl(), "worker", *args],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -324,8 +348,10 @@ def delivery_rate(
     httpx.post(f"{url}/reset", timeout=10)
     enqueue_backlog(env["SUPPORT_DATABASE_URL"], args.events, args.requests)
     worker_args = ("--concurrency", str(args.concurrency), "--per-endpoint", str(args.per_endpoint))
+    cpu_before = postgres_cpu_seconds()
     with worker_processes(env, workers, workdir, *worker_args):
         stats = wait_for_arrivals(url, args.events, 300, workdir)
+    cpu = postgres_cpu_seconds() - cpu_before
     seconds = (stats["last"] or 0) - (stats["first"] or 0)
     result = {
         "workers": workers,
@@ -335,6 +361,7 @@ def delivery_rate(
         "unverified": stats["unverified"],
         "seconds": round(seconds, 2),
         "events_per_s": round(args.events / seconds, 1) if seconds else None,
+        "postgres_cpu_ms_per_event": round(1000 * cpu / args.events, 3),
     }
     bench.log(f"delivery: {result}")
     return result
@@ -365,7 +392,7 @@ def delivery_lag(
 
 
 def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """create and reply under wrk: without a worker, with one draining, without again."""
+    """create and reply under wrk: alternately without a worker and with one draining."""
     wrk = bench.ensure_wrk()
     minter = bench.Minter(JWT_SECRET)
     run_id = uuid.uuid4().hex[:8]
@@ -382,27 +409,37 @@ def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> di
         runnable, _ = bench.scenarios(who, seeded)
         chosen = [s for s in runnable if s.name in ("create", "reply")]
         phases: list[dict[str, Any]] = []
-        for phase in ("without", "with", "without again"):
+        # Alternated, each "with" against the mean of the runs either side of it: the
+        # database grows from run to run, and a single before/after pair drifted by 25 %.
+        for phase in ("without", "with", "without", "with", "without"):
             before = table_counts(env["SUPPORT_DATABASE_URL"])
             with ExitStack() as stack:
                 if phase == "with":
                     stack.enter_context(worker_processes(env, 1, workdir))
                     time.sleep(2)
+                cpu_before = postgres_cpu_seconds()
                 measured = {s.name: bench.measure(wrk, api, s, workdir, wrk_args) for s in chosen}
+                cpu = postgres_cpu_seconds() - cpu_before
             after = table_counts(env["SUPPORT_DATABASE_URL"])
+            requests = sum(m["rps"] for m in measured.values()) * args.api_seconds
             entry = {
                 "phase": phase,
                 **{f"{name}_rps": m["rps"] for name, m in measured.items()},
                 **{f"{name}_p99_ms": m["p99_ms"] for name, m in measured.items()},
                 "events_written": after["events"] - before["events"],
                 "delivered": after.get("succeeded", 0) - before.get("succeeded", 0),
+                "postgres_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3),
             }
             bench.log(f"api: {entry}")
             phases.append(entry)
-    cost = {}
+    cost: dict[str, float | None] = {}
     for name in ("create", "reply"):
-        baseline = (phases[0][f"{name}_rps"] + phases[2][f"{name}_rps"]) / 2
-        cost[name] = round(100 * (1 - phases[1][f"{name}_rps"] / baseline), 1) if baseline else None
+        ratios = []
+        for index in (1, 3):
+            baseline = (phases[index - 1][f"{name}_rps"] + phases[index + 1][f"{name}_rps"]) / 2
+            if baseline:
+                ratios.append(phases[index][f"{name}_rps"] / baseline)
+        cost[name] = round(100 * (1 - statistics.fmean(ratios)), 1) if ratios else None
     return {"phases": phases, "cost_percent": cost}
 
 
@@ -424,6 +461,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=100, help="api: customers")
     parser.add_argument("--connections", type=int, default=32, help="api: wrk connections")
     parser.add_argument("--parts", default="delivery,lag,api", help="which measurements")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="workers and receiver on CPU 1, the server, wrk and this script on CPU 0 "
+        "(PostgreSQL is not pinned): the worker as on another host, its cost to the API "
+        "only what it costs the database",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -441,11 +485,15 @@ def main(argv: list[str] | None = None) -> int:
     from support_requests.webhooks.secrets import new_secret
 
     parts = set(args.parts.split(","))
+    if args.pin:
+        os.sched_setaffinity(0, {0})
+        OTHER_CPU[:] = ["taskset", "--cpu-list", "1"]
     report: dict[str, Any] = {
         "meta": {
             "date": datetime.now(UTC).strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
             "command": "python bench/webhooks.py " + " ".join(sys.argv[1:]),
+            "pinned": args.pin,
         }
     }
     secret = new_secret()

@@ -48,8 +48,9 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
     assert lag["events"] >= 30
     assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
     phases = report["api"]["phases"]
-    assert [phase["phase"] for phase in phases] == ["without", "with", "without again"]
+    assert [phase["phase"] for phase in phases] == ["without", "with", "without", "with", "without"]
     for phase in phases:
         assert phase["create_rps"] > 0 and phase["reply_rps"] > 0
+        assert phase["postgres_cpu_ms_per_request"] > 0
     assert set(report["api"]["cost_percent"]) == {"create", "reply"}
     assert json.loads(done.stdout) == report

@@ -762,7 +762,7 @@ def test_no_worker_runs_in_a_server_without_the_switch(
 # -- the claim ----------------------------------------------------------------------------
 
 
-def test_the_claim_is_one_statement_that_skips_locked_rows_on_postgresql(
+def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locked_rows(
     database_url: str, db: sa.Engine
 ) -> None:
     add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
@@ -784,10 +784,15 @@ def test_the_claim_is_one_statement_that_skips_locked_rows_on_postgresql(
     on_database(database_url, scenario)
 
     if database_url.startswith("postgresql"):
-        [statement] = seen
+        # One statement, in a transaction that keeps the planner on the index walk.
+        begin, planner, statement, commit = seen
+        assert (begin, commit) == ("BEGIN", "COMMIT")
+        assert "set_config" in planner and "enable_bitmapscan" in planner
         assert statement.startswith("WITH live AS MATERIALIZED")
         assert "UPDATE webhook_deliveries SET claimed_until" in statement
-        assert "FOR UPDATE OF webhook_deliveries SKIP LOCKED" in statement
+        # One lock, taken on the chosen rows (the outermost subquery), none on the scan.
+        assert statement.count("FOR UPDATE") == 1
+        assert statement.rstrip().split("FOR UPDATE SKIP LOCKED)")[1].lstrip().startswith("AND")
         assert "RETURNING" in statement and "webhook_endpoints.url" in statement
     else:
         assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"

@@ -378,6 +378,14 @@ class WebhookDelivery(Base):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        # The claim's count of live leases per endpoint: only deliveries under a lease.
+        Index(
+            "ix_webhook_deliveries_leased",
+            "endpoint_id",
+            "claimed_until",
+            postgresql_where=text("status = 'pending' AND claimed_until IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND claimed_until IS NOT NULL"),
+        ),
         # An endpoint's deliveries, newest first (the admin API's page).
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
         Index("ix_webhook_deliveries_event", "event_id"),

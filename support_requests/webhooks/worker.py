@@ -3,11 +3,12 @@
 One loop per worker: claim as many due deliveries as there are free slots (``concurrency``
 in all; at most ``per_endpoint`` under a live lease per endpoint, counted in the claim
 across every worker, and held by a semaphore per endpoint in this one), send each in its
-own task, record the outcome, and sleep until the next delivery is due, a wake-up, or
-``poll_seconds`` at most. Wake-ups: on PostgreSQL a notification on
-``models.NOTIFY_CHANNEL`` (the deliveries' insert trigger), received on a connection of
-the worker's own; in this process, ``outbox.on_enqueue`` (the SQLite server's embedded
-worker has no other); and a finished delivery (the next one of its request may be due).
+own task, record the outcome, and sleep until the next retry is due, a wake-up, or
+``poll_seconds`` at most (rounds start ``MIN_ROUND_SECONDS`` apart at least). Wake-ups:
+on PostgreSQL a notification on ``models.NOTIFY_CHANNEL`` (the deliveries' insert
+trigger), received on a connection of the worker's own; in this process,
+``outbox.on_enqueue`` (the SQLite server's embedded worker has no other); and a finished
+delivery (the next one of its request may be due).
 
 Outcomes: a 2xx succeeds; a 410 fails the delivery and disables the endpoint; anything
 else (another status, a timeout, a refused or unresolvable address, a connection error)
@@ -60,8 +61,12 @@ DEFAULT_LEASE_SECONDS = 60.0
 # this is how deliveries enqueued by another process are found.
 POLL_SECONDS_PG = 5.0
 POLL_SECONDS_SQLITE = 1.0
-# Shortest sleep when something is due but cannot be claimed yet (its endpoint is busy).
-MIN_SLEEP_SECONDS = 0.05
+# Rounds start at least this far apart: under write load every commit of the API sends a
+# notification, and a claim per notification cost the API a third of its write throughput
+# on a shared PostgreSQL (bench/README.md). A wake-up that arrives meanwhile is kept (the
+# event stays set) and served by the next round, so none is lost; a delivery waits at most
+# this much longer.
+MIN_ROUND_SECONDS = 0.02
 LISTEN_RETRY_SECONDS = 1.0
 
 
@@ -207,13 +212,18 @@ class Worker:
         )
         try:
             while not self._stopping:
+                # Cleared before the claim: a wake-up from here on means another round.
                 self._wake.clear()
+                started = time.monotonic()
                 delay = await self._round()
                 if self._stopping:
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
+                pause = started + MIN_ROUND_SECONDS - time.monotonic()
+                if pause > 0 and not self._stopping:
+                    await asyncio.sleep(pause)
         finally:
             unsubscribe()
             if listener is not None:
@@ -252,7 +262,7 @@ class Worker:
                 return self._poll  # finishing deliveries wake the loop
             started = await self._claim()
             if started < free:
-                due = await self._store.next_due()
+                due = await self._store.next_due(self._clock())
             else:
                 return self._poll  # every slot taken: a finishing delivery wakes the loop
         except SQLAlchemyError as error:
@@ -261,7 +271,7 @@ class Worker:
         if due is None:
             return self._poll
         wait = (due - self._clock()).total_seconds()
-        return min(self._poll, max(MIN_SLEEP_SECONDS, wait))
+        return min(self._poll, max(0.0, wait))
 
     async def _claim(self) -> int:
         free = self._concurrency - len(self._in_flight)
