@@ -698,3 +698,36 @@ def test_a_change_reads_the_endpoints_only_when_one_is_enabled(database_url, db)
     )
     assert types(db)[-1] == RATED
     assert stored_events(db)[-1]["endpoints"] == [endpoint]
+
+
+def test_an_endpoint_deleted_after_a_change_read_it_gets_no_delivery_and_the_change_stands(
+    database_url, db, monkeypatch
+):
+    """PostgreSQL reads who takes ``created`` before the create's transaction: an endpoint
+    deleted in between is left out (no foreign-key failure, no 500), the others still get
+    theirs. (SQLite reads them inside its write transaction: nothing can come between.)"""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite reads the endpoints inside the change's write transaction")
+    alice = customer_principal()
+    gone = add_endpoint_row(db)
+    kept = add_endpoint_row(db)
+    read = outbox.read_subscribers
+
+    async def read_then_lose_one(connection: Any) -> outbox.Subscribers:
+        subscribers = await read(connection)
+        with db.begin() as other:
+            other.execute(
+                sa.delete(outbox.endpoints_table).where(outbox.endpoints_table.c.id == gone)
+            )
+        return subscribers
+
+    monkeypatch.setattr(support_desk, "read_subscribers", read_then_lose_one)
+
+    created = with_desk(
+        database_url,
+        lambda desk: desk.create_request(alice, category="other", subject="s", message="m"),
+    )
+
+    assert stored_request(db, created.row.id)["subject"] == "s"
+    assert types(db) == [CREATED]
+    assert [row["endpoint_id"] for row in delivery_rows(db)] == [kept]

@@ -111,7 +111,10 @@ _DELIVERY_COLUMNS = (
 @functools.cache
 def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
     """PostgreSQL: ``count`` events and their ``deliveries`` in one statement (a
-    data-modifying CTE), the deliveries inserted in the order of ``position``."""
+    data-modifying CTE), the deliveries inserted in the order of ``position``. Only to
+    endpoints that still exist, each held (``FOR KEY SHARE``) until the change commits: the
+    change may have read its endpoints before its transaction began, and one deleted since
+    (or being deleted) gets no delivery rather than failing the change on the foreign key."""
     stored = _insert_events(count).cte("stored")
     targets = values(
         column("public_id", String),
@@ -141,8 +144,13 @@ def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
             at,
             at,
         )
-        .select_from(targets.join(stored, stored.c.public_id == targets.c.public_id))
+        .select_from(
+            targets.join(stored, stored.c.public_id == targets.c.public_id).join(
+                endpoints_table, endpoints_table.c.id == targets.c.endpoint_id
+            )
+        )
         .order_by(targets.c.position)
+        .with_for_update(of=endpoints_table, key_share=True)
     )
     return insert(deliveries_table).from_select(list(_DELIVERY_COLUMNS), rows).add_cte(stored)
 
