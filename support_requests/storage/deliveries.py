@@ -20,13 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     DateTime,
     Integer,
     and_,
     bindparam,
+    exists,
     func,
     or_,
     select,
@@ -215,18 +216,39 @@ _DISABLE_ENDPOINT = (
     .values(enabled=False, disabled_reason=DISABLED_GONE, updated_at=bindparam("at"))
 )
 _RELEASE = update(_d).where(_fenced).values(claimed_until=None)
-# When the next retry falls due: the earliest pending delivery due after ``now``, the first
-# entry past ``now`` in ``ix_webhook_deliveries_due`` (one index probe, however long the
-# backlog). What is due already but could not be claimed waits for something that wakes
-# the worker anyway: an earlier delivery of its request or of its endpoint finishing (in
-# this worker: it wakes the loop; in another: that worker claims it), or, for a lease of
-# a worker that died, the next poll.
-_NEXT_DUE = (
+# After a claim that took fewer than it could: is anything due and unclaimed that this
+# claim could not take (its endpoint's deliveries in flight, an earlier one of its request
+# pending), and when does the next retry fall due? Each one walk of
+# ``ix_webhook_deliveries_due`` that stops at its first row, however long the backlog.
+_NEXT_DUE = select(
+    exists(
+        select(_d.c.id)
+        .join(_ep, _ep.c.id == _d.c.endpoint_id)
+        .where(
+            _d.c.status == PENDING,
+            _d.c.next_attempt_at <= bindparam("now", type_=DateTime()),
+            or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
+            _ep.c.enabled,
+        )
+    ).label("waiting"),
     select(_d.c.next_attempt_at)
-    .where(_d.c.status == PENDING, _d.c.next_attempt_at > bindparam("now", type_=DateTime()))
+    .where(_d.c.status == PENDING, _d.c.next_attempt_at > bindparam("now"))
     .order_by(_d.c.next_attempt_at, _d.c.id)
     .limit(1)
+    .scalar_subquery()
+    .label("next_retry"),
 )
+
+
+class NextDue(NamedTuple):
+    """What a worker that claimed fewer than it could waits for: ``waiting``, deliveries
+    due but held back (by their endpoint's deliveries in flight, or an earlier one of
+    their request); ``next_retry``, when the next retry falls due (None: none)."""
+
+    waiting: bool
+    next_retry: datetime | None
+
+
 # The claim walks ix_webhook_deliveries_due in order and stops at the first ``scan`` rows
 # it may take. Planned on the statistics of a table that grew from a few rows to thousands
 # since autovacuum last looked (a backlog piling up in seconds), PostgreSQL chose instead
@@ -388,11 +410,12 @@ class DeliveryStore:
                 [{"delivery_id": delivery.id, "lease": delivery.lease} for delivery in deliveries],
             )
 
-    async def next_due(self, now: datetime) -> datetime | None:
-        """When the next retry falls due after ``now`` (None: no retry is waiting)."""
+    async def next_due(self, now: datetime) -> NextDue:
+        """Whether deliveries due at ``now`` are held back, and when the next retry falls
+        due after it."""
         async with self._database.reading() as connection:
-            due: datetime | None = await connection.scalar(_NEXT_DUE, {"now": now})
-        return due
+            row = (await connection.execute(_NEXT_DUE, {"now": now})).first()
+        return NextDue(bool(row.waiting), row.next_retry)
 
     async def _fenced(self, statement: Any, delivery: ClaimedDelivery, **values: Any) -> bool:
         async with self._database.autocommit() as connection:

@@ -67,6 +67,9 @@ POLL_SECONDS_SQLITE = 1.0
 # event stays set) and served by the next round, so none is lost; a delivery waits at most
 # this much longer.
 MIN_ROUND_SECONDS = 0.02
+# How soon a worker with nothing in flight looks again when due deliveries are held back
+# by others in flight (held by another worker, or earlier ones of their request).
+HELD_BACK_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 1.0
 
 
@@ -268,9 +271,13 @@ class Worker:
         except SQLAlchemyError as error:
             logger.warning("claiming deliveries failed; retrying", extra=_fields(error=str(error)))
             return min(self._poll, LISTEN_RETRY_SECONDS)
-        if due is None:
+        if due.waiting and not self._in_flight:
+            # Held back by deliveries in flight elsewhere (another worker's, whose ending
+            # wakes only that worker): look again soon, so every worker takes a share.
+            return HELD_BACK_SECONDS
+        if due.next_retry is None:
             return self._poll
-        wait = (due - self._clock()).total_seconds()
+        wait = (due.next_retry - self._clock()).total_seconds()
         return min(self._poll, max(0.0, wait))
 
     async def _claim(self) -> int:
