@@ -6,13 +6,16 @@ import asyncio
 import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from support_requests.handlers.app import create_app
 from support_requests.handlers.idempotency import fingerprint
 from support_requests.handlers.settings import Settings
+from support_requests.storage.database import STATEMENT_OBSERVERS
 from support_requests.storage.idempotency import IdempotencyStore
 from tests.helpers import ADMIN, MOBILE, admin, create, customer, move_to
 from tests.servers import app_in_thread
@@ -264,3 +267,81 @@ def test_a_retry_of_a_reply_refused_now_still_gets_its_first_answer(client, db):
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.content == first.content
     assert _count(db, "messages") == 2
+
+
+def _statements_of(client: Any, headers: dict[str, str], body: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+    try:
+        assert client.post(MOBILE, json=body, headers=headers).status_code == 201
+    finally:
+        STATEMENT_OBSERVERS.pop()
+    return seen
+
+
+def test_a_keyed_create_costs_the_statements_of_one_without_a_key_on_postgresql(
+    client, db, database_url
+):
+    """PostgreSQL: the ids are taken with the endpoints' read, and the answer is stored by
+    the statement that creates the request: two statements, no BEGIN/COMMIT, with a key or
+    without."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite stores the answer in the create's write transaction")
+    alice = customer()
+    # Warm: a process's first keyed write also sweeps expired answers (once a minute).
+    _statements_of(client, {**alice, "Idempotency-Key": _key()}, BODY)
+    without = _statements_of(client, alice, BODY)
+    keyed = _statements_of(client, {**alice, "Idempotency-Key": _key()}, BODY)
+    assert len(keyed) == len(without) == 2
+    assert "nextval" in keyed[0] and "webhook_endpoints" in keyed[0]
+    assert "INSERT INTO idempotency_records" in keyed[1]
+    assert "INSERT INTO support_requests" in keyed[1]
+    assert not any(sql in ("BEGIN", "COMMIT") for sql in keyed)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        BODY,
+        {**BODY, "device": {"platform": "ios", "osVersion": "18.1", "appVersion": "4.2.1"}},
+        {
+            **BODY,
+            "device": {
+                "platform": "android",
+                "osVersion": "15",
+                "appVersion": "4.2.1",
+                "appBuild": "421",
+                "deviceModel": "Pixel 9",
+                "locale": "de-DE",
+                "timeZone": "Europe/Berlin",
+            },
+        },
+    ],
+    ids=["plain", "some-device", "whole-device"],
+)
+@pytest.mark.parametrize("who", ["named", "with-picture", "nameless"])
+def test_a_keyed_create_stores_exactly_the_answer_it_gave(client, db, caplog, body, who):
+    """The answer stored with a PostgreSQL create is rendered before the write, from the ids
+    it took; it must be byte for byte the one rendered from the stored rows (else the
+    create logs a warning and stores that one instead). Everywhere: the replay is the
+    first answer, byte for byte."""
+    claims: dict[str, Any] = {
+        "named": {},
+        "with-picture": {"picture": "https://example.com/a.png"},
+        "nameless": {"name": None},
+    }[who]
+    alice, key = customer(**claims) if who != "nameless" else customer(None), _key()
+    first = client.post(MOBILE, json=body, headers={**alice, "Idempotency-Key": key})
+    again = client.post(MOBILE, json=body, headers={**alice, "Idempotency-Key": key})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    with db.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT body, location FROM idempotency_records WHERE key = :key"),
+            {"key": key},
+        ).one()
+    assert bytes(stored.body) == first.content
+    assert stored.location == first.headers["location"]
+    assert "differed from its prediction" not in caplog.text
+    assert _count(db, "support_requests") == 1

@@ -11,9 +11,8 @@ from support_requests.handlers import conditional
 from support_requests.handlers.auth import caller
 from support_requests.handlers.idempotency import once
 from support_requests.handlers.render import admin_detail, admin_summary, envelope
-from support_requests.storage.idempotency import IdempotencyStore
+from support_requests.storage.idempotency import IdempotencyStore, Keeper
 from support_requests.storage.support_desk import (
-    BeforeCommit,
     QueueFilters,
     RequestRecord,
     SupportDesk,
@@ -85,13 +84,13 @@ async def reply(
     admin = caller(token_info)
     add = desk.add_internal_note if body.get("internal") else desk.reply_as_admin
 
-    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+    async def act(keeper: Keeper | None) -> RequestRecord:
         return await add(
             admin,
             id_,
             body["body"].strip(),
             attachments=body.get("attachments", ()),
-            before_commit=before_commit,
+            before_commit=None if keeper is None else keeper.before_commit,
         )
 
     def render(record: RequestRecord) -> Response:

@@ -20,14 +20,14 @@ from starlette.responses import Response
 from support_requests import metrics
 from support_requests.domain.principal import Principal
 from support_requests.handlers.problems import HttpProblem
-from support_requests.storage.database import DbConnection
 from support_requests.storage.idempotency import (
     IdempotencyStore,
+    Keeper,
     KeyTaken,
     StoredAnswer,
     StoredResponse,
 )
-from support_requests.storage.support_desk import BeforeCommit, RequestRecord
+from support_requests.storage.support_desk import RequestRecord
 
 HEADER = "Idempotency-Key"
 
@@ -42,32 +42,32 @@ async def once(
     store: IdempotencyStore,
     caller: Principal,
     body: Any,
-    act: Callable[[BeforeCommit | None], Awaitable[RequestRecord]],
+    act: Callable[[Keeper | None], Awaitable[RequestRecord]],
     render: Callable[[RequestRecord], Response],
 ) -> Response:
     """``render(await act(...))`` once per (caller, Idempotency-Key); without the header,
-    just that. ``act`` runs the change and calls the hook it is given inside its
-    transaction, which stores the rendered answer there."""
+    just that. ``act`` runs the change with the ``Keeper`` it is given, which stores the
+    rendered answer with the change (``storage/idempotency.py``)."""
     key = request.headers.get(HEADER)
     if key is None:
         return render(await act(None))
     digest = fingerprint(request.method, request.url.path, body)
-    answered: list[Response] = []
 
-    async def keep_answer(connection: DbConnection, record: RequestRecord) -> None:
+    rendered: list[Response] = []
+
+    def answer(record: RequestRecord) -> StoredResponse:
         response = render(record)
-        kept = StoredResponse(
+        rendered.append(response)  # the last is the change's own (a create renders twice)
+        return StoredResponse(
             response.status_code, bytes(response.body), response.headers.get("location")
         )
-        await store.keep(connection, caller.sub, key, digest, kept)
-        answered.append(response)
 
     # No read before the change: a first request (the usual case) costs one statement more
     # than without a key, the upsert of its answer. A retry runs the change too; the taken
     # key rolls it back, or (a change now refused, e.g. on a request closed since) the
     # refusal is answered with the stored answer if there is one.
     try:
-        await act(keep_answer)
+        await act(Keeper(store, caller.sub, key, digest, answer))
     except KeyTaken:
         # A request with the same key committed first: this one's change was rolled back.
         first = await store.find(caller.sub, key)
@@ -83,7 +83,7 @@ async def once(
         if stored is None:
             raise
         return _replay(stored, digest)
-    return answered[0]
+    return rendered[-1]
 
 
 def _replay(stored: StoredAnswer, digest: str) -> Response:

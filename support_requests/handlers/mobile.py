@@ -16,8 +16,8 @@ from support_requests.handlers.render import (
     mobile_summary,
     read_state,
 )
-from support_requests.storage.idempotency import IdempotencyStore
-from support_requests.storage.support_desk import BeforeCommit, RequestRecord, SupportDesk
+from support_requests.storage.idempotency import IdempotencyStore, Keeper
+from support_requests.storage.support_desk import RequestRecord, SupportDesk
 
 PATH = "/api/mobile/support-requests"
 
@@ -31,7 +31,7 @@ async def create_request(
     """Open a support request with its first message (once per Idempotency-Key)."""
     customer = caller(token_info)
 
-    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+    async def act(keeper: Keeper | None) -> RequestRecord:
         return await desk.create_request(
             customer,
             category=body["category"],
@@ -39,7 +39,7 @@ async def create_request(
             message=body["message"].strip(),
             attachments=body.get("attachments", ()),
             device=_device(body.get("device")),
-            before_commit=before_commit,
+            keeper=keeper,
         )
 
     def render(record: RequestRecord) -> Response:
@@ -101,13 +101,13 @@ async def reply(
     """Append the caller's reply (once per Idempotency-Key)."""
     customer = caller(token_info)
 
-    async def act(before_commit: BeforeCommit | None) -> RequestRecord:
+    async def act(keeper: Keeper | None) -> RequestRecord:
         return await desk.reply_as_customer(
             customer,
             id_,
             body["body"].strip(),
             attachments=body.get("attachments", ()),
-            before_commit=before_commit,
+            before_commit=None if keeper is None else keeper.before_commit,
         )
 
     def render(record: RequestRecord) -> Response:

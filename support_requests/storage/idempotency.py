@@ -5,6 +5,11 @@ a reply), just before it commits: after a crash at any instant either both are t
 retry gets the stored answer) or neither is (a retry runs afresh). Nothing is ever "in
 progress", so no retry waits or gets a 409 for a request that is not running.
 
+A create on PostgreSQL goes further (``SupportDesk.create_request`` with a ``Keeper``): its
+answer is rendered before the write, from the ids it takes first, and stored by the very
+statement that creates the request (``kept_cte``), so a keyed create costs the statements
+of one without a key.
+
 Two requests with one key at once both run; the one that commits second finds the key
 taken when it writes its answer (on PostgreSQL its insert waits for the first to commit),
 rolls its change back and answers with the first one's. ``keep`` is one statement: an
@@ -14,11 +19,12 @@ there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, or_, select
+from sqlalchemy import CTE, Table, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from support_requests.domain.clock import now_ms
@@ -42,10 +48,35 @@ _FIND = select(
     records.c.created_at >= bindparam("live_since"),
 )
 _SWEEP = delete(records).where(records.c.created_at < bindparam("before"))
+_REPLACE = (
+    records.update()
+    .where(records.c.owner == bindparam("kept_owner"), records.c.key == bindparam("kept_key"))
+    .values(
+        status_code=bindparam("new_status_code"),
+        body=bindparam("new_body"),
+        location=bindparam("new_location"),
+    )
+)
+
+
+_KEPT_COLUMNS = (
+    "owner",
+    "key",
+    "fingerprint",
+    "state",
+    "status_code",
+    "body",
+    "location",
+    "created_at",
+)
 
 
 def _keep(dialect: Any) -> Any:
-    statement = dialect.insert(records)
+    statement = dialect.insert(records).values(
+        # Named apart from the columns (``kept_body``): as a CTE this sits beside the
+        # create's own ``body`` and ``created_at``.
+        {name: bindparam(f"kept_{name}", type_=records.c[name].type) for name in _KEPT_COLUMNS}
+    )
     return statement.on_conflict_do_update(
         index_elements=[records.c.owner, records.c.key],
         set_={
@@ -64,6 +95,12 @@ def _keep(dialect: Any) -> Any:
 
 
 _KEEP = {"postgresql": _keep(postgresql), "sqlite": _keep(sqlite)}
+
+
+def kept_cte() -> CTE:
+    """PostgreSQL: ``keep``'s upsert as a CTE named ``kept``, one row when the answer was
+    stored and none when the key is taken, for a statement whose writes depend on it."""
+    return cast(CTE, _KEEP["postgresql"].cte("kept"))
 
 
 class KeyTaken(Exception):
@@ -116,25 +153,69 @@ class IdempotencyStore:
     ) -> None:
         """Write ``response`` as ``key``'s answer in ``connection``'s transaction; ``KeyTaken``
         when a live answer is there already (the caller's transaction must roll back)."""
-        now = now_ms()
-        if now >= self._next_sweep:
-            # Expired answers are dead weight: drop them, at most once a minute a process.
-            self._next_sweep = now + SWEEP_EVERY
-            await connection.execute(_SWEEP, {"before": now - self.ttl})
+        await self.sweep(connection)
         dialect = "sqlite" if self.database.is_sqlite else "postgresql"
         kept = await connection.execute(
-            _KEEP[dialect],
-            {
-                "owner": owner,
-                "key": key,
-                "fingerprint": fingerprint,
-                "state": DONE,
-                "status_code": response.status_code,
-                "body": response.body,
-                "location": response.location,
-                "created_at": now,
-                "live_since": now - self.ttl,
-            },
+            _KEEP[dialect], self.keep_parameters(owner, key, fingerprint, response)
         )
         if kept.first() is None:
             raise KeyTaken(key)
+
+    def keep_parameters(
+        self, owner: str, key: str, fingerprint: str, response: StoredResponse
+    ) -> dict[str, Any]:
+        """The parameters of ``keep``'s upsert (and of ``kept_cte``)."""
+        now = now_ms()
+        return {
+            "kept_owner": owner,
+            "kept_key": key,
+            "kept_fingerprint": fingerprint,
+            "kept_state": DONE,
+            "kept_status_code": response.status_code,
+            "kept_body": response.body,
+            "kept_location": response.location,
+            "kept_created_at": now,
+            "live_since": now - self.ttl,
+        }
+
+    async def sweep(self, connection: DbConnection) -> None:
+        """Expired answers are dead weight: drop them, at most once a minute a process."""
+        now = now_ms()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            await connection.execute(_SWEEP, {"before": now - self.ttl})
+
+    async def replace(
+        self, connection: DbConnection, owner: str, key: str, response: StoredResponse
+    ) -> None:
+        """Overwrite the answer just kept for ``key`` (a create whose answer, rendered
+        before its write, came out different from the one rendered after it)."""
+        await connection.execute(
+            _REPLACE,
+            {
+                "kept_owner": owner,
+                "kept_key": key,
+                "new_status_code": response.status_code,
+                "new_body": response.body,
+                "new_location": response.location,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Keeper:
+    """An Idempotency-Key's answer, stored by the change that gives it: ``answer`` renders
+    it from the change's result (``RequestRecord``). A change in a transaction calls
+    ``before_commit`` last; a PostgreSQL create stores it in its own statement."""
+
+    store: IdempotencyStore
+    owner: str
+    key: str
+    fingerprint: str
+    answer: Callable[[Any], StoredResponse]
+
+    async def before_commit(self, connection: DbConnection, record: Any) -> None:
+        """Store the answer to ``record`` in ``connection``'s transaction (``KeyTaken``)."""
+        await self.store.keep(
+            connection, self.owner, self.key, self.fingerprint, self.answer(record)
+        )

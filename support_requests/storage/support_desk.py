@@ -14,12 +14,14 @@ statement each.
 from __future__ import annotations
 
 import functools
+import logging
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     FromClause,
@@ -27,6 +29,8 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    exists,
+    func,
     insert,
     select,
     tuple_,
@@ -69,6 +73,7 @@ from support_requests.storage.attachments import (
     summary_of,
 )
 from support_requests.storage.database import Database, DbConnection
+from support_requests.storage.idempotency import Keeper, KeyTaken, kept_cte
 from support_requests.storage.models import (
     Admin,
     Device,
@@ -88,6 +93,8 @@ messages_table = cast(Table, Message.__table__)
 events_table = cast(Table, RequestEvent.__table__)
 admins_table = cast(Table, Admin.__table__)
 devices_table = cast(Table, Device.__table__)
+
+logger = logging.getLogger(__name__)
 
 REQUEST_COLUMNS = tuple(requests_table.c)
 MESSAGE_COLUMNS = tuple(messages_table.c)
@@ -188,20 +195,45 @@ _OWNED_DETAIL = _detail_statement(public_only=True).where(
 )
 
 
-def _create_statement() -> Select[Any]:
+def _create_statement(*, keyed: bool = False) -> Select[Any]:
     """PostgreSQL: a request, its first message and its ``created`` event in one statement,
     answering with the detail's row. Data-modifying CTEs run exactly once, to completion,
-    in the statement's own transaction: all three rows or none."""
-    created = (
-        insert(requests_table)
-        .values({name: bindparam(name) for name in _CREATED_COLUMNS})
-        .returning(*REQUEST_COLUMNS)
-        .cte("created")
-    )
+    in the statement's own transaction: all three rows or none. ``keyed``: the request and
+    its first message take the ids given (``request_id``, ``message_id``), and the
+    statement first stores an Idempotency-Key's answer (``kept_cte``); with the key taken
+    it writes nothing and answers no row."""
+    if keyed:
+        kept = kept_cte()
+        columns = ["id", *_CREATED_COLUMNS]
+        created = (
+            insert(requests_table)
+            .from_select(
+                columns,
+                select(
+                    *(
+                        bindparam(
+                            "request_id" if name == "id" else name,
+                            type_=requests_table.c[name].type,
+                        )
+                        for name in columns
+                    )
+                ).where(exists(select(kept.c.key))),
+            )
+            .returning(*REQUEST_COLUMNS)
+            .cte("created")
+        )
+    else:
+        created = (
+            insert(requests_table)
+            .values({name: bindparam(name) for name in _CREATED_COLUMNS})
+            .returning(*REQUEST_COLUMNS)
+            .cte("created")
+        )
     first_message = (
         insert(messages_table)
         .from_select(
             [
+                *(["id"] if keyed else []),
                 "request_id",
                 "author_type",
                 "author_id",
@@ -211,6 +243,7 @@ def _create_statement() -> Select[Any]:
                 "created_at",
             ],
             select(
+                *([bindparam("message_id", type_=messages_table.c.id.type)] if keyed else []),
                 created.c.id,
                 bindparam("author_type", type_=messages_table.c.author_type.type),
                 created.c.customer_id,
@@ -279,6 +312,19 @@ _OWNED_VERSION = select(requests_table.c.customer_version, *_RATING_COLUMNS).whe
     requests_table.c.customer_id == bindparam("customer_id"),
 )
 _CREATE = _create_statement()
+_CREATE_KEYED = _create_statement(keyed=True)
+# A keyed create's first read: the ids its request and first message will take, and the
+# enabled endpoints (one row each; one row of NULLs when there is none).
+_TAKEN_IDS = select(
+    func.nextval(func.pg_get_serial_sequence("support_requests", "id")).label("request_id"),
+    func.nextval(func.pg_get_serial_sequence("messages", "id")).label("message_id"),
+).cte("taken_ids")
+_IDS_AND_SUBSCRIBERS = select(
+    _TAKEN_IDS.c.request_id,
+    _TAKEN_IDS.c.message_id,
+    outbox_endpoints.c.id.label("endpoint_id"),
+    outbox_endpoints.c.events,
+).select_from(_TAKEN_IDS.outerjoin(outbox_endpoints, outbox_endpoints.c.enabled))
 _REQUEST_ID = select(requests_table.c.id).where(requests_table.c.id == bindparam("request_id"))
 _EVENTS = (
     select(events_table)
@@ -318,6 +364,45 @@ class RequestRecord:
 # Runs inside a change's transaction, last, with its result (an idempotency key's answer
 # is stored there, so that the answer and the change commit together).
 BeforeCommit = Callable[[DbConnection, "RequestRecord"], Awaitable[None]]
+
+
+def _column_default(column: Any) -> Any:
+    """What the database stores in ``column`` when an insert names no value: its server
+    default as a literal (``0``, ``1``, ``'[]'``), else None."""
+    default = column.server_default
+    if default is None:
+        return None
+    literal_text = str(default.arg.text) if hasattr(default.arg, "text") else str(default.arg)
+    if literal_text.startswith("'") and literal_text.endswith("'"):
+        literal_text = literal_text[1:-1]
+    return orjson.loads(literal_text)
+
+
+_REQUEST_DEFAULTS = {column.name: _column_default(column) for column in REQUEST_COLUMNS}
+_MESSAGE_DEFAULTS = {column.name: _column_default(column) for column in MESSAGE_COLUMNS}
+StoredRequest = namedtuple("StoredRequest", [c.name for c in REQUEST_COLUMNS])  # type: ignore[misc]
+
+
+def _predicted_record(parameters: dict[str, Any], request_id: int, message_id: int) -> Any:
+    """A keyed create's request and first message as the database will store them, from
+    the create's parameters, the ids it took, and the columns' defaults."""
+    request = {
+        **_REQUEST_DEFAULTS,
+        **{name: parameters[name] for name in _CREATED_COLUMNS},
+        "id": request_id,
+    }
+    message = {
+        **_MESSAGE_DEFAULTS,
+        "id": message_id,
+        "request_id": request_id,
+        "author_type": parameters["author_type"],
+        "author_id": parameters["customer_id"],
+        "author_name": parameters["customer_name"],
+        "author_image": parameters["customer_image"],
+        "body": parameters["body"],
+        "created_at": parameters["created_at"],
+    }
+    return RequestRecord(StoredRequest(**request), [StoredMessage(**message)])
 
 
 class CustomerVersion(NamedTuple):
@@ -626,12 +711,13 @@ class SupportDesk:
         message: str,
         attachments: Sequence[str] = (),
         device: dict[str, str] | None = None,
-        before_commit: BeforeCommit | None = None,
+        keeper: Keeper | None = None,
     ) -> RequestRecord:
         """Open a request with its first message (and the customer's ``attachments``
         uploads on it) and its event, all or nothing; ``device`` is the body's device
-        context (its fields by their API names), if sent. ``before_commit`` runs in the
-        transaction with the result, last (an idempotency key's answer is stored there)."""
+        context (its fields by their API names), if sent. ``keeper``: an Idempotency-Key's
+        answer, stored with the request (``KeyTaken`` when the key's answer is there
+        already, and then nothing is written)."""
         plan = plan_opening(category, subject, self.clock())
         sent = device or {}
         request = {
@@ -655,7 +741,21 @@ class SupportDesk:
                 "changes": created.stored(),
             }
             subscribers = None
-            if not attachments and before_commit is None:
+            if not attachments and keeper is not None:
+                async with self.database.autocommit() as connection:
+                    taken = (await connection.execute(_IDS_AND_SUBSCRIBERS)).all()
+                    subscribers = Subscribers(
+                        tuple(
+                            (row.endpoint_id, frozenset(row.events))
+                            for row in taken
+                            if row.endpoint_id
+                        )
+                    )
+                    if not subscribers.take(CREATED):
+                        return await self._create_keyed(
+                            connection, keeper, parameters, taken[0].request_id, taken[0].message_id
+                        )
+            if not attachments and keeper is None:
                 async with self.database.autocommit() as connection:
                     # Who takes ``created`` is read first, outside any transaction: an
                     # endpoint enabled after this read misses this request, as it would
@@ -683,8 +783,8 @@ class SupportDesk:
                     )
                     record = await self._read_detail(connection, request_id)
                 await self._publish(connection, plan, record, subscribers=subscribers)
-                if before_commit is not None:
-                    await before_commit(connection, record)
+                if keeper is not None:
+                    await keeper.before_commit(connection, record)
                 return record
         async with self.database.writing() as connection:
             request_id = (await connection.execute(_INSERT_REQUEST, request)).scalar_one()
@@ -693,9 +793,49 @@ class SupportDesk:
             await connection.execute(_INSERT_EVENT, _event_rows(request_id, customer, plan))
             record = await self._read_detail(connection, request_id)
             await self._publish(connection, plan, record)
-            if before_commit is not None:
-                await before_commit(connection, record)
+            if keeper is not None:
+                await keeper.before_commit(connection, record)
             return record
+
+    async def _create_keyed(
+        self,
+        connection: DbConnection,
+        keeper: Keeper,
+        parameters: dict[str, Any],
+        request_id: int,
+        message_id: int,
+    ) -> RequestRecord:
+        """PostgreSQL, a create no endpoint takes, with an Idempotency-Key: the answer is
+        rendered from the request as it will be stored (its ids taken already) and stored
+        by the statement that creates it, in autocommit: one statement, as without a key.
+        The answer rendered from the stored rows is checked against it; were they ever to
+        differ (a column's default that the prediction does not know), the stored one is
+        replaced, and a test holds that they never do."""
+        predicted = self._shown(_predicted_record(parameters, request_id, message_id))
+        answer = keeper.answer(predicted)
+        await keeper.store.sweep(connection)
+        result = await connection.execute(
+            _CREATE_KEYED,
+            {
+                **parameters,
+                "request_id": request_id,
+                "message_id": message_id,
+                **keeper.store.keep_parameters(
+                    keeper.owner, keeper.key, keeper.fingerprint, answer
+                ),
+            },
+        )
+        rows = result.all()
+        if not rows:
+            raise KeyTaken(keeper.key)
+        record = self._shown(_detail_record(rows, 0))
+        stored = keeper.answer(record)
+        if stored != answer:
+            logger.warning(
+                "a keyed create's answer differed from its prediction; stored the real one"
+            )
+            await keeper.store.replace(connection, keeper.owner, keeper.key, stored)
+        return record
 
     async def list_for_customer(
         self, customer: Principal, *, limit: int, cursor: str | None, status: str | None
