@@ -48,15 +48,6 @@ _FIND = select(
     records.c.created_at >= bindparam("live_since"),
 )
 _SWEEP = delete(records).where(records.c.created_at < bindparam("before"))
-_REPLACE = (
-    records.update()
-    .where(records.c.owner == bindparam("kept_owner"), records.c.key == bindparam("kept_key"))
-    .values(
-        status_code=bindparam("new_status_code"),
-        body=bindparam("new_body"),
-        location=bindparam("new_location"),
-    )
-)
 
 
 _KEPT_COLUMNS = (
@@ -184,22 +175,6 @@ class IdempotencyStore:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
             await connection.execute(_SWEEP, {"before": now - self.ttl})
-
-    async def replace(
-        self, connection: DbConnection, owner: str, key: str, response: StoredResponse
-    ) -> None:
-        """Overwrite the answer just kept for ``key`` (a create whose answer, rendered
-        before its write, came out different from the one rendered after it)."""
-        await connection.execute(
-            _REPLACE,
-            {
-                "kept_owner": owner,
-                "kept_key": key,
-                "new_status_code": response.status_code,
-                "new_body": response.body,
-                "new_location": response.location,
-            },
-        )
 
 
 @dataclass(frozen=True)
