@@ -295,6 +295,19 @@ def test_body_over_64_kib_is_413_and_stores_nothing(client, db, target):
     assert _counts(db) == before
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_content_length_that_is_not_a_number_is_400_not_413(client, db, method):
+    """Schemathesis sent ``Content-Length: Y`` on a GET and got "larger than 64 KiB"."""
+    alice = customer()
+    headers = {**alice, "Content-Type": "application/json", "Content-Length": "Y"}
+
+    response = client.request(method, MOBILE, headers=headers)
+
+    body = assert_problem(response, 400, "malformed_body")
+    assert "Content-Length" in body["detail"]
+    assert _counts(db)["support_requests"] == 0
+
+
 def test_body_of_exactly_64_kib_is_read(client, db):
     alice = customer()
 

@@ -217,14 +217,14 @@ def test_writes_store_what_stock_sqlalchemy_stores(database_url, db):
             (
                 idempotency._KEEP[db.dialect.name],
                 {
-                    "owner": customer,
-                    "key": "k-1",
-                    "fingerprint": "e" * 64,
-                    "state": "done",
-                    "status_code": 201,
-                    "body": b"\x00\x01",
-                    "location": None,
-                    "created_at": LATER,
+                    "kept_owner": customer,
+                    "kept_key": "k-1",
+                    "kept_fingerprint": "e" * 64,
+                    "kept_state": "done",
+                    "kept_status_code": 201,
+                    "kept_body": b"\x00\x01",
+                    "kept_location": None,
+                    "kept_created_at": LATER,
                     "live_since": LATER,  # the seeded answer (MOMENT) has expired: replaced
                 },
             ),

@@ -104,7 +104,11 @@ class BodyLimit:
             return
         limit, refusal = self._limit(scope)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and not declared.isdigit():
+            raise problems.HttpProblem(
+                400, "malformed_body", "Content-Length is not a number of bytes."
+            )
+        if declared is not None and int(declared) > limit:
             raise refusal()
         received = 0
 
