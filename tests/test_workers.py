@@ -289,8 +289,11 @@ def test_a_killed_worker_loses_nothing_and_repeats_only_what_it_had_in_flight(
     # Only what the killed worker held: at most its concurrency, all sent before the kill,
     # and sent again only once its lease ran out.
     assert len(repeated) <= concurrency, repeated
+    # A request the killed worker had written may still be read by the receiver a little
+    # after the kill (CI saw 36 ms on a loaded machine); another worker could only send it
+    # once the lease ran out, 11 s later.
     late_first = {w: first_arrival[w] - killed_at for w in repeated}
-    late_first = {w: after for w, after in late_first.items() if after >= 0}
+    late_first = {w: after for w, after in late_first.items() if after >= 1.0}
     assert not late_first, f"sent twice, the first time after the kill (s after it): {late_first}"
     again = [a.at for a in receiver.received if a.webhook_id in repeated and a.attempt == 2]
     early = [round(at - killed_at, 2) for at in again if at < killed_at + LEASE_SECONDS - 1.5]
