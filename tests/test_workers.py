@@ -130,9 +130,12 @@ def enqueue_spread(count: int, requests: int, batch: int = 100) -> None:
 
 
 def arrivals_by_request(receiver: Receiver) -> dict[int, list[int]]:
-    """Each request's event sequence numbers, in the order they first arrived."""
+    """Each request's event sequence numbers, in the order they first arrived (a request
+    torn by a worker killed while writing it, which fails verification, did not arrive)."""
     order: dict[int, list[int]] = defaultdict(list)
     for arrived in receiver.received:
+        if not arrived.verified:
+            continue
         data = orjson.loads(arrived.body)["data"]
         if data["sequence"] not in order[data["requestId"]]:
             order[data["requestId"]].append(data["sequence"])
