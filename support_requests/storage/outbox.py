@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -87,6 +87,12 @@ class Subscribers:
     """The enabled endpoints as one change reads them: each one's id and the types it takes."""
 
     endpoints: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    @classmethod
+    def read(cls, rows: Iterable[tuple[str | None, Any]]) -> Subscribers:
+        """From (endpoint id, its ``events`` column) rows as read; a row without an id (an
+        outer join that found no endpoint) is none."""
+        return cls(tuple((id_, frozenset(events)) for id_, events in rows if id_ is not None))
 
     def take(self, *event_types: str) -> bool:
         """Whether some enabled endpoint takes any of ``event_types``."""
@@ -158,7 +164,7 @@ def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
 async def read_subscribers(connection: DbConnection) -> Subscribers:
     """The enabled endpoints and their types: one small read (a change makes it once)."""
     rows = (await connection.execute(_SUBSCRIBERS)).all()
-    return Subscribers(tuple((row.id, frozenset(row.events)) for row in rows))
+    return Subscribers.read((row.id, row.events) for row in rows)
 
 
 def new_event_id() -> str:

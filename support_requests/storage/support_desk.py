@@ -395,7 +395,9 @@ _MESSAGE_DEFAULTS = {column.name: _column_default(column) for column in MESSAGE_
 StoredRequest = namedtuple("StoredRequest", [c.name for c in REQUEST_COLUMNS])  # type: ignore[misc]
 
 
-def _predicted_record(parameters: dict[str, Any], request_id: int, message_id: int) -> Any:
+def _predicted_record(
+    parameters: dict[str, Any], request_id: int, message_id: int
+) -> RequestRecord:
     """A keyed create's request and first message as the database will store them, from
     the create's parameters, the ids it took, and the columns' defaults."""
     request = {
@@ -756,13 +758,7 @@ class SupportDesk:
             if not attachments and keeper is not None:
                 async with self.database.autocommit() as connection:
                     taken = (await connection.execute(_IDS_AND_SUBSCRIBERS)).all()
-                    subscribers = Subscribers(
-                        tuple(
-                            (row.endpoint_id, frozenset(row.events))
-                            for row in taken
-                            if row.endpoint_id
-                        )
-                    )
+                    subscribers = Subscribers.read((row.endpoint_id, row.events) for row in taken)
                     if not subscribers.take(CREATED):
                         return await self._create_keyed(
                             connection, keeper, parameters, taken[0].request_id, taken[0].message_id
