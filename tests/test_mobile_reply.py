@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from support_requests.handlers.app import create_app
+from support_requests.storage.database import STATEMENT_OBSERVERS
 from support_requests.storage.models import Base
 from tests.helpers import (
     ADMIN,
@@ -169,6 +170,70 @@ def test_reply_on_resolved_reopens_it(client, db):
     events = stored_rows(db, "request_events", created["id"])
     assert events[-1]["type"] == "status_changed"
     assert events[-1]["changes"]["status"] == {"from": "resolved", "to": "open"}
+
+
+def _reply_statements(
+    client: Any, headers: dict[str, str], request_id: int, body: str, api: str = MOBILE
+) -> Any:
+    seen: list[str] = []
+    STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+    try:
+        response = post_reply(client, headers, request_id, body, api=api)
+    finally:
+        STATEMENT_OBSERVERS.pop()
+    assert response.status_code == 201, response.text
+    return seen, response.json()["data"]
+
+
+@pytest.mark.parametrize("author", ["customer", "staff"])
+def test_a_reply_on_postgresql_writes_message_change_history_and_badge_in_one_statement(
+    client, db, database_url, author
+):
+    """PostgreSQL: the lock takes the message's id, so the message, the request's change,
+    its history entries and the badge are one statement: BEGIN, lock, write, detail, COMMIT.
+    A staff reply that starts work and a customer's that reopens write the same rows as
+    ever (several history entries, the badge moved)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite writes in-process, statement by statement")
+    alice = customer()
+    agent = known_admin(client)
+    created = create(client, alice)
+    if author == "staff":
+        statements, data = _reply_statements(client, agent, created["id"], "On it.", api=ADMIN)
+        events = ["created", "admin_replied", "status_changed", "assignment_changed"]
+        expected = ("in_progress", 1)
+    else:
+        post_reply(client, agent, created["id"], "Fixed?", api=ADMIN)
+        move_to(client, agent, created["id"], "resolved")
+        statements, data = _reply_statements(client, alice, created["id"], "Not fixed.")
+        events = ["created", "admin_replied", "status_changed", "assignment_changed"]
+        events += ["status_changed", "resolution_note_set", "customer_replied", "status_changed"]
+        expected = ("open", 0)
+
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    assert len(statements) == 5, statements
+    assert "nextval" in statements[1] and "FOR UPDATE" in statements[1]
+    write = statements[2]
+    for table in ("messages", "support_requests", "request_events", "customer_inboxes"):
+        assert table in write
+    seen = client.get(f"{MOBILE}/{created['id']}", headers=alice).json()["data"]
+    assert (seen["status"], seen["unreadCount"]) == expected
+    added = data["messages"][-1]
+    stored = stored_rows(db, "messages", created["id"])
+    assert (stored[-1]["id"], stored[-1]["body"]) == (added["id"], added["body"])
+    assert seen["messages"][-1]["id"] == added["id"]
+    if author == "customer":
+        assert seen == data
+        assert data["lastReadMessageId"] == added["id"]
+    assert [event["type"] for event in stored_rows(db, "request_events", created["id"])] == events
+    row = stored_request(db, created["id"])
+    assert (row["status"], row["unread_count"]) == expected
+    with db.connect() as connection:
+        badge = connection.execute(
+            sa.text("SELECT unread_count FROM customer_inboxes WHERE customer_id = :c"),
+            {"c": row["customer_id"]},
+        ).scalar()
+    assert badge == expected[1]
 
 
 def test_reply_on_closed_is_400_and_stores_nothing(client, db):

@@ -54,6 +54,30 @@ def _badge_upsert(dialect: Any) -> Any:
 _ADD_TO_BADGE = {True: _badge_upsert(sqlite), False: _badge_upsert(postgresql)}
 
 
+def badge_parameters(customer_id: str, delta: BadgeDelta, prefix: str = "") -> dict[str, Any]:
+    """The badge upsert's values: ``delta`` added to the customer's badge."""
+    return {
+        f"{prefix}customer_id": customer_id,
+        f"{prefix}unread_count": delta.unread_count,
+        f"{prefix}requests_with_unread": delta.requests_with_unread,
+    }
+
+
+def badge_cte() -> Any:
+    """PostgreSQL: the badge upsert as a CTE of a larger write, its values named
+    ``badge_*`` (``badge_parameters(..., prefix="badge_")``)."""
+    return (
+        _badge_upsert(postgresql)
+        .values(
+            {
+                name: bindparam(f"badge_{name}")
+                for name in ("customer_id", "unread_count", "requests_with_unread")
+            }
+        )
+        .cte("badge")
+    )
+
+
 async def add_to_badge(
     connection: DbConnection, *, is_sqlite: bool, customer_id: str, delta: BadgeDelta
 ) -> None:
@@ -61,11 +85,4 @@ async def add_to_badge(
     changes nothing."""
     if not delta:
         return
-    await connection.execute(
-        _ADD_TO_BADGE[is_sqlite],
-        {
-            "customer_id": customer_id,
-            "unread_count": delta.unread_count,
-            "requests_with_unread": delta.requests_with_unread,
-        },
-    )
+    await connection.execute(_ADD_TO_BADGE[is_sqlite], badge_parameters(customer_id, delta))

@@ -31,6 +31,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     select,
     tuple_,
     update,
@@ -83,7 +84,14 @@ from support_requests.storage.models import (
 )
 from support_requests.storage.outbox import Subscribers, enqueue, read_subscribers
 from support_requests.storage.outbox import endpoints_table as outbox_endpoints
-from support_requests.storage.read_state import BADGE, THREAD_AFTER, add_to_badge, inboxes_table
+from support_requests.storage.read_state import (
+    BADGE,
+    THREAD_AFTER,
+    add_to_badge,
+    badge_cte,
+    badge_parameters,
+    inboxes_table,
+)
 from support_requests.webhooks import events as webhook_events
 
 requests_table = cast(Table, SupportRequest.__table__)
@@ -121,6 +129,15 @@ _WEBHOOKS_ON = (
 )
 _LOCK_REQUEST = _REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
 _LOCK_OWNED_REQUEST = _OWNED_REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
+# PostgreSQL: a reply's lock also takes the id its message will have, so that the reply's
+# writes need nothing back from each other and go as one statement (``_reply_writes``).
+_NEXT_MESSAGE_ID = func.nextval(func.pg_get_serial_sequence("messages", "id")).label(
+    "next_message_id"
+)
+_LOCK_FOR_REPLY = {
+    False: _LOCK_REQUEST.add_columns(_NEXT_MESSAGE_ID),
+    True: _LOCK_OWNED_REQUEST.add_columns(_NEXT_MESSAGE_ID),
+}
 # An admin's edit locks the request and learns whether the assignee asked for is a known
 # admin in the same statement.
 _LOCK_FOR_EDIT = (
@@ -153,6 +170,60 @@ _UPDATE_REQUEST_FOR_STAFF = (
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
+_MESSAGE_WRITTEN = (
+    "id",
+    "request_id",
+    "author_type",
+    "author_id",
+    "author_name",
+    "author_image",
+    "body",
+    "created_at",
+    "internal",
+)
+_EVENT_WRITTEN = ("request_id", "type", "actor_type", "actor_id", "at", "changes")
+
+
+@functools.lru_cache(maxsize=64)
+def _reply_writes(
+    changed: tuple[str, ...], events: int, *, customer_sees: bool, badge: bool
+) -> Select[Any]:
+    """PostgreSQL: a reply's writes as one statement, by their shape: its message
+    (``message_*``, its id taken by the lock), the request's change (``set_*`` for the
+    ``changed`` columns, and the versions), its ``events`` history entries (``event<i>_*``)
+    and, with ``badge``, the customer's badge (``badge_*``). Data-modifying CTEs run exactly
+    once, to completion, in the transaction: all of it or none. Built once per shape."""
+    message = (
+        insert(messages_table)
+        .values({name: bindparam(f"message_{name}") for name in _MESSAGE_WRITTEN})
+        .cte("message")
+    )
+    versions: dict[str, Any] = {"version": requests_table.c.version + 1}
+    if customer_sees:
+        versions["customer_version"] = requests_table.c.customer_version + 1
+    change = (
+        update(requests_table)
+        .where(requests_table.c.id == bindparam("changed_id"))
+        .values({**{name: bindparam(f"set_{name}") for name in changed}, **versions})
+        .cte("change")
+    )
+    history = (
+        insert(events_table)
+        .values(
+            [
+                {
+                    name: bindparam(f"event{index}_{name}", type_=events_table.c[name].type)
+                    for name in _EVENT_WRITTEN
+                }
+                for index in range(events)
+            ]
+        )
+        .cte("history")
+    )
+    statement = select(literal(1)).add_cte(message, change, history)
+    return statement.add_cte(badge_cte()) if badge else statement
+
+
 # A request's tags, one row each, replaced as a set.
 _DELETE_TAGS = delete(tags_table).where(tags_table.c.request_id == bindparam("request_id"))
 _INSERT_TAG = insert(tags_table)
@@ -495,6 +566,22 @@ def _rating_open(row: Any, now: datetime) -> bool:
 def _read_state(row: Any) -> ReadState:
     """The customer's read state of a request row."""
     return ReadState(row.customer_last_read_message_id, row.unread_count)
+
+
+def _message_row(
+    request_id: int, author: Principal, body: str, now: datetime, *, internal: bool = False
+) -> dict[str, Any]:
+    """A message's row, but for its id."""
+    return {
+        "request_id": request_id,
+        "author_type": author.role.value,
+        "author_id": author.sub,
+        "author_name": author.name,
+        "author_image": author.picture,
+        "body": body,
+        "created_at": now,
+        "internal": internal,
+    }
 
 
 def _event_rows(
@@ -891,7 +978,10 @@ class SupportDesk:
         request reopens, a closed one refuses."""
         async with self.database.writing() as connection:
             row = await self._lock(
-                connection, _LOCK_OWNED_REQUEST, request_id=request_id, customer_id=customer.sub
+                connection,
+                _LOCK_OWNED_REQUEST if self.database.is_sqlite else _LOCK_FOR_REPLY[True],
+                request_id=request_id,
+                customer_id=customer.sub,
             )
             # The request shows the customer as their latest reply's token names them.
             return await self._reply(
@@ -981,7 +1071,11 @@ class SupportDesk:
         starts work and takes the request if unowned."""
         await self.remember_admin(admin)
         async with self.database.writing() as connection:
-            row = await self._lock(connection, _LOCK_REQUEST, request_id=request_id)
+            row = await self._lock(
+                connection,
+                _LOCK_REQUEST if self.database.is_sqlite else _LOCK_FOR_REPLY[False],
+                request_id=request_id,
+            )
             return await self._reply(connection, row, admin, body, attachments, before_commit)
 
     async def update(
@@ -1116,8 +1210,10 @@ class SupportDesk:
         ``row``, as the lifecycle plans it; ``also`` are more columns to write with it;
         ``before_commit`` runs last, in the transaction."""
         plan = plan_reply(_state(row), author.role, author.sub, self.clock())
-        message_id = await self._add_message(connection, row.id, author, body, plan.at)
-        await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
+        # PostgreSQL: the lock took the message's id (``_LOCK_FOR_REPLY``); SQLite returns it.
+        message_id = getattr(row, "next_message_id", None)
+        if message_id is None:
+            message_id = await self._add_message(connection, row.id, author, body, plan.at)
         # A public message moves the customer's read state: theirs marks the thread read, a
         # staff one is unread; the badge moves with it, in this transaction.
         before = _read_state(row)
@@ -1126,10 +1222,16 @@ class SupportDesk:
             if author.role is Actor.CUSTOMER
             else after_staff_reply(before)
         )
-        await self._write(
-            connection, row.id, author, plan, message_id, **after.to_columns(), **also
-        )
-        await self._add_to_badge(connection, row.customer_id, before, after)
+        if self.database.is_sqlite:
+            await self._write(
+                connection, row.id, author, plan, message_id, **after.to_columns(), **also
+            )
+            await self._add_to_badge(connection, row.customer_id, before, after)
+        else:
+            await self._write_reply(
+                connection, row, author, body, plan, message_id, before, after, also
+            )
+        await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
         # The customer's answer is their detail: without internal notes.
         customer_id = author.sub if author.role is Actor.CUSTOMER else None
         record = await self._read_detail(connection, row.id, customer_id=customer_id)
@@ -1144,6 +1246,44 @@ class SupportDesk:
         if before_commit is not None:
             await before_commit(connection, record)
         return record
+
+    async def _write_reply(
+        self,
+        connection: DbConnection,
+        row: Any,
+        author: Principal,
+        body: str,
+        plan: Plan,
+        message_id: int,
+        before: ReadState,
+        after: ReadState,
+        also: dict[str, Any],
+    ) -> None:
+        """PostgreSQL: what ``_add_message``, ``_write`` and ``_add_to_badge`` write for a
+        reply, as one statement (``_reply_writes``)."""
+        changes = {**plan.changes, **after.to_columns(), **also}
+        events = _event_rows(row.id, author, plan, message_id)
+        delta = BadgeDelta.between(before, after)
+        statement = _reply_writes(
+            tuple(changes), len(events), customer_sees=plan.customer_sees, badge=bool(delta)
+        )
+        parameters = {
+            "message_id": message_id,
+            **{
+                f"message_{name}": value
+                for name, value in _message_row(row.id, author, body, plan.at).items()
+            },
+            "changed_id": row.id,
+            **{f"set_{name}": value for name, value in changes.items()},
+            **{
+                f"event{index}_{name}": value
+                for index, event in enumerate(events)
+                for name, value in event.items()
+            },
+        }
+        if delta:
+            parameters.update(badge_parameters(row.customer_id, delta, prefix="badge_"))
+        await connection.execute(statement, parameters)
 
     async def _add_to_badge(
         self, connection: DbConnection, customer_id: str, before: ReadState, after: ReadState
@@ -1191,17 +1331,7 @@ class SupportDesk:
         internal: bool = False,
     ) -> int:
         result = await connection.execute(
-            _INSERT_MESSAGE,
-            {
-                "request_id": request_id,
-                "author_type": author.role.value,
-                "author_id": author.sub,
-                "author_name": author.name,
-                "author_image": author.picture,
-                "body": body,
-                "created_at": now,
-                "internal": internal,
-            },
+            _INSERT_MESSAGE, _message_row(request_id, author, body, now, internal=internal)
         )
         return int(result.scalar_one())
 
