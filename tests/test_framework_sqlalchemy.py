@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from support_requests.framework.sqlalchemy_compiled import Statements
-from support_requests.storage import idempotency, support_desk
+from support_requests.storage import attachments, idempotency, support_desk
 from support_requests.storage.database import Database
 from support_requests.storage.models import Base
 
@@ -336,3 +336,31 @@ def test_a_statement_needing_the_execution_context_is_refused():
     del without_version["version"]
     with pytest.raises(NotImplementedError, match="needs SQLAlchemy's execution"):
         statements.prepare(sa.insert(REQUESTS), without_version)
+
+
+def test_binary_results_give_the_bytes_the_text_path_gives(database_url, db):
+    """``execution_options(binary_results=True)`` (the attachment chunks' read): PostgreSQL
+    sends bytea as it is stored rather than as hex text, and the rows are the same bytes
+    and types as stock SQLAlchemy's; on SQLite it changes nothing."""
+    payload = bytes(range(256)) * 1024 + b"\x00tail"
+    echoed = sa.select(sa.bindparam("data", type_=sa.LargeBinary).label("data"))
+    binary = echoed.execution_options(binary_results=True)
+
+    async def ours(database: Database) -> list[Any]:
+        async with database.autocommit() as connection:
+            return [
+                (await connection.execute(statement, {"data": payload})).all()
+                for statement in (echoed, binary)
+            ]
+
+    text_rows, binary_rows = _with_database(database_url, ours)
+    stock = _stock(db, echoed, {"data": payload})
+    assert _shape(binary_rows) == _shape(text_rows) == _shape(stock)
+    assert binary_rows[0].data == payload
+    statements = Statements(db.dialect)
+    assert statements.prepare(binary, {"data": payload})[0].binary
+    assert not statements.prepare(echoed, {"data": payload})[0].binary
+    chunks = attachments._CHUNKS
+    assert statements.prepare(chunks, {"attachment_id": "a", "first_seq": 0, "last_seq": 1})[
+        0
+    ].binary

@@ -51,6 +51,9 @@ class CompiledStatement(NamedTuple):
     positions: tuple[str, ...] | None
     row: Any  # a namedtuple class, or None when the driver's description names the columns
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
+    # ``execution_options(binary_results=True)``: the driver asks for the rows in binary
+    # (PostgreSQL: bytea as sent, not hex text that the server encodes and the client decodes).
+    binary: bool = False
 
 
 class Statements:
@@ -120,7 +123,8 @@ class Statements:
             is not None
         )
         positions = tuple(compiled.positiontup) if compiled.positional else None
-        return CompiledStatement(compiled, compiled.string, binds, positions, row, results)
+        binary = bool(statement.get_execution_options().get("binary_results", False))
+        return CompiledStatement(compiled, compiled.string, binds, positions, row, results, binary)
 
 
 def rows(prepared: CompiledStatement, description: Any, fetched: Sequence[Any]) -> list[Any]:

@@ -109,6 +109,8 @@ _CHUNKS = (
         _c.seq <= bindparam("last_seq"),
     )
     .order_by(_c.seq)
+    # 256 KiB of bytea a row: in binary, not as 512 KiB of hex for both ends to convert.
+    .execution_options(binary_results=True)
 )
 _THUMBNAIL = select(_a.thumbnail).where(_a.id == bindparam("attachment_id"))
 _DELETE_CHUNKS = delete(chunks_table).where(_c.attachment_id == bindparam("attachment_id"))

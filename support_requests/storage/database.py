@@ -289,7 +289,7 @@ class _PgConnection(_Connection):
     async def _run(self, prepared: Any, values: list[Any]) -> Result:
         cursor = self._connection.cursor()
         if len(values) == 1:
-            await cursor.execute(prepared.sql, values[0])
+            await cursor.execute(prepared.sql, values[0], binary=prepared.binary)
         else:
             await cursor.executemany(prepared.sql, values)
         # psycopg builds ``description`` anew on each access: ask the result instead.
