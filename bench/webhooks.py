@@ -22,7 +22,15 @@ every signature with ``standardwebhooks``), it measures:
    once the outbox is wired into its write path; until then ``events written`` reads 0
    and the worker has nothing to drain.
 
-Prints a table and writes the numbers as JSON (``--out``). Needs wrk for ``api`` (see
+With ``--observability on``, metrics and tracing are on as a deployment runs them: every
+``supportctl serve`` and ``supportctl worker`` exports its spans over OTLP/HTTP to a local
+trace sink (``TraceSink``, counting what it receives), and the server's ``/metrics``
+(``SUPPORT_METRICS_TOKEN``) and each worker's (``--metrics-port``) are scraped once a second;
+``delivery`` and ``lag`` then get a ``supportctl serve`` too, idle but scraped. With
+``both``, each part is measured off, then on, and the report adds ``on`` (that run) and
+``on_off`` (each figure off and on, and their ratio).
+
+Prints the numbers as JSON and writes them (``--out``). Needs wrk for ``api`` (see
 bench/README.md); run it with the project's Python environment.
 """
 
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import platform
@@ -37,10 +46,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,14 +67,47 @@ import run as bench
 OTHER_CPU: list[str] = []
 SECRET_KEY = "bench-webhooks-key-" + "k" * 32
 JWT_SECRET = "bench-webhooks-jwt-" + "s" * 32
+METRICS_TOKEN = "bench-webhooks-metrics-" + "m" * 16
+PARTS = ("delivery", "lag", "api")
 
 
-# -- the receiver (``python bench/webhooks.py receiver``) ---------------------------------
+# -- the helpers (``python bench/webhooks.py receiver|trace-sink``) -----------------------
 
 
-class Receiver:
-    """An ASGI app: verifies and counts deliveries; ``GET /stats`` reports, ``POST /reset``
-    starts over."""
+class _App:
+    """An ASGI app that answers each request once it has its whole body: ``GET`` with
+    ``stats()`` as JSON, anything else with ``answer()``."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["method"] == "GET":
+            status, content_type, payload = 200, "application/json", json.dumps(self.stats())
+        else:
+            status, content_type, payload = self.answer(scope, body)
+        headers = [(b"content-type", content_type.encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload.encode()})
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def answer(self, scope: dict[str, Any], body: bytes) -> tuple[int, str, str]:
+        raise NotImplementedError
+
+
+class Receiver(_App):
+    """Verifies and counts deliveries; ``GET /stats`` reports, ``POST /reset`` starts
+    over."""
 
     def __init__(self, secret: str) -> None:
         from standardwebhooks import Webhook
@@ -78,29 +123,12 @@ class Receiver:
         self.last: float | None = None
         self.lags_ms: list[float] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        answer: Any = {"ok": True}
-        if scope["method"] == "GET":
-            answer = self.stats()
-        elif scope["path"] == "/reset":
+    def answer(self, scope: dict[str, Any], body: bytes) -> tuple[int, str, str]:
+        if scope["path"] == "/reset":
             self.reset()
         else:
             self.record(scope, body)
-        payload = json.dumps(answer).encode()
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        return 200, "application/json", json.dumps({"ok": True})
 
     def record(self, scope: dict[str, Any], body: bytes) -> None:
         now = time.time()
@@ -128,43 +156,202 @@ class Receiver:
         }
 
 
-def serve_receiver(port: int, secret: str) -> None:
+class TraceSink(_App):
+    """Stands in for an OpenTelemetry collector: ``POST /v1/traces`` (OTLP/HTTP, protobuf)
+    is answered 200 with an empty ``ExportTraceServiceResponse``, and the exports, their
+    bytes and their spans (by name) are counted; ``GET /stats`` reports."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.parse = ExportTraceServiceRequest.FromString
+        self.exports = 0
+        self.bytes = 0
+        self.rejected = 0
+        self.spans: Counter[str] = Counter()
+
+    def answer(self, scope: dict[str, Any], body: bytes) -> tuple[int, str, str]:
+        from google.protobuf.message import DecodeError
+
+        if scope["path"] != "/v1/traces":
+            return 404, "text/plain", "POST /v1/traces only"
+        received = len(body)
+        if (b"content-encoding", b"gzip") in scope["headers"]:
+            body = gzip.decompress(body)
+        try:
+            export = self.parse(body)
+        except DecodeError:
+            self.rejected += 1
+            return 400, "text/plain", "not an ExportTraceServiceRequest"
+        self.exports += 1
+        self.bytes += received
+        for resource in export.resource_spans:
+            for scoped in resource.scope_spans:
+                self.spans.update(span.name for span in scoped.spans)
+        return 200, "application/x-protobuf", ""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "exports": self.exports,
+            "bytes": self.bytes,
+            "spans": self.spans.total(),
+            "spans_by_name": dict(self.spans.most_common()),
+            "rejected": self.rejected,
+        }
+
+
+def serve(app: _App, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(
-        Receiver(secret), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], what: str, log: Path, within: float = 20
+) -> None:
+    """Return once ``url`` answers at all; BenchError (with the end of ``log``) if
+    ``process`` exits first or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                tail = "".join(log.read_text(errors="replace").splitlines(True)[-8:])
+                raise bench.BenchError(f"{what} did not start:\n{tail}") from None
+            time.sleep(0.1)
 
 
 @contextmanager
-def receiver_process(secret: str, workdir: Path) -> Iterator[str]:
+def helper_process(mode: str, workdir: Path, *options: str) -> Iterator[str]:
+    """``python bench/webhooks.py MODE`` on a free port of 127.0.0.1 (with ``--pin``, on the
+    workers' CPU), stopped on exit; its URL, once it answers."""
     port = bench.free_port()
-    command = [
-        *OTHER_CPU,
-        *(sys.executable, __file__, "receiver", "--port", str(port), "--secret", secret),
-    ]
-    with (workdir / "receiver.log").open("wb") as log:
+    command = [*OTHER_CPU, sys.executable, __file__, mode, "--port", str(port), *options]
+    log_path = workdir / f"{mode}.log"
+    with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise bench.BenchError("the receiver did not start") from None
-                time.sleep(0.1)
+        wait_until_answering(f"{url}/stats", process, f"the {mode}", log_path)
         yield url
     finally:
         bench._stop(process)
 
 
+def receiver_process(secret: str, workdir: Path) -> AbstractContextManager[str]:
+    """The receiver in a process of its own; its URL."""
+    return helper_process("receiver", workdir, "--secret", secret)
+
+
 def receiver_stats(url: str) -> dict[str, Any]:
+    """``GET /stats`` of the receiver (or of the trace sink)."""
     return dict(httpx.get(f"{url}/stats", timeout=30).json())
+
+
+# -- metrics and tracing on (``--observability``) -------------------------------------
+
+
+class Scraper:
+    """Prometheus, as far as the load goes: every target's ``/metrics`` once a second, one
+    after another in a thread of this process; the answers counted by kind of target."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._counts: dict[str, dict[str, int]] = {}
+        self._targets: dict[str, tuple[str, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    @contextmanager
+    def target(self, kind: str, url: str, token: str | None = None) -> Iterator[None]:
+        """Scrape ``url`` until the block ends (before what it scrapes is stopped)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with self._lock:
+            self._targets[url] = (kind, headers)
+            counts = self._counts.setdefault(kind, {"targets": 0, "succeeded": 0, "failed": 0})
+            counts["targets"] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._targets[url]
+
+    def report(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {kind: dict(counts) for kind, counts in self._counts.items()}
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        with httpx.Client(timeout=10) as client:
+            while not self._stopping.wait(max(0.0, due - time.monotonic())):
+                with self._lock:
+                    targets = list(self._targets.items())
+                for url, (kind, headers) in targets:
+                    try:
+                        succeeded = client.get(url, headers=headers).status_code == 200
+                    except httpx.HTTPError:
+                        succeeded = False
+                    with self._lock:
+                        if url in self._targets:  # not a target stopped meanwhile
+                            self._counts[kind]["succeeded" if succeeded else "failed"] += 1
+                due = max(due + self.interval, time.monotonic())
+
+
+@dataclass(frozen=True)
+class Observability:
+    """Metrics and tracing on, as a deployment runs them: every process exports its spans
+    over OTLP/HTTP to the trace sink, and the scraper reads the server's ``/metrics`` and
+    each worker's once a second."""
+
+    sink_url: str
+    scraper: Scraper
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with tracing (to the sink) and the server's ``/metrics`` on."""
+        return {
+            **env,
+            "SUPPORT_OTEL": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.sink_url,
+            "SUPPORT_METRICS_TOKEN": METRICS_TOKEN,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """What the sink has received, and how the scrapes went."""
+        return {"traces": receiver_stats(self.sink_url), "scrapes": self.scraper.report()}
+
+
+@contextmanager
+def observability(workdir: Path) -> Iterator[Observability]:
+    """The trace sink and the scraper, for one measurement; stopped on exit."""
+    with helper_process("trace-sink", workdir) as sink_url, Scraper() as scraper:
+        yield Observability(sink_url, scraper)
+
+
+@contextmanager
+def api_server(
+    env: dict[str, str], workdir: Path, observed: Observability | None = None
+) -> Iterator[bench.StartedServer]:
+    """``supportctl serve`` (one process); its ``/metrics`` scraped when ``observed``."""
+    with bench.started_server(env, workdir, workers=1) as server, ExitStack() as stack:
+        if observed is not None:
+            metrics = f"{server.base_url}/metrics"
+            stack.enter_context(observed.scraper.target("server", metrics, METRICS_TOKEN))
+        yield server
 
 
 # -- the database side ------------------------------------------------------------------
@@ -304,18 +491,36 @@ def enqueue_steadily(database_url: str, rate: float, seconds: float, requests: i
 
 
 @contextmanager
-def worker_processes(env: dict[str, str], count: int, workdir: Path, *args: str) -> Iterator[None]:
+def worker_processes(
+    env: dict[str, str],
+    count: int,
+    workdir: Path,
+    *args: str,
+    observed: Observability | None = None,
+) -> Iterator[None]:
+    """``count`` ``supportctl worker`` processes, stopped on exit; with ``observed``, each
+    serves its metrics on a port of its own, scraped from when it answers."""
     with ExitStack() as stack:
+        started = []
         for index in range(count):
-            with (workdir / f"worker-{index}.log").open("ab") as log:
+            port = bench.free_port() if observed else 0
+            metrics = ("--metrics-port", str(port)) if observed else ()
+            log_path = workdir / f"worker-{index}.log"
+            with log_path.open("ab") as log:
                 process = subprocess.Popen(
-                    [*OTHER_CPU, bench.supportctl(), "worker", *args],
+                    [*OTHER_CPU, bench.supportctl(), "worker", *args, *metrics],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             stack.callback(bench._stop, process)
+            started.append((process, port, log_path))
+        if observed is not None:
+            for process, port, log_path in started:
+                url = f"http://127.0.0.1:{port}/metrics"
+                wait_until_answering(url, process, f"{log_path.stem}'s /metrics", log_path)
+                stack.enter_context(observed.scraper.target("worker", url))
         yield
 
 
@@ -342,14 +547,19 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def delivery_rate(
-    env: dict[str, str], url: str, workers: int, args: argparse.Namespace, workdir: Path
+    env: dict[str, str],
+    url: str,
+    workers: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    observed: Observability | None = None,
 ) -> dict[str, Any]:
     clear_outbox(env["SUPPORT_DATABASE_URL"])
     httpx.post(f"{url}/reset", timeout=10)
     enqueue_backlog(env["SUPPORT_DATABASE_URL"], args.events, args.requests)
     worker_args = ("--concurrency", str(args.concurrency), "--per-endpoint", str(args.per_endpoint))
     cpu_before = postgres_cpu_seconds()
-    with worker_processes(env, workers, workdir, *worker_args):
+    with worker_processes(env, workers, workdir, *worker_args, observed=observed):
         stats = wait_for_arrivals(url, args.events, 300, workdir)
     cpu = postgres_cpu_seconds() - cpu_before
     seconds = (stats["last"] or 0) - (stats["first"] or 0)
@@ -368,11 +578,15 @@ def delivery_rate(
 
 
 def delivery_lag(
-    env: dict[str, str], url: str, args: argparse.Namespace, workdir: Path
+    env: dict[str, str],
+    url: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    observed: Observability | None = None,
 ) -> dict[str, Any]:
     clear_outbox(env["SUPPORT_DATABASE_URL"])
     httpx.post(f"{url}/reset", timeout=10)
-    with worker_processes(env, 1, workdir):
+    with worker_processes(env, 1, workdir, observed=observed):
         time.sleep(2)  # started and listening
         sent = enqueue_steadily(
             env["SUPPORT_DATABASE_URL"], args.rate, args.lag_seconds, args.requests
@@ -391,7 +605,12 @@ def delivery_lag(
     return result
 
 
-def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def api_cost(
+    env: dict[str, str],
+    args: argparse.Namespace,
+    workdir: Path,
+    observed: Observability | None = None,
+) -> dict[str, Any]:
     """create and reply under wrk: alternately without a worker and with one draining."""
     wrk = bench.ensure_wrk()
     minter = bench.Minter(JWT_SECRET)
@@ -403,7 +622,7 @@ def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> di
     wrk_args = argparse.Namespace(
         threads=2, connections=args.connections, timeout=10, warmup=1, duration=args.api_seconds
     )
-    with bench.started_server(env, workdir, workers=1) as server:
+    with api_server(env, workdir, observed) as server:
         api = bench.Api(server.base_url)
         seeded = bench.seed(api, who, args.api_requests, 3, 8)
         runnable, _ = bench.scenarios(who, seeded)
@@ -415,7 +634,7 @@ def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> di
             before = table_counts(env["SUPPORT_DATABASE_URL"])
             with ExitStack() as stack:
                 if phase == "with":
-                    stack.enter_context(worker_processes(env, 1, workdir))
+                    stack.enter_context(worker_processes(env, 1, workdir, observed=observed))
                     time.sleep(2)
                 cpu_before = postgres_cpu_seconds()
                 measured = {s.name: bench.measure(wrk, api, s, workdir, wrk_args) for s in chosen}
@@ -443,12 +662,82 @@ def api_cost(env: dict[str, str], args: argparse.Namespace, workdir: Path) -> di
     return {"phases": phases, "cost_percent": cost}
 
 
+def measure_part(
+    part: str,
+    env: dict[str, str],
+    url: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    observed: Observability | None = None,
+) -> Any:
+    """One of ``PARTS``; with ``observed``, metrics and tracing on (``env`` says so too)."""
+    if part == "api":
+        clear_outbox(env["SUPPORT_DATABASE_URL"])
+        return api_cost(env, args, workdir, observed)
+    with ExitStack() as stack:
+        if observed is not None:
+            # Prometheus scrapes the API busy or not, and each scrape reads the outbox's
+            # gauges from the database the workers claim from.
+            stack.enter_context(api_server(env, workdir, observed))
+        if part == "delivery":
+            return [delivery_rate(env, url, n, args, workdir, observed) for n in (1, 3)]
+        return delivery_lag(env, url, args, workdir, observed)
+
+
+def measure_observed(
+    part: str, env: dict[str, str], url: str, args: argparse.Namespace, workdir: Path
+) -> tuple[Any, dict[str, Any]]:
+    """``measure_part`` with metrics and tracing on; with what the sink received and how
+    the scrapes went."""
+    with observability(workdir) as observed:
+        result = measure_part(part, observed.environment(env), url, args, workdir, observed)
+        seen = observed.report()
+    traces = seen["traces"]
+    scrapes = ", ".join(f"{kind} {counts}" for kind, counts in seen["scrapes"].items())
+    bench.log(
+        f"observability: {traces['exports']} exports, {traces['spans']} spans, "
+        f"{traces['bytes']} bytes, {traces['rejected']} rejected; scrapes: {scrapes}"
+    )
+    return result, seen
+
+
+def figures(run: dict[str, Any]) -> dict[str, float | None]:
+    """The figures compared off and on, from one run's report."""
+    found: dict[str, float | None] = {}
+    for delivery in run.get("delivery", []):
+        n = delivery["workers"]
+        found[f"events_per_s_{n}_worker{'s' if n > 1 else ''}"] = delivery["events_per_s"]
+    if "lag" in run:
+        found["lag_p50_ms"] = run["lag"]["p50_ms"]
+        found["lag_p99_ms"] = run["lag"]["p99_ms"]
+    if "api" in run:
+        for name in ("create", "reply"):
+            for phase in ("without", "with"):
+                rates = [p[f"{name}_rps"] for p in run["api"]["phases"] if p["phase"] == phase]
+                found[f"{name}_rps_{phase}_worker"] = round(statistics.fmean(rates), 1)
+    return found
+
+
+def on_off(off: dict[str, Any], on: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Each figure off and on, and on / off."""
+    compared = {}
+    found_on = figures(on)
+    for name, before in figures(off).items():
+        after = found_on[name]
+        ratio = round(after / before, 3) if before and after is not None else None
+        compared[name] = {"off": before, "on": after, "ratio": ratio}
+        bench.log(f"off -> on: {name:<26} {before} -> {after} ({ratio}x)")
+    return compared
+
+
 # -- main -------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=("bench", "receiver"))
+    parser.add_argument(
+        "mode", nargs="?", default="bench", choices=("bench", "receiver", "trace-sink")
+    )
     parser.add_argument("--pg", metavar="URL", help="a PostgreSQL server (any database on it)")
     parser.add_argument("--events", type=int, default=3000, help="backlog size (3000)")
     parser.add_argument("--requests", type=int, default=500, help="requests they spread over")
@@ -468,6 +757,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(PostgreSQL is not pinned): the worker as on another host, its cost to the API "
         "only what it costs the database",
     )
+    parser.add_argument(
+        "--observability",
+        choices=("off", "on", "both"),
+        default="off",
+        help="metrics and tracing: off (default); on: spans exported over OTLP/HTTP to a "
+        "local sink (with --pin on CPU 1), the server's and each worker's /metrics scraped "
+        "every second; both: each part off, then on, and the ratios",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--secret", help=argparse.SUPPRESS)
@@ -479,12 +776,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.mode == "receiver":
-        serve_receiver(args.port, args.secret)
+    if args.mode != "bench":
+        serve(Receiver(args.secret) if args.mode == "receiver" else TraceSink(), args.port)
         return 0
     from support_requests.webhooks.secrets import new_secret
 
-    parts = set(args.parts.split(","))
+    parts = [part for part in PARTS if part in args.parts.split(",")]
+    modes = ("off", "on") if args.observability == "both" else (args.observability,)
+    runs: dict[str, dict[str, Any]] = {mode: {} for mode in modes}
+    seen: dict[str, Any] = {}
     if args.pin:
         os.sched_setaffinity(0, {0})
         OTHER_CPU[:] = ["taskset", "--cpu-list", "1"]
@@ -494,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
             "command": "python bench/webhooks.py " + " ".join(sys.argv[1:]),
             "pinned": args.pin,
+            "observability": args.observability,
         }
     }
     secret = new_secret()
@@ -508,19 +809,27 @@ def main(argv: list[str] | None = None) -> int:
             SUPPORT_WEBHOOK_ALLOW_PRIVATE="1",
             SUPPORT_WEBHOOK_ALLOW_HTTP="1",
             SUPPORT_WEBHOOK_WORKER="0",
+            SUPPORT_OTEL="off",  # off even with OTEL_EXPORTER_OTLP_ENDPOINT in this environment
         )
         bench.initialise_database(env)
         with receiver_process(secret, workdir) as url:
             add_endpoint(database_url, url, secret)
-            if "delivery" in parts:
-                report["delivery"] = [
-                    delivery_rate(env, url, workers, args, workdir) for workers in (1, 3)
-                ]
-            if "lag" in parts:
-                report["lag"] = delivery_lag(env, url, args, workdir)
-            if "api" in parts:
-                clear_outbox(database_url)
-                report["api"] = api_cost(env, args, workdir)
+            for part in parts:
+                for mode in modes:
+                    if args.observability != "off":
+                        bench.log(f"{part}, observability {mode}")
+                    if mode == "off":
+                        runs[mode][part] = measure_part(part, env, url, args, workdir)
+                    else:
+                        runs[mode][part], seen[part] = measure_observed(
+                            part, env, url, args, workdir
+                        )
+    if "on" in runs:
+        runs["on"]["observability"] = seen
+    report.update(runs[modes[0]])
+    if len(modes) > 1:
+        report["on"] = runs["on"]
+        report["on_off"] = on_off(runs["off"], runs["on"])
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
