@@ -285,7 +285,10 @@ def _thumbnail(image: Image.Image) -> tuple[bytes, str]:
         small = image.convert(mode).resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if alpha:
-        small.save(buffer, "PNG", optimize=True)
+        # zlib's run-length strategy: within 5% of the smallest file on screenshots, in a
+        # sixth of the time, and a third less on photos and noise, whose pixels do not
+        # compress (bench/README.md, round two).
+        small.save(buffer, "PNG", compress_type=zlib.Z_RLE)
         return buffer.getvalue(), PNG
     small.save(buffer, "JPEG", quality=THUMBNAIL_JPEG_QUALITY)
     return buffer.getvalue(), JPEG
