@@ -343,8 +343,8 @@ class Deliveries:
         }
 
 
-def retried_deliveries(database_url: str) -> int:
-    """Deliveries that took more than one attempt (an answer other than 2xx, or none)."""
+def count_of(database_url: str, query: str) -> int:
+    """One number read from the database (a connection of its own, closed after)."""
     import sqlalchemy as sa
 
     from support_requests.storage.database import sync_url
@@ -352,10 +352,14 @@ def retried_deliveries(database_url: str) -> int:
     engine = sa.create_engine(sync_url(database_url), poolclass=sa.NullPool)
     try:
         with engine.connect() as connection:
-            query = "SELECT count(*) FROM webhook_deliveries WHERE attempts > 1"
             return int(connection.scalar(sa.text(query)) or 0)
     finally:
         engine.dispose()
+
+
+def retried_deliveries(database_url: str) -> int:
+    """Deliveries that took more than one attempt (an answer other than 2xx, or none)."""
+    return count_of(database_url, "SELECT count(*) FROM webhook_deliveries WHERE attempts > 1")
 
 
 @contextmanager
@@ -437,18 +441,8 @@ def postgres_bytes(database_url: str | None) -> int | None:
     """The size of a PostgreSQL database (``pg_database_size``), else None."""
     if bench._database_kind(database_url) != "postgresql":
         return None
-    import sqlalchemy as sa
-
-    from support_requests.storage.database import sync_url
-
     assert database_url is not None
-    engine = sa.create_engine(sync_url(database_url), poolclass=sa.NullPool)
-    try:
-        with engine.connect() as connection:
-            query = "SELECT pg_database_size(current_database())"
-            return int(connection.scalar(sa.text(query)) or 0)
-    finally:
-        engine.dispose()
+    return count_of(database_url, "SELECT pg_database_size(current_database())")
 
 
 def seeded_mix(

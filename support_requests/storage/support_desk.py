@@ -170,17 +170,7 @@ _UPDATE_REQUEST_FOR_STAFF = (
     .where(requests_table.c.id == bindparam("changed_id"))
     .values(version=requests_table.c.version + 1)
 )
-_MESSAGE_WRITTEN = (
-    "id",
-    "request_id",
-    "author_type",
-    "author_id",
-    "author_name",
-    "author_image",
-    "body",
-    "created_at",
-    "internal",
-)
+_MESSAGE_WRITTEN = tuple(column.name for column in messages_table.c)
 _EVENT_WRITTEN = ("request_id", "type", "actor_type", "actor_id", "at", "changes")
 
 
@@ -340,7 +330,7 @@ def _create_statement(*, keyed: bool = False) -> Select[Any]:
     event = (
         insert(events_table)
         .from_select(
-            ["request_id", "type", "actor_type", "actor_id", "at", "changes"],
+            list(_EVENT_WRITTEN),
             select(
                 created.c.id,
                 bindparam("event_type", type_=events_table.c.type.type),
