@@ -54,13 +54,14 @@ def _badge_upsert(dialect: Any) -> Any:
 _ADD_TO_BADGE = {True: _badge_upsert(sqlite), False: _badge_upsert(postgresql)}
 
 
+_BADGE_VALUES = ("customer_id", "unread_count", "requests_with_unread")
+
+
 def badge_parameters(customer_id: str, delta: BadgeDelta, prefix: str = "") -> dict[str, Any]:
-    """The badge upsert's values: ``delta`` added to the customer's badge."""
-    return {
-        f"{prefix}customer_id": customer_id,
-        f"{prefix}unread_count": delta.unread_count,
-        f"{prefix}requests_with_unread": delta.requests_with_unread,
-    }
+    """The badge upsert's values (``_BADGE_VALUES``): ``delta`` added to the customer's
+    badge."""
+    values = (customer_id, delta.unread_count, delta.requests_with_unread)
+    return {f"{prefix}{name}": value for name, value in zip(_BADGE_VALUES, values, strict=True)}
 
 
 def badge_cte() -> Any:
@@ -68,12 +69,7 @@ def badge_cte() -> Any:
     ``badge_*`` (``badge_parameters(..., prefix="badge_")``)."""
     return (
         _badge_upsert(postgresql)
-        .values(
-            {
-                name: bindparam(f"badge_{name}")
-                for name in ("customer_id", "unread_count", "requests_with_unread")
-            }
-        )
+        .values({name: bindparam(f"badge_{name}") for name in _BADGE_VALUES})
         .cte("badge")
     )
 

@@ -134,9 +134,12 @@ _LOCK_OWNED_REQUEST = _OWNED_REQUEST.add_columns(_WEBHOOKS_ON).with_for_update()
 _NEXT_MESSAGE_ID = func.nextval(func.pg_get_serial_sequence("messages", "id")).label(
     "next_message_id"
 )
+# By (the caller's own request, SQLite).
 _LOCK_FOR_REPLY = {
-    False: _LOCK_REQUEST.add_columns(_NEXT_MESSAGE_ID),
-    True: _LOCK_OWNED_REQUEST.add_columns(_NEXT_MESSAGE_ID),
+    (False, True): _LOCK_REQUEST,
+    (True, True): _LOCK_OWNED_REQUEST,
+    (False, False): _LOCK_REQUEST.add_columns(_NEXT_MESSAGE_ID),
+    (True, False): _LOCK_OWNED_REQUEST.add_columns(_NEXT_MESSAGE_ID),
 }
 # An admin's edit locks the request and learns whether the assignee asked for is a known
 # admin in the same statement.
@@ -155,20 +158,27 @@ _LOCK_FOR_EDIT = (
 _INSERT_REQUEST = insert(requests_table).returning(requests_table.c.id)
 _INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_EVENT = insert(events_table)
-# The columns to set come with each call's parameters; the version always moves, and the
-# customer's too unless the change is one they never see (an internal note, tags).
+
+
+def _moved_versions(*, customer_sees: bool) -> dict[str, Any]:
+    """What every change sets besides its columns: the version always moves, and the
+    customer's too unless the change is one they never see (an internal note, tags)."""
+    versions: dict[str, Any] = {"version": requests_table.c.version + 1}
+    if customer_sees:
+        versions["customer_version"] = requests_table.c.customer_version + 1
+    return versions
+
+
+# The columns to set come with each call's parameters.
 _UPDATE_REQUEST = (
     update(requests_table)
     .where(requests_table.c.id == bindparam("changed_id"))
-    .values(
-        version=requests_table.c.version + 1,
-        customer_version=requests_table.c.customer_version + 1,
-    )
+    .values(_moved_versions(customer_sees=True))
 )
 _UPDATE_REQUEST_FOR_STAFF = (
     update(requests_table)
     .where(requests_table.c.id == bindparam("changed_id"))
-    .values(version=requests_table.c.version + 1)
+    .values(_moved_versions(customer_sees=False))
 )
 _MESSAGE_WRITTEN = tuple(column.name for column in messages_table.c)
 _EVENT_WRITTEN = ("request_id", "type", "actor_type", "actor_id", "at", "changes")
@@ -188,13 +198,15 @@ def _reply_writes(
         .values({name: bindparam(f"message_{name}") for name in _MESSAGE_WRITTEN})
         .cte("message")
     )
-    versions: dict[str, Any] = {"version": requests_table.c.version + 1}
-    if customer_sees:
-        versions["customer_version"] = requests_table.c.customer_version + 1
     change = (
         update(requests_table)
         .where(requests_table.c.id == bindparam("changed_id"))
-        .values({**{name: bindparam(f"set_{name}") for name in changed}, **versions})
+        .values(
+            {
+                **{name: bindparam(f"set_{name}") for name in changed},
+                **_moved_versions(customer_sees=customer_sees),
+            }
+        )
         .cte("change")
     )
     history = (
@@ -969,7 +981,7 @@ class SupportDesk:
         async with self.database.writing() as connection:
             row = await self._lock(
                 connection,
-                _LOCK_OWNED_REQUEST if self.database.is_sqlite else _LOCK_FOR_REPLY[True],
+                _LOCK_FOR_REPLY[True, self.database.is_sqlite],
                 request_id=request_id,
                 customer_id=customer.sub,
             )
@@ -1063,7 +1075,7 @@ class SupportDesk:
         async with self.database.writing() as connection:
             row = await self._lock(
                 connection,
-                _LOCK_REQUEST if self.database.is_sqlite else _LOCK_FOR_REPLY[False],
+                _LOCK_FOR_REPLY[False, self.database.is_sqlite],
                 request_id=request_id,
             )
             return await self._reply(connection, row, admin, body, attachments, before_commit)
@@ -1201,9 +1213,11 @@ class SupportDesk:
         ``before_commit`` runs last, in the transaction."""
         plan = plan_reply(_state(row), author.role, author.sub, self.clock())
         # PostgreSQL: the lock took the message's id (``_LOCK_FOR_REPLY``); SQLite returns it.
-        message_id = getattr(row, "next_message_id", None)
-        if message_id is None:
-            message_id = await self._add_message(connection, row.id, author, body, plan.at)
+        message_id = (
+            await self._add_message(connection, row.id, author, body, plan.at)
+            if self.database.is_sqlite
+            else row.next_message_id
+        )
         # A public message moves the customer's read state: theirs marks the thread read, a
         # staff one is unread; the badge moves with it, in this transaction.
         before = _read_state(row)
