@@ -387,21 +387,32 @@ def add_endpoint(database_url: str, url: str, secret: str) -> None:
     engine.dispose()
 
 
-def postgres_cpu_seconds() -> float:
-    """User and system CPU of every PostgreSQL process on this machine so far, with the
-    backends that exited (the postmaster's reaped children), from /proc (Linux)."""
+def cpu_seconds(stats: Iterator[Path] | list[Path], command: str | None = None) -> float:
+    """User and system CPU so far of the processes whose /proc ``stat`` files are given
+    (those named ``command`` only, when given), with their reaped children (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in stats:
         try:
             text = stat.read_text()
         except OSError:  # gone meanwhile
             continue
         name, _, rest = text.partition(") ")
-        if name.endswith("(postgres"):
+        if command is None or name.endswith(f"({command}"):
             fields = rest.split()
             total += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
     return total / ticks
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of every PostgreSQL process on this machine so far, with the backends that
+    exited (the postmaster's reaped children)."""
+    return cpu_seconds(Path("/proc").glob("[0-9]*/stat"), "postgres")
+
+
+def processes_cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """CPU of ``processes`` so far."""
+    return cpu_seconds([Path(f"/proc/{process.pid}/stat") for process in processes])
 
 
 def table_counts(database_url: str) -> dict[str, int]:
@@ -497,7 +508,7 @@ def worker_processes(
     workdir: Path,
     *args: str,
     observed: Observability | None = None,
-) -> Iterator[None]:
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` ``supportctl worker`` processes, stopped on exit; with ``observed``, each
     serves its metrics on a port of its own, scraped from when it answers."""
     with ExitStack() as stack:
@@ -521,7 +532,7 @@ def worker_processes(
                 url = f"http://127.0.0.1:{port}/metrics"
                 wait_until_answering(url, process, f"{log_path.stem}'s /metrics", log_path)
                 stack.enter_context(observed.scraper.target("worker", url))
-        yield
+        yield [process for process, _, _ in started]
 
 
 def wait_for_arrivals(
@@ -559,8 +570,9 @@ def delivery_rate(
     enqueue_backlog(env["SUPPORT_DATABASE_URL"], args.events, args.requests)
     worker_args = ("--concurrency", str(args.concurrency), "--per-endpoint", str(args.per_endpoint))
     cpu_before = postgres_cpu_seconds()
-    with worker_processes(env, workers, workdir, *worker_args, observed=observed):
+    with worker_processes(env, workers, workdir, *worker_args, observed=observed) as processes:
         stats = wait_for_arrivals(url, args.events, 300, workdir)
+        worker_cpu = processes_cpu_seconds(processes)
     cpu = postgres_cpu_seconds() - cpu_before
     seconds = (stats["last"] or 0) - (stats["first"] or 0)
     result = {
@@ -572,6 +584,7 @@ def delivery_rate(
         "seconds": round(seconds, 2),
         "events_per_s": round(args.events / seconds, 1) if seconds else None,
         "postgres_cpu_ms_per_event": round(1000 * cpu / args.events, 3),
+        "worker_cpu_ms_per_event": round(1000 * worker_cpu / args.events, 3),
     }
     bench.log(f"delivery: {result}")
     return result
@@ -633,12 +646,17 @@ def api_cost(
         for phase in ("without", "with", "without", "with", "without"):
             before = table_counts(env["SUPPORT_DATABASE_URL"])
             with ExitStack() as stack:
+                workers = []
                 if phase == "with":
-                    stack.enter_context(worker_processes(env, 1, workdir, observed=observed))
+                    workers = stack.enter_context(
+                        worker_processes(env, 1, workdir, observed=observed)
+                    )
                     time.sleep(2)
                 cpu_before = postgres_cpu_seconds()
+                worker_cpu_before = processes_cpu_seconds(workers)
                 measured = {s.name: bench.measure(wrk, api, s, workdir, wrk_args) for s in chosen}
                 cpu = postgres_cpu_seconds() - cpu_before
+                worker_cpu = processes_cpu_seconds(workers) - worker_cpu_before
             after = table_counts(env["SUPPORT_DATABASE_URL"])
             requests = sum(m["rps"] for m in measured.values()) * args.api_seconds
             entry = {
@@ -648,6 +666,9 @@ def api_cost(
                 "events_written": after["events"] - before["events"],
                 "delivered": after.get("succeeded", 0) - before.get("succeeded", 0),
                 "postgres_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3),
+                # The worker's own CPU: on a machine of two cores it is taken from the API's
+                # PostgreSQL as much as its statements are.
+                "worker_cpu_seconds": round(worker_cpu, 2),
             }
             bench.log(f"api: {entry}")
             phases.append(entry)

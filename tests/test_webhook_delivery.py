@@ -8,6 +8,8 @@ asserts what arrived (verified with ``standardwebhooks``) and what is stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
@@ -28,7 +30,7 @@ from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage.database import STATEMENT_OBSERVERS, Database
-from support_requests.storage.deliveries import DeliveryStore
+from support_requests.storage.deliveries import _CLAIM_PG, _INDEX_WALK, DeliveryStore
 from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.secrets import SecretBox, new_secret
@@ -99,11 +101,14 @@ def one_attempt(database_url: str, db: sa.Engine, **worker_options: Any) -> dict
     return row
 
 
-def on_database(database_url: str, scenario: Callable[[Database], Awaitable[None]]) -> None:
-    """Run ``scenario`` with a ``Database`` on the test's database, disposed afterwards."""
+def on_database(
+    database_url: str, scenario: Callable[[Database], Awaitable[None]], **options: Any
+) -> None:
+    """Run ``scenario`` with a ``Database`` (``options``) on the test's database, disposed
+    afterwards."""
 
     async def run() -> None:
-        database = Database(database_url)
+        database = Database(database_url, **options)
         try:
             await scenario(database)
         finally:
@@ -603,15 +608,15 @@ def test_a_dead_worker_s_claims_come_back_when_the_lease_ends(
         await enqueue(database, [request_event(1)])
         now = now_ms()
         # A worker claims it and dies (nothing recorded, nothing released).
-        [claimed] = await DeliveryStore(database).claim(
-            now, now + timedelta(seconds=1), limit=10, per_endpoint=4
-        )
-        assert (
+        [claimed] = (
             await DeliveryStore(database).claim(
                 now, now + timedelta(seconds=1), limit=10, per_endpoint=4
             )
-            == []
+        ).deliveries
+        again = await DeliveryStore(database).claim(
+            now, now + timedelta(seconds=1), limit=10, per_endpoint=4
         )
+        assert again.deliveries == []
         started = time.monotonic()
         await run_until(make_worker(database), settled(db, 1))
         assert time.monotonic() - started >= 0.5
@@ -779,7 +784,8 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
             )
         finally:
             STATEMENT_OBSERVERS.pop()
-        assert [delivery.id for delivery in claimed] == [1, 2]
+        assert [delivery.id for delivery in claimed.deliveries] == [1, 2]
+        assert claimed.next_due is None  # it took all it was asked for
 
     on_database(database_url, scenario)
 
@@ -788,7 +794,10 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
         begin, planner, statement, commit = seen
         assert (begin, commit) == ("BEGIN", "COMMIT")
         assert "set_config" in planner and "enable_bitmapscan" in planner
+        assert "'plan_cache_mode', 'force_generic_plan'" in planner
         assert statement.startswith("WITH live AS MATERIALIZED")
+        # The partial indexes' predicate in the SQL itself, for the generic plan.
+        assert "webhook_deliveries.status = 'pending'" in statement
         assert "UPDATE webhook_deliveries SET claimed_until" in statement
         # One lock, taken on the chosen rows (the outermost subquery), none on the scan.
         assert statement.count("FOR UPDATE") == 1
@@ -802,6 +811,132 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
         True,
         False,
     ]
+
+
+def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_in_its_transaction(
+    database_url: str, db: sa.Engine
+) -> None:
+    """The worker sleeps on what the claim says: deliveries due but held back (here the
+    second event of a request, behind the first) and the next retry; read in the claim's
+    own transaction, not in a round trip of its own."""
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1), request_event(1, STATUS_CHANGED)])
+        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+        try:
+            now = now_ms()
+            claim = await DeliveryStore(database).claim(
+                now, now + timedelta(seconds=60), limit=4, per_endpoint=4
+            )
+        finally:
+            STATEMENT_OBSERVERS.pop()
+        assert [delivery.id for delivery in claim.deliveries] == [1]
+        assert claim.next_due == (True, None)
+
+    on_database(database_url, scenario)
+
+    assert seen[0] in ("BEGIN", "BEGIN IMMEDIATE") and seen[-1] == "COMMIT"
+    assert seen[-2].startswith("SELECT EXISTS")
+    # PostgreSQL: BEGIN, planner settings, claim, what waits, COMMIT; SQLite: BEGIN, claim,
+    # the claimed row, what waits, COMMIT.
+    assert len(seen) == 5, seen
+    assert [row["claimed_until"] is not None for row in stored_deliveries(db)] == [True, False]
+
+
+def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_index(
+    database_url: str, db: sa.Engine
+) -> None:
+    """PostgreSQL: once psycopg has prepared the claim on a connection, every claim there
+    runs on one generic plan (no planning per claim), and that plan walks
+    ``ix_webhook_deliveries_due`` (a plan made for any ``status`` could not use it)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite plans each statement anew; there is nothing prepared")
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    plans: list[Any] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(40)])
+        store = DeliveryStore(database)
+        for _ in range(12):
+            now = now_ms()  # a lease that has run out: the same rows come back
+            assert (await store.claim(now, now, limit=4, per_endpoint=4)).deliveries
+        async with database.writing() as connection:  # the pool's one connection
+            [prepared] = (
+                await connection.execute(
+                    sa.text(
+                        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                        " WHERE statement LIKE 'WITH live AS MATERIALIZED%'"
+                    )
+                )
+            ).all()
+            await connection.execute(_INDEX_WALK)
+            # EXPLAIN EXECUTE shows the plan the claim runs on: parameters in the order
+            # they first appear in the SQL (psycopg numbers them so).
+            values = {"now": "now()", "lease_until": "now()", "scan": "16", "limit": "4"}
+            order = dict.fromkeys(re.findall(r"%\((\w+)\)s", _claim_sql(database)))
+            arguments = ", ".join(values.get(name, "4") for name in order)
+            plan = await connection.execute(
+                sa.text(f"EXPLAIN EXECUTE {prepared.name}({arguments})")
+            )
+            plans.extend([prepared, "\n".join(row[0] for row in plan)])
+
+    on_database(database_url, scenario, pool_size=1)
+
+    prepared, plan = plans
+    assert prepared.custom_plans == 0 and prepared.generic_plans >= 5, prepared
+    assert "Index Scan using ix_webhook_deliveries_due" in plan, plan
+    assert (
+        "Seq Scan" not in plan
+        and "Sort Key: webhook_deliveries" not in plan.split("ix_webhook_deliveries_due")[-1]
+    ), plan
+
+
+def _claim_sql(database: Database) -> str:
+    return str(_CLAIM_PG.compile(dialect=database.sync_engine.dialect))
+
+
+def test_successes_finished_together_are_recorded_at_once_each_fenced_by_its_lease(
+    database_url: str, db: sa.Engine
+) -> None:
+    """A batch of successes is one statement on PostgreSQL (the arrays ``unnest``ed, no
+    BEGIN or COMMIT around it), one transaction on SQLite; a delivery whose lease is no
+    longer this worker's is left as it is."""
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    seen: list[str] = []
+    at = now_ms()
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(3)])
+        now = now_ms()
+        store = DeliveryStore(database)
+        first, second, third = (
+            await store.claim(now, now + timedelta(seconds=60), limit=3, per_endpoint=4)
+        ).deliveries
+        lost = dataclasses.replace(third, lease=third.lease - timedelta(seconds=1))
+        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+        try:
+            recorded = await store.succeed_all(
+                [(first, at, 200), (second, at, 204), (lost, at, 200)]
+            )
+        finally:
+            STATEMENT_OBSERVERS.pop()
+        assert recorded == 2
+
+    on_database(database_url, scenario)
+
+    if database_url.startswith("postgresql"):
+        [statement] = seen
+        assert statement.startswith("UPDATE webhook_deliveries SET") and "unnest(" in statement
+    else:
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+    rows = stored_deliveries(db)
+    assert [
+        (row["status"], row["attempts"], row["last_response_status"], row["completed_at"])
+        for row in rows
+    ] == [(SUCCEEDED, 1, 200, at), (SUCCEEDED, 1, 204, at), (PENDING, 0, None, None)]
+    assert [row["claimed_until"] is None for row in rows] == [True, True, False]
 
 
 def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: sa.Engine) -> None:
@@ -818,12 +953,12 @@ def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: s
                 for store in stores
             )
         )
-        ids = [delivery.id for batch in batches for delivery in batch]
+        ids = [delivery.id for batch in batches for delivery in batch.deliveries]
         assert len(ids) == len(set(ids))  # no delivery claimed twice
         # Rows one claim skipped while another held them are there for the next claim.
-        while more := await stores[0].claim(
-            now, now + timedelta(seconds=60), limit=40, per_endpoint=1000
-        ):
+        while more := (
+            await stores[0].claim(now, now + timedelta(seconds=60), limit=40, per_endpoint=1000)
+        ).deliveries:
             ids += [delivery.id for delivery in more]
         assert sorted(ids) == list(range(1, 301))
 

@@ -41,7 +41,7 @@ from support_requests.domain.clock import now_ms
 from support_requests.domain.webhooks import RETRY_FOR, TIMEOUT_SECONDS, retry_delay
 from support_requests.storage import outbox
 from support_requests.storage.database import Database, sync_url
-from support_requests.storage.deliveries import ClaimedDelivery, DeliveryStore
+from support_requests.storage.deliveries import Claim, ClaimedDelivery, DeliveryStore
 from support_requests.storage.models import NOTIFY_CHANNEL
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.delivery import Message, Outcome, Sender
@@ -243,7 +243,8 @@ class Worker:
         attempts = 0
         try:
             while True:
-                started = await self._claim()
+                claim = await self._claim()
+                started = len(claim.deliveries) if claim else 0
                 attempts += started
                 if not self._in_flight:
                     if started == 0:
@@ -260,17 +261,13 @@ class Worker:
     async def _round(self) -> float:
         """One claim; how long to sleep before the next."""
         try:
-            free = self._concurrency - len(self._in_flight)
-            if free < self._claim_batch and self._in_flight:
-                return self._poll  # finishing deliveries wake the loop
-            started = await self._claim()
-            if started < free:
-                due = await self._store.next_due(self._clock())
-            else:
-                return self._poll  # every slot taken: a finishing delivery wakes the loop
+            claim = await self._claim()
         except SQLAlchemyError as error:
             logger.warning("claiming deliveries failed; retrying", extra=_fields(error=str(error)))
             return min(self._poll, LISTEN_RETRY_SECONDS)
+        if claim is None or claim.next_due is None:
+            return self._poll  # every slot taken: a finishing delivery wakes the loop
+        due = claim.next_due
         if due.waiting and not self._in_flight:
             # Held back by deliveries in flight elsewhere (another worker's, whose ending
             # wakes only that worker): look again soon, so every worker takes a share.
@@ -280,18 +277,20 @@ class Worker:
         wait = (due.next_retry - self._clock()).total_seconds()
         return min(self._poll, max(0.0, wait))
 
-    async def _claim(self) -> int:
+    async def _claim(self) -> Claim | None:
+        """Claim into the free slots and start sending; None when too few are free (the
+        deliveries in flight wake the loop as they finish)."""
         free = self._concurrency - len(self._in_flight)
         if self._stopping or (free < self._claim_batch and self._in_flight):
-            return 0
+            return None
         now = self._clock()
-        claimed = await self._store.claim(
+        claim = await self._store.claim(
             now, now + self._lease, limit=free, per_endpoint=self._per_endpoint
         )
-        for delivery in claimed:
+        for delivery in claim.deliveries:
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight[delivery.id] = (delivery, task)
-        return len(claimed)
+        return claim
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         slots = self._endpoint_slots.get(delivery.endpoint_id)
