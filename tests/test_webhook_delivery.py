@@ -12,7 +12,7 @@ import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage.database import STATEMENT_OBSERVERS, Database
-from support_requests.storage.deliveries import _CLAIM_PG, _INDEX_WALK, DeliveryStore
+from support_requests.storage.deliveries import _CLAIM_PG, _INDEX_WALK, Claim, DeliveryStore
 from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.secrets import SecretBox, new_secret
@@ -767,6 +767,23 @@ def test_no_worker_runs_in_a_server_without_the_switch(
 # -- the claim ----------------------------------------------------------------------------
 
 
+@contextmanager
+def watched(seen: list[str]) -> Iterator[None]:
+    """Every statement run meanwhile, its SQL appended to ``seen``."""
+    STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+    try:
+        yield
+    finally:
+        STATEMENT_OBSERVERS.pop()
+
+
+async def claim_for_a_minute(database: Database, *, limit: int) -> Claim:
+    now = now_ms()
+    return await DeliveryStore(database).claim(
+        now, now + timedelta(seconds=60), limit=limit, per_endpoint=4
+    )
+
+
 def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locked_rows(
     database_url: str, db: sa.Engine
 ) -> None:
@@ -776,14 +793,8 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
     async def scenario(database: Database) -> None:
         await enqueue(database, [request_event(n) for n in range(3)])
         await DeliveryStore(database).claim(now_ms(), now_ms(), limit=1, per_endpoint=4)  # warm
-        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
-        try:
-            now = now_ms()
-            claimed = await DeliveryStore(database).claim(
-                now, now + timedelta(seconds=60), limit=2, per_endpoint=4
-            )
-        finally:
-            STATEMENT_OBSERVERS.pop()
+        with watched(seen):
+            claimed = await claim_for_a_minute(database, limit=2)
         assert [delivery.id for delivery in claimed.deliveries] == [1, 2]
         assert claimed.next_due is None  # it took all it was asked for
 
@@ -824,14 +835,8 @@ def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_in_its_transact
 
     async def scenario(database: Database) -> None:
         await enqueue(database, [request_event(1), request_event(1, STATUS_CHANGED)])
-        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
-        try:
-            now = now_ms()
-            claim = await DeliveryStore(database).claim(
-                now, now + timedelta(seconds=60), limit=4, per_endpoint=4
-            )
-        finally:
-            STATEMENT_OBSERVERS.pop()
+        with watched(seen):
+            claim = await claim_for_a_minute(database, limit=4)
         assert [delivery.id for delivery in claim.deliveries] == [1]
         assert claim.next_due == (True, None)
 
@@ -909,19 +914,13 @@ def test_successes_finished_together_are_recorded_at_once_each_fenced_by_its_lea
 
     async def scenario(database: Database) -> None:
         await enqueue(database, [request_event(n) for n in range(3)])
-        now = now_ms()
         store = DeliveryStore(database)
-        first, second, third = (
-            await store.claim(now, now + timedelta(seconds=60), limit=3, per_endpoint=4)
-        ).deliveries
+        first, second, third = (await claim_for_a_minute(database, limit=3)).deliveries
         lost = dataclasses.replace(third, lease=third.lease - timedelta(seconds=1))
-        STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
-        try:
+        with watched(seen):
             recorded = await store.succeed_all(
                 [(first, at, 200), (second, at, 204), (lost, at, 200)]
             )
-        finally:
-            STATEMENT_OBSERVERS.pop()
         assert recorded == 2
 
     on_database(database_url, scenario)
