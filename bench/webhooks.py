@@ -50,8 +50,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,32 +387,38 @@ def add_endpoint(database_url: str, url: str, secret: str) -> None:
     engine.dispose()
 
 
-def cpu_seconds(stats: Iterator[Path] | list[Path], command: str | None = None) -> float:
-    """User and system CPU so far of the processes whose /proc ``stat`` files are given
-    (those named ``command`` only, when given), with their reaped children (Linux)."""
+def pids_named(command: str) -> list[int]:
+    """The processes of this machine whose name is ``command`` (Linux: /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):  # gone meanwhile
+            if stat.read_text().partition(") ")[0].endswith(f"({command}"):
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU so far of ``pids``, with their reaped children."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for stat in stats:
+    for pid in pids:
         try:
-            text = stat.read_text()
+            fields = Path(f"/proc/{pid}/stat").read_text().partition(") ")[2].split()
         except OSError:  # gone meanwhile
             continue
-        name, _, rest = text.partition(") ")
-        if command is None or name.endswith(f"({command}"):
-            fields = rest.split()
-            total += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+        total += sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
     return total / ticks
 
 
 def postgres_cpu_seconds() -> float:
     """CPU of every PostgreSQL process on this machine so far, with the backends that
     exited (the postmaster's reaped children)."""
-    return cpu_seconds(Path("/proc").glob("[0-9]*/stat"), "postgres")
+    return cpu_seconds(pids_named("postgres"))
 
 
 def processes_cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
     """CPU of ``processes`` so far."""
-    return cpu_seconds([Path(f"/proc/{process.pid}/stat") for process in processes])
+    return cpu_seconds(process.pid for process in processes)
 
 
 def table_counts(database_url: str) -> dict[str, int]:
@@ -779,6 +785,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "only what it costs the database",
     )
     parser.add_argument(
+        "--pin-postgres",
+        action="store_true",
+        help="with --pin: PostgreSQL's processes on CPU 0 too, beside the server, for the run "
+        "(their CPU affinity restored on exit; needs the right to change it): the workers' own "
+        "CPU then takes nothing from the API, as with workers on another host",
+    )
+    parser.add_argument(
         "--observability",
         choices=("off", "on", "both"),
         default="off",
@@ -792,7 +805,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.mode == "bench" and not args.pg:
         parser.error("--pg is required (several workers need PostgreSQL)")
+    if args.pin_postgres and not args.pin:
+        parser.error("--pin-postgres goes with --pin")
     return args
+
+
+@contextmanager
+def postgres_on_cpu_0() -> Iterator[None]:
+    """Every PostgreSQL process of this machine on CPU 0 (backends started meanwhile inherit
+    it from the postmaster), each put back on the CPUs it had on exit."""
+    everywhere = set(range(os.cpu_count() or 1))
+    saved = {}
+    for pid in pids_named("postgres"):
+        with suppress(OSError):
+            saved[pid] = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, {0})
+    try:
+        yield
+    finally:
+        for pid in pids_named("postgres"):
+            with suppress(OSError):
+                os.sched_setaffinity(pid, saved.get(pid, everywhere))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -815,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
             "command": "python bench/webhooks.py " + " ".join(sys.argv[1:]),
             "pinned": args.pin,
+            "postgres_pinned": args.pin_postgres,
             "observability": args.observability,
         }
     }
@@ -822,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp,
         bench.fresh_postgres(args.pg) as database_url,
+        postgres_on_cpu_0() if args.pin_postgres else nullcontext(),
     ):
         workdir = Path(tmp)
         env = bench.server_environment(database_url, workdir, JWT_SECRET)

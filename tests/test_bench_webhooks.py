@@ -44,6 +44,7 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
         assert run["unique"] == run["arrivals"] == 60
         assert run["unverified"] == 0
         assert run["events_per_s"] > 0
+        assert run["worker_cpu_ms_per_event"] > 0
     lag = report["lag"]
     assert lag["events"] >= 30
     assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
@@ -52,5 +53,19 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
     for phase in phases:
         assert phase["create_rps"] > 0 and phase["reply_rps"] > 0
         assert phase["postgres_cpu_ms_per_request"] > 0
+        assert (phase["worker_cpu_seconds"] > 0) == (phase["phase"] == "with")
     assert set(report["api"]["cost_percent"]) == {"create", "reply"}
     assert json.loads(done.stdout) == report
+
+
+def test_postgres_is_pinned_only_beside_the_pinned_server() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--pg", "postgresql://127.0.0.1/x", "--pin-postgres"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "--pin-postgres goes with --pin" in done.stderr
