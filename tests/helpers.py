@@ -113,6 +113,22 @@ def with_desk(database_url: str, work: Callable[[SupportDesk], Awaitable[T]]) ->
     return asyncio.run(run())
 
 
+def on_database(
+    database_url: str, scenario: Callable[[Database], Awaitable[None]], **options: Any
+) -> None:
+    """Run ``scenario`` with a ``Database`` (``options``) on the test's database, disposed
+    afterwards."""
+
+    async def run() -> None:
+        database = Database(database_url, **options)
+        try:
+            await scenario(database)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+
+
 # -- admin API shortcuts and stored-state readers (issue 2/6) -------------------
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")

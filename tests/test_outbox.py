@@ -28,7 +28,7 @@ from support_requests.domain.webhooks import (
     STATUS_CHANGED,
 )
 from support_requests.storage import outbox, support_desk
-from support_requests.storage.database import STATEMENT_OBSERVERS
+from support_requests.storage.database import STATEMENT_OBSERVERS, Database
 from support_requests.storage.models import Base
 from support_requests.storage.support_desk import SupportDesk
 from tests.helpers import (
@@ -44,12 +44,14 @@ from tests.helpers import (
     customer_principal,
     known_admin,
     move_to,
+    on_database,
     post_reply,
     reply,
     stored_request,
     stored_rows,
     with_desk,
 )
+from tests.webhook_receiver import request_event
 
 EVENTS = Base.metadata.tables["webhook_events"]
 DELIVERIES = Base.metadata.tables["webhook_deliveries"]
@@ -731,3 +733,40 @@ def test_an_endpoint_deleted_after_a_change_read_it_gets_no_delivery_and_the_cha
     assert stored_request(db, created.row.id)["subject"] == "s"
     assert types(db) == [CREATED]
     assert [row["endpoint_id"] for row in delivery_rows(db)] == [kept]
+
+
+def test_changes_yielding_events_for_one_endpoint_do_not_wait_for_each_other(database_url, db):
+    """PostgreSQL: a change holds its endpoints with FOR KEY SHARE until it commits (an
+    endpoint deleted meanwhile gets no delivery), a lock other changes share: a second
+    change's events for the same endpoint are written while the first is still open; an
+    update of the endpoint itself (FOR UPDATE) is what waits."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time")
+    endpoint = add_endpoint_row(db)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        at = datetime(2026, 12, 6, tzinfo=UTC).replace(tzinfo=None)
+        async with database.writing() as first:
+            STATEMENT_OBSERVERS.append(lambda sql, _values: seen.append(sql))
+            try:
+                await outbox.enqueue(first, [request_event(1)], at, postgresql=True)
+            finally:
+                STATEMENT_OBSERVERS.pop()
+            async with database.writing() as second:
+                await second.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                assert await outbox.enqueue(second, [request_event(2)], at, postgresql=True)
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                async with database.writing() as third:
+                    await third.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+                    await third.execute(
+                        sa.select(outbox.endpoints_table.c.id).with_for_update(), {}
+                    )
+
+    on_database(database_url, scenario)
+
+    assert any("FOR KEY SHARE OF webhook_endpoints" in sql for sql in seen), seen
+    assert [(row["endpoint_id"], row["order_key"]) for row in delivery_rows(db)] == [
+        (endpoint, "1"),
+        (endpoint, "2"),
+    ]

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.secrets import SecretBox, new_secret
 from support_requests.webhooks.worker import Worker
-from tests.helpers import SECRET
+from tests.helpers import SECRET, on_database
 from tests.servers import app_in_thread, free_port
 from tests.webhook_receiver import (
     Reply,
@@ -99,22 +99,6 @@ def one_attempt(database_url: str, db: sa.Engine, **worker_options: Any) -> dict
     on_database(database_url, scenario)
     [row] = stored_deliveries(db)
     return row
-
-
-def on_database(
-    database_url: str, scenario: Callable[[Database], Awaitable[None]], **options: Any
-) -> None:
-    """Run ``scenario`` with a ``Database`` (``options``) on the test's database, disposed
-    afterwards."""
-
-    async def run() -> None:
-        database = Database(database_url, **options)
-        try:
-            await scenario(database)
-        finally:
-            await database.dispose()
-
-    asyncio.run(run())
 
 
 @pytest.fixture

@@ -156,7 +156,10 @@ def _insert_events_and_deliveries(count: int, deliveries: int) -> Insert:
             )
         )
         .order_by(targets.c.position)
-        .with_for_update(of=endpoints_table, key_share=True)
+        # FOR KEY SHARE (``read`` and ``key_share``; ``key_share`` alone is FOR NO KEY UPDATE,
+        # which every other change's enqueue waits for: every write that yields an event
+        # for an endpoint queued behind the last one until it committed).
+        .with_for_update(of=endpoints_table, read=True, key_share=True)
     )
     return insert(deliveries_table).from_select(list(_DELIVERY_COLUMNS), rows).add_cte(stored)
 
