@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -127,6 +128,20 @@ def on_database(
             await database.dispose()
 
     asyncio.run(run())
+
+
+def usage_refused(script: Path, *arguments: str) -> str:
+    """Run a bench script that must refuse ``arguments`` (exit status 2, argparse's); its
+    stderr."""
+    done = subprocess.run(
+        [sys.executable, str(script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    return done.stderr
 
 
 # -- admin API shortcuts and stored-state readers (issue 2/6) -------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.helpers import require_tool
+from tests.helpers import require_tool, usage_refused
 
 pytestmark = pytest.mark.slow
 
@@ -103,16 +103,9 @@ def test_bench_uploads_and_downloads_attachments_when_asked(tmp_path: Path) -> N
 
 
 def test_bench_refuses_preload_of_a_deployment_without_its_database(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--url", "http://127.0.0.1:9", "--preload", "10"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    refused = usage_refused(BENCH, "--url", "http://127.0.0.1:9", "--preload", "10")
 
-    assert done.returncode == 2
-    assert "--database-url" in done.stderr
+    assert "--database-url" in refused
 
 
 def test_the_reported_command_hides_secrets_tokens_and_passwords(
