@@ -922,6 +922,29 @@ def test_successes_finished_together_are_recorded_at_once_each_fenced_by_its_lea
     assert [row["claimed_until"] is None for row in rows] == [True, True, False]
 
 
+def test_a_burst_of_successes_is_recorded_in_one_statement(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    """The first success of a burst waits (``success_window``) for the others: four
+    deliveries answered about together are one recording, not one each."""
+    receiver = receiver_factory()
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(n) for n in range(4)])
+        worker = make_worker(database, success_window=0.5)
+        with watched(seen):
+            await run_until(worker, settled(db, 4))
+
+    on_database(database_url, scenario)
+
+    recordings = [sql for sql in seen if sql.startswith("UPDATE webhook_deliveries SET status")]
+    assert len(recordings) == 1, recordings
+    assert len(receiver.received) == 4
+    assert [row["status"] for row in stored_deliveries(db)] == [SUCCEEDED] * 4
+
+
 def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: sa.Engine) -> None:
     add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
     add_endpoint(db, "http://127.0.0.1:9/other", new_secret(), key=KEY)
