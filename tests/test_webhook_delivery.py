@@ -828,9 +828,10 @@ def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_in_its_transact
 
     assert seen[0] in ("BEGIN", "BEGIN IMMEDIATE") and seen[-1] == "COMMIT"
     assert seen[-2].startswith("SELECT EXISTS")
-    # PostgreSQL: BEGIN, planner settings, claim, what waits, COMMIT; SQLite: BEGIN, claim,
-    # the claimed row, what waits, COMMIT.
-    assert len(seen) == 5, seen
+    # PostgreSQL: BEGIN, planner settings, claim, what waits, COMMIT; SQLite: BEGIN, the
+    # endpoints with free slots, the endpoint's due deliveries, the lease, the claimed row,
+    # what waits, COMMIT.
+    assert len(seen) == (5 if database_url.startswith("postgresql") else 7), seen
     assert [row["claimed_until"] is not None for row in stored_deliveries(db)] == [True, False]
 
 
@@ -839,7 +840,8 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
 ) -> None:
     """PostgreSQL: once psycopg has prepared the claim on a connection, every claim there
     runs on one generic plan (no planning per claim), and that plan walks
-    ``ix_webhook_deliveries_due`` (a plan made for any ``status`` could not use it)."""
+    ``ix_webhook_deliveries_endpoint_due`` (a plan made for any ``status`` could not use
+    it)."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite plans each statement anew; there is nothing prepared")
     add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
@@ -863,9 +865,9 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
             await connection.execute(_INDEX_WALK)
             # EXPLAIN EXECUTE shows the plan the claim runs on: parameters in the order
             # they first appear in the SQL (psycopg numbers them so).
-            values = {"now": "now()", "lease_until": "now()", "scan": "16", "limit": "4"}
+            values = {"now": "now()", "lease_until": "now()", "limit": "4", "per_endpoint": "4"}
             order = dict.fromkeys(re.findall(r"%\((\w+)\)s", _claim_sql(database)))
-            arguments = ", ".join(values.get(name, "4") for name in order)
+            arguments = ", ".join(values.get(name, "0") for name in order)
             plan = await connection.execute(
                 sa.text(f"EXPLAIN EXECUTE {prepared.name}({arguments})")
             )
@@ -875,11 +877,9 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
 
     prepared, plan = plans
     assert prepared.custom_plans == 0 and prepared.generic_plans >= 5, prepared
-    assert "Index Scan using ix_webhook_deliveries_due" in plan, plan
-    assert (
-        "Seq Scan" not in plan
-        and "Sort Key: webhook_deliveries" not in plan.split("ix_webhook_deliveries_due")[-1]
-    ), plan
+    assert "Index Scan using ix_webhook_deliveries_endpoint_due" in plan, plan
+    after_the_walk = plan.split("ix_webhook_deliveries_endpoint_due")[-1]
+    assert "Seq Scan" not in plan and "Sort Key: webhook_deliveries" not in after_the_walk, plan
 
 
 def _claim_sql(database: Database) -> str:
@@ -943,6 +943,32 @@ def test_a_burst_of_successes_is_recorded_in_one_statement(
     assert len(recordings) == 1, recordings
     assert len(receiver.received) == 4
     assert [row["status"] for row in stored_deliveries(db)] == [SUCCEEDED] * 4
+
+
+def test_an_endpoint_at_its_limit_with_a_deep_queue_does_not_hold_back_another(
+    database_url: str, db: sa.Engine
+) -> None:
+    """One slow endpoint never holds up the others: with its 4 in flight and 100 more of
+    different requests due ahead of another endpoint's one, a claim takes the other's (it
+    used to look at the earliest 4 x limit due deliveries of all endpoints, all the slow
+    one's, and take none)."""
+    slow = add_endpoint(db, "http://127.0.0.1:9/slow", new_secret(), key=KEY)
+
+    async def scenario(database: Database) -> None:
+        earlier = now_ms() - timedelta(seconds=5)
+        await enqueue(database, [request_event(n) for n in range(100)], earlier)
+        in_flight = await claim_for_a_minute(database, limit=16)
+        assert {delivery.endpoint_id for delivery in in_flight.deliveries} == {slow}
+        assert len(in_flight.deliveries) == 4  # its limit
+        other = add_endpoint(db, "http://127.0.0.1:9/other", new_secret(), key=KEY)
+        await enqueue(database, [request_event(1000)], endpoint_id=other)
+        claim = await claim_for_a_minute(database, limit=16)
+        assert [delivery.endpoint_id for delivery in claim.deliveries] == [other]
+
+    on_database(database_url, scenario)
+
+    leased = [row for row in stored_deliveries(db) if row["claimed_until"] is not None]
+    assert sorted(row["endpoint_id"] == slow for row in leased) == [False] + [True] * 4
 
 
 def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: sa.Engine) -> None:

@@ -239,10 +239,13 @@ def add_endpoint(
     return endpoint_id
 
 
-async def enqueue(database: Database, events: Sequence[Event], at: datetime | None = None) -> int:
-    """``events`` through the outbox, in one transaction; the deliveries written."""
+async def enqueue(
+    database: Database, events: Sequence[Event], at: datetime | None = None, **options: Any
+) -> int:
+    """``events`` through the outbox (``options`` as ``outbox.enqueue`` takes them), in one
+    transaction; the deliveries written."""
     async with database.writing() as connection:
-        return await outbox.enqueue(connection, events, at or now_ms())
+        return await outbox.enqueue(connection, events, at or now_ms(), **options)
 
 
 def request_event(request_id: int, event_type: str = CREATED, **data: Any) -> Event:

@@ -37,11 +37,13 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
+    tuple_,
     update,
 )
 from sqlalchemy.types import TypeEngine
 
-from support_requests.storage.database import Database
+from support_requests.storage.database import Database, DbConnection
 from support_requests.storage.outbox import (
     FAILED,
     PENDING,
@@ -52,8 +54,6 @@ from support_requests.storage.outbox import (
 )
 
 DISABLED_GONE = "gone"
-# How many due rows one claim looks at before the per-endpoint bound thins them out.
-SCAN_FACTOR = 4
 MAX_ERROR_LENGTH = 500
 
 _d = deliveries_table
@@ -72,13 +72,19 @@ def _pending(table: Any) -> Any:
     return table.c.status == _PENDING
 
 
-def _claimable_due() -> Any:
-    """Pending, due, lease gone, endpoint enabled, nothing earlier of its request waiting."""
+def _claimable_due(endpoint_id: Any) -> Any:
+    """Of endpoint ``endpoint_id``: pending, due, lease gone, nothing earlier of its request
+    waiting."""
     return and_(
+        _d.c.endpoint_id == endpoint_id,
         _pending(_d),
-        _d.c.next_attempt_at <= bindparam("now", type_=DateTime()),
+        # Due, written as a bound of ix_webhook_deliveries_endpoint_due's (endpoint_id,
+        # next_attempt_at): a condition that index alone can take, so that no plan made
+        # before the table has statistics walks ix_webhook_deliveries_due instead and
+        # filters the other endpoints' deliveries out of it.
+        tuple_(_d.c.endpoint_id, _d.c.next_attempt_at)
+        <= tuple_(endpoint_id, bindparam("now", type_=DateTime())),
         or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
-        _ep.c.enabled,
         ~_waits_for_an_earlier_one(),
     )
 
@@ -100,60 +106,68 @@ def _waits_for_an_earlier_one() -> Any:
     return and_(_d.c.order_key.is_not(None), first_of_its_request != _d.c.id)
 
 
-def _claim_statement(*, skip_locked: bool) -> Any:
-    # The due rows in order (read, not locked: locking every row looked at, to take a few
-    # of them, wrote a row lock on each, up to 64 a claim, 50 claims a second)...
-    due_rows = (
-        select(_d.c.id, _d.c.endpoint_id, _d.c.next_attempt_at)
-        .join(_ep, _ep.c.id == _d.c.endpoint_id)
-        .where(_claimable_due())
-        .order_by(_d.c.next_attempt_at, _d.c.id)
-        .limit(bindparam("scan", type_=Integer()))
-        .subquery("due")
+# Each endpoint's deliveries under a live lease, counted once per claim.
+_LIVE = (
+    select(_leased.c.endpoint_id, func.count().label("leases"))
+    .where(
+        _pending(_leased),
+        _leased.c.claimed_until.is_not(None),  # ix_webhook_deliveries_leased
+        _leased.c.claimed_until >= bindparam("now"),
     )
-    # ...each endpoint's deliveries under a live lease, counted once per claim...
-    live = (
-        select(_leased.c.endpoint_id, func.count().label("leases"))
-        .where(
-            _pending(_leased),
-            _leased.c.claimed_until.is_not(None),  # ix_webhook_deliveries_leased
-            _leased.c.claimed_until >= bindparam("now"),
-        )
-        .group_by(_leased.c.endpoint_id)
-        .cte("live")
-        # Once per claim, not once per due row (a nested loop on a fresh table's statistics).
-        .prefix_with("MATERIALIZED")
+    .group_by(_leased.c.endpoint_id)
+    .cte("live")
+    # Once per claim, not once per endpoint (a nested loop on a fresh table's statistics).
+    .prefix_with("MATERIALIZED")
+)
+_claiming = _ep.alias("claiming")
+# How many more deliveries each enabled endpoint may have in flight, over all workers.
+_FREE = bindparam("per_endpoint", type_=Integer()) - func.coalesce(_LIVE.c.leases, 0)
+_ENDPOINTS_WITH_SLOTS = (
+    select(_claiming.c.id, _FREE.label("free"))
+    .select_from(_claiming.outerjoin(_LIVE, _LIVE.c.endpoint_id == _claiming.c.id))
+    .where(_claiming.c.enabled, _FREE > 0)
+)
+
+
+def _due_of_endpoint(endpoint_id: Any, free: Any) -> Any:
+    """An endpoint's claimable deliveries, the earliest first, at most ``free`` of them: a
+    walk of ``ix_webhook_deliveries_endpoint_due`` that stops there. Per endpoint, so an
+    endpoint at its limit, however deep its queue, takes no place from the others."""
+    return (
+        select(_d.c.id, _d.c.next_attempt_at)
+        .where(_claimable_due(endpoint_id))
+        # The index's own order (the endpoint is one): no plan walks ix_webhook_deliveries_due
+        # instead, filtering out the other endpoints' deliveries.
+        .order_by(_d.c.endpoint_id, _d.c.next_attempt_at, _d.c.id)
+        .limit(free)
     )
-    # ...then at most per_endpoint live leases per endpoint, the earliest first...
-    rank = func.row_number().over(
-        partition_by=due_rows.c.endpoint_id,
-        order_by=(due_rows.c.next_attempt_at, due_rows.c.id),
-    ) + func.coalesce(live.c.leases, 0)
-    ranked = (
-        select(due_rows.c.id, due_rows.c.next_attempt_at, rank.label("rank"))
-        .select_from(due_rows.outerjoin(live, live.c.endpoint_id == due_rows.c.endpoint_id))
-        .subquery("ranked")
-    )
+
+
+def _claim_pg() -> Any:
+    """PostgreSQL: one statement. Each enabled endpoint with free slots gives its earliest
+    claimable deliveries (a ``LATERAL`` walk each), the earliest ``limit`` of them all are
+    taken: read, not locked, then only those locked (skipping rows another worker holds)
+    with the lease checked again on the row as it is now, since one that another worker
+    claimed and committed after this statement's snapshot fails the check and is left to
+    it. (Locking every row looked at, to take a few, wrote a row lock on each.)"""
+    slots = _ENDPOINTS_WITH_SLOTS.subquery("slots")
+    due = _due_of_endpoint(slots.c.id, slots.c.free).lateral("due")
     chosen = (
-        select(ranked.c.id)
-        .where(ranked.c.rank <= bindparam("per_endpoint", type_=Integer()))
-        .order_by(ranked.c.next_attempt_at, ranked.c.id)
+        select(due.c.id)
+        .select_from(slots.join(due, true()))
+        .order_by(due.c.next_attempt_at, due.c.id)
         .limit(bindparam("limit", type_=Integer()))
     )
-    if skip_locked:
-        # ...and only those locked (PostgreSQL: skipping rows another worker holds), the
-        # lease checked again on the row as it is now: one that another worker claimed and
-        # committed since this statement's snapshot fails the check and is left to it.
-        chosen = (
-            select(_d.c.id)
-            .where(
-                _d.c.id.in_(chosen),
-                _pending(_d),
-                or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
-            )
-            .with_for_update(skip_locked=True)
+    locked = (
+        select(_d.c.id)
+        .where(
+            _d.c.id.in_(chosen),
+            _pending(_d),
+            or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
         )
-    return update(_d).values(claimed_until=bindparam("lease_until")).where(_d.c.id.in_(chosen))
+        .with_for_update(skip_locked=True)
+    )
+    return update(_d).values(claimed_until=bindparam("lease_until")).where(_d.c.id.in_(locked))
 
 
 _CLAIMED_COLUMNS = (
@@ -170,12 +184,21 @@ _CLAIMED_COLUMNS = (
 )
 # PostgreSQL: one statement claims and returns what the sender needs.
 _CLAIM_PG = (
-    _claim_statement(skip_locked=True)
+    _claim_pg()
     .where(_e.c.id == _d.c.event_id, _ep.c.id == _d.c.endpoint_id)
     .returning(*_CLAIMED_COLUMNS)
 )
-# SQLite: RETURNING may not name the joined tables; the claimed rows are read after.
-_CLAIM_SQLITE = _claim_statement(skip_locked=False).returning(_d.c.id)
+# SQLite (one writer, in-process statements): the endpoints with free slots, then each
+# one's earliest claimable deliveries, the earliest ``limit`` of them leased one by one,
+# and what they need read, in one write transaction.
+_DUE_OF_ENDPOINT_SQLITE = _due_of_endpoint(
+    bindparam("endpoint_id"), bindparam("free", type_=Integer())
+)
+_LEASE_SQLITE = (
+    update(_d)
+    .where(_d.c.id == bindparam("delivery_id"))
+    .values(claimed_until=bindparam("lease_until"))
+)
 _CLAIMED_SQLITE = (
     select(*_CLAIMED_COLUMNS)
     .join(_e, _e.c.id == _d.c.event_id)
@@ -290,12 +313,13 @@ class NextDue(NamedTuple):
     next_retry: datetime | None
 
 
-# The claim walks ix_webhook_deliveries_due in order and stops at the first ``scan`` rows
-# it may take. Planned on the statistics of a table that grew from a few rows to thousands
-# since autovacuum last looked (a backlog piling up in seconds), PostgreSQL chose instead
-# to read every due row, check each one's request order, and sort: 60-100 ms a claim at
-# 15,000 pending, against 1-3 ms for the walk. So the claim's transaction turns off the
-# plans that read the whole table (``set_config(..., true)``: for this transaction only).
+# The claim walks each endpoint's due deliveries in order (ix_webhook_deliveries_endpoint_due)
+# and stops at as many as the endpoint has free slots. Planned on the statistics of a table
+# that grew from a few rows to thousands since autovacuum last looked (a backlog piling up
+# in seconds), PostgreSQL chose instead to read every due row, check each one's request
+# order, and sort: 60-100 ms a claim at 15,000 pending, against 1-3 ms for the walk. So the
+# claim's transaction turns off the plans that read the whole table (``set_config(...,
+# true)``: for this transaction only).
 # Planning the claim anew each time then cost more than running it (1.3 ms against 0.5-1.1
 # at 15,000 pending: the planner reads the index's ends to estimate ``next_attempt_at <=
 # :now``), so the transaction also asks for a generic plan: once psycopg has prepared the
@@ -368,16 +392,11 @@ class DeliveryStore:
             "now": now,
             "lease_until": lease_until,
             "limit": limit,
-            "scan": limit * SCAN_FACTOR,
             "per_endpoint": per_endpoint,
         }
         async with self._database.writing() as connection:
             if self._database.is_sqlite:
-                ids = [row.id for row in await connection.execute(_CLAIM_SQLITE, parameters)]
-                rows = [
-                    (await connection.execute(_CLAIMED_SQLITE, {"delivery_id": id_})).first()
-                    for id_ in ids
-                ]
+                rows = await self._claim_sqlite(connection, parameters)
             else:
                 await connection.execute(_INDEX_WALK)
                 rows = (await connection.execute(_CLAIM_PG, parameters)).all()
@@ -386,6 +405,20 @@ class DeliveryStore:
                 row = (await connection.execute(_NEXT_DUE, {"now": now})).first()
                 next_due = NextDue(bool(row.waiting), row.next_retry)
         return Claim(sorted((_claimed(row) for row in rows), key=lambda d: d.id), next_due)
+
+    @staticmethod
+    async def _claim_sqlite(connection: DbConnection, parameters: dict[str, Any]) -> list[Any]:
+        due = []
+        for endpoint in (await connection.execute(_ENDPOINTS_WITH_SLOTS, parameters)).all():
+            each = {**parameters, "endpoint_id": endpoint.id, "free": endpoint.free}
+            due += (await connection.execute(_DUE_OF_ENDPOINT_SQLITE, each)).all()
+        chosen = sorted(due, key=lambda row: (row.next_attempt_at, row.id))[: parameters["limit"]]
+        rows = []
+        for row in chosen:
+            lease = {"delivery_id": row.id, "lease_until": parameters["lease_until"]}
+            await connection.execute(_LEASE_SQLITE, lease)
+            rows.append((await connection.execute(_CLAIMED_SQLITE, lease)).first())
+        return rows
 
     async def succeed_all(self, successes: Sequence[tuple[ClaimedDelivery, datetime, int]]) -> int:
         """Mark deliveries (each with when it was sent and the answer's status) delivered in

@@ -369,6 +369,15 @@ class WebhookDelivery(Base):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
+        # The claim walks each endpoint's pending ones by due time, as many as it has slots.
+        Index(
+            "ix_webhook_deliveries_endpoint_due",
+            "endpoint_id",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
         # Per-request order: is an earlier delivery of this request to this endpoint pending?
         Index(
             "ix_webhook_deliveries_order",
