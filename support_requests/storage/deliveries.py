@@ -3,9 +3,11 @@
 A worker *claims* deliveries by setting ``claimed_until`` (its lease) on them; while the
 lease lives no other worker takes them. On PostgreSQL the claim is one statement whose
 inner ``SELECT … FOR UPDATE SKIP LOCKED`` lets any number of workers claim at once without
-waiting on each other or taking the same row; on SQLite (one writer at a time) the same
-statement without the row locks runs in a write transaction, followed by the read of what
-it claimed. A delivery is claimable when it is pending and due, its lease (if any) ran
+waiting on each other or taking the same row; on SQLite (one writer at a time) a few
+in-process statements in a write transaction do the same without row locks. Each endpoint
+gives at most as many deliveries as it has free slots, its earliest first, and the claim
+takes the earliest of those: an endpoint at its limit takes no place from the others,
+however long its queue. A delivery is claimable when it is pending and due, its lease (if any) ran
 out, its endpoint is enabled, no earlier delivery of the same request to the same
 endpoint is still pending (per-request order), and its endpoint has fewer than
 ``per_endpoint`` deliveries under a live lease (counting the ones this claim takes).
