@@ -429,31 +429,23 @@ class DeliveryStore:
         was taken by another worker, is left alone)."""
         if not successes:
             return 0
+        rows = [
+            {
+                "delivery_id": delivery.id,
+                "lease": delivery.lease,
+                "attempted_at": at,
+                "response_status": status,
+            }
+            for delivery, at, status in successes
+        ]
         if not self._database.is_sqlite:
+            # The same values as arrays, one per name (``_SUCCEEDED_ALL``'s ``unnest``).
+            arrays = {f"{name}s": [row[name] for row in rows] for name in _SUCCESS_VALUES}
             async with self._database.autocommit() as connection:
-                changed = await connection.execute(
-                    _SUCCEEDED_ALL,
-                    {
-                        "delivery_ids": [delivery.id for delivery, _, _ in successes],
-                        "leases": [delivery.lease for delivery, _, _ in successes],
-                        "attempted_ats": [at for _, at, _ in successes],
-                        "response_statuss": [status for _, _, status in successes],
-                    },
-                )
-            return int(changed.rowcount)
-        async with self._database.writing() as connection:
-            changed = await connection.execute(
-                _SUCCEEDED,
-                [
-                    {
-                        "delivery_id": delivery.id,
-                        "lease": delivery.lease,
-                        "attempted_at": at,
-                        "response_status": status,
-                    }
-                    for delivery, at, status in successes
-                ],
-            )
+                changed = await connection.execute(_SUCCEEDED_ALL, arrays)
+        else:
+            async with self._database.writing() as connection:
+                changed = await connection.execute(_SUCCEEDED, rows)
         return int(changed.rowcount)
 
     async def retry(
