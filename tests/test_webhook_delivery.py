@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -30,7 +31,12 @@ from support_requests.domain.webhooks import MESSAGE_CREATED, RETRY_FOR, STATUS_
 from support_requests.handlers.app import create_app
 from support_requests.handlers.settings import Settings
 from support_requests.storage.database import STATEMENT_OBSERVERS, Database
-from support_requests.storage.deliveries import _CLAIM_PG, _INDEX_WALK, Claim, DeliveryStore
+from support_requests.storage.deliveries import (
+    _CLAIM_PG,
+    WORKER_SESSION,
+    Claim,
+    DeliveryStore,
+)
 from support_requests.storage.outbox import FAILED, PENDING, SUCCEEDED
 from support_requests.webhooks.addresses import Lookup, system_lookup
 from support_requests.webhooks.secrets import SecretBox, new_secret
@@ -54,6 +60,14 @@ from tests.webhook_receiver import (
 KEY = b"k" * 32
 METRICS_TOKEN = "delivery-metrics-token"
 NOT_IN_THE_TABLE = lookup_table({})
+
+
+def on_worker_database(
+    database_url: str, scenario: Callable[[Database], Any], **options: Any
+) -> None:
+    """``on_database`` with the worker's connection settings, as ``supportctl worker``
+    opens its database."""
+    on_database(database_url, scenario, session=WORKER_SESSION, **options)
 
 
 def make_worker(database: Database, **options: Any) -> Worker:
@@ -96,7 +110,7 @@ def one_attempt(database_url: str, db: sa.Engine, **worker_options: Any) -> dict
         worker = make_worker(database, **worker_options)
         await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
     [row] = stored_deliveries(db)
     return row
 
@@ -130,7 +144,7 @@ def test_a_delivery_is_signed_so_the_standard_webhooks_library_verifies_it(
         await enqueue(database, [request_event(7, comment="hello ünïcode")])
         await run_until(make_worker(database), settled(db, 1))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [arrived] = receiver.received
     [row] = stored_deliveries(db)
@@ -165,7 +179,7 @@ def test_a_delivery_signed_with_another_secret_does_not_verify(
         await enqueue(database, [request_event(1)])
         await run_until(make_worker(database), lambda: bool(receiver.received))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [arrived] = receiver.received
     assert not arrived.verified
@@ -187,7 +201,7 @@ def test_a_failed_delivery_is_retried_with_the_same_webhook_id_and_backs_off(
         await enqueue(database, [request_event(1)])
         await run_until(make_worker(database, first_retry_seconds=0.3), settled(db, 1))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     arrivals = receiver.received
     [row] = stored_deliveries(db)
@@ -215,7 +229,7 @@ def test_a_failed_attempt_records_its_status_and_the_next_attempt(
         worker = make_worker(database, first_retry_seconds=30)
         await run_until(worker, lambda: bool(stored_deliveries(db)[0]["attempts"]))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 1
@@ -239,7 +253,7 @@ def test_a_delivery_fails_for_good_once_its_event_is_24_hours_old(
         await enqueue(database, [request_event(1)], at=created)
         await run_until(make_worker(database), settled(db, 1, FAILED))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 1
@@ -267,7 +281,7 @@ def test_the_last_retry_comes_at_the_24_hour_mark(
         assert row["next_attempt_at"] == created + RETRY_FOR
         await run_until(make_worker(database), settled(db, 1, FAILED))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 2
@@ -290,7 +304,7 @@ def test_410_fails_the_delivery_and_disables_the_endpoint(
         await run_until(make_worker(database), settled(db, 1, FAILED))
         await asyncio.sleep(0.3)  # time for a (wrong) attempt at the second one
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     first, second = stored_deliveries(db)
     endpoint = stored_endpoint(db, endpoint_id)
@@ -319,7 +333,7 @@ def test_a_request_s_later_event_waits_until_the_earlier_one_succeeds(
         await enqueue(database, [request_event(2)])
         await run_until(make_worker(database, first_retry_seconds=0.4), settled(db, 3))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     order = [
         (orjson.loads(a.body)["data"]["requestId"], a.type, a.status) for a in receiver.received
@@ -359,7 +373,7 @@ def test_a_slow_endpoint_does_not_hold_up_another(
 
         await run_until(make_worker(database, concurrency=16, per_endpoint=4), fast_all_in)
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     # The slow one's 4 slots were all busy for 2 s, and its second round took 2 s more.
     assert fast_done[0] < 1.9, fast_done
@@ -385,7 +399,7 @@ def test_an_endpoint_gets_at_most_per_endpoint_deliveries_at_once(
 
         await run_until(worker, done)
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     assert max(in_flight) == 3
     # Three rounds of three, each 0.3 s.
@@ -425,7 +439,7 @@ def test_a_timeout_counts_as_a_failed_attempt(
         await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
         assert time.monotonic() - started < 3.5  # not the receiver's 4 s
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 1
@@ -490,7 +504,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
         await enqueue(database, [request_event(1), request_event(2)])
         await run_until(make_worker(database, lookup=lookup), settled(db, 2))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     assert {a.host for a in receiver.received} == {f"hooks.example.test:{port}"}
     assert all(a.verified for a in receiver.received)
@@ -517,7 +531,7 @@ def test_https_goes_to_the_checked_address_and_verifies_the_certificate_for_the_
                 worker, lambda: all(row["attempts"] == 1 for row in stored_deliveries(db))
             )
 
-        on_database(database_url, scenario)
+        on_worker_database(database_url, scenario)
 
     named, other = stored_deliveries(db)
     [arrived] = receiver.received
@@ -557,7 +571,7 @@ def test_a_worker_stopped_mid_delivery_leaves_it_to_be_retried(
         assert row["attempts"] == 0
         await run_until(make_worker(database), settled(db, 1))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert [a.attempt for a in receiver.received] == [1, 2]
@@ -575,7 +589,7 @@ def test_a_stopping_worker_lets_a_delivery_in_flight_finish_within_the_grace(
         await enqueue(database, [request_event(1)])
         await run_until(make_worker(database, shutdown_grace=5), lambda: bool(receiver.received))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 1
@@ -609,7 +623,7 @@ def test_a_dead_worker_s_claims_come_back_when_the_lease_ends(
             claimed, now_ms(), response_status=500, error="late"
         )
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert len(receiver.received) == 1
@@ -640,7 +654,7 @@ def test_a_sleeping_worker_wakes_when_this_process_enqueues(
         assert receiver.received, "not woken"
         assert receiver.received[0].at - enqueued < 2
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
 
 def test_the_embedded_worker_of_a_server_delivers(
@@ -662,7 +676,7 @@ def test_the_embedded_worker_of_a_server_delivers(
     app = create_app(settings, lookup=lookup)
 
     with app_in_thread(app):
-        on_database(database_url, lambda database: _enqueue_one(database))
+        on_worker_database(database_url, lambda database: _enqueue_one(database))
         receiver.wait_for(1)
         deadline = time.monotonic() + 10
         while not settled(db, 1)() and time.monotonic() < deadline:
@@ -702,7 +716,7 @@ def test_a_delivery_is_counted_in_metrics_and_traced_as_a_span(
     scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     with app_in_thread(app) as url:
         before = _deliveries_by_outcome(httpx.get(f"{url}/metrics", headers=scrape).text)
-        on_database(database_url, lambda database: _enqueue_one(database))
+        on_worker_database(database_url, lambda database: _enqueue_one(database))
         receiver.wait_for(2)
         deadline = time.monotonic() + 10
         while not settled(db, 1)() and time.monotonic() < deadline:
@@ -741,7 +755,7 @@ def test_no_worker_runs_in_a_server_without_the_switch(
         embedded_worker=False,
     )
     with app_in_thread(create_app(settings, lookup=system_lookup)):
-        on_database(database_url, lambda database: _enqueue_one(database))
+        on_worker_database(database_url, lambda database: _enqueue_one(database))
         time.sleep(1.5)
 
     assert receiver.received == []
@@ -782,14 +796,12 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
         assert [delivery.id for delivery in claimed.deliveries] == [1, 2]
         assert claimed.next_due is None  # it took all it was asked for
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     if database_url.startswith("postgresql"):
-        # One statement, in a transaction that keeps the planner on the index walk.
-        begin, planner, statement, commit = seen
-        assert (begin, commit) == ("BEGIN", "COMMIT")
-        assert "set_config" in planner and "enable_bitmapscan" in planner
-        assert "'plan_cache_mode', 'force_generic_plan'" in planner
+        # One statement, atomic by itself: no BEGIN, planner settings or COMMIT around it
+        # (the worker's connections start with those settings, WORKER_SESSION).
+        [statement] = seen
         assert statement.startswith("WITH live AS MATERIALIZED")
         # The partial indexes' predicate in the SQL itself, for the generic plan.
         assert "webhook_deliveries.status = 'pending'" in statement
@@ -808,12 +820,13 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
     ]
 
 
-def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_in_its_transaction(
+def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_on_the_same_connection(
     database_url: str, db: sa.Engine
 ) -> None:
     """The worker sleeps on what the claim says: deliveries due but held back (here the
-    second event of a request, behind the first) and the next retry; read in the claim's
-    own transaction, not in a round trip of its own."""
+    second event of a request, behind the first) and the next retry; read right after the
+    claim on its connection (PostgreSQL: two statements, no transaction around them;
+    SQLite: in the claim's write transaction)."""
     add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
     seen: list[str] = []
 
@@ -824,14 +837,18 @@ def test_a_claim_that_takes_fewer_than_it_could_reads_what_waits_in_its_transact
         assert [delivery.id for delivery in claim.deliveries] == [1]
         assert claim.next_due == (True, None)
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
-    assert seen[0] in ("BEGIN", "BEGIN IMMEDIATE") and seen[-1] == "COMMIT"
-    assert seen[-2].startswith("SELECT EXISTS")
-    # PostgreSQL: BEGIN, planner settings, claim, what waits, COMMIT; SQLite: BEGIN, the
-    # endpoints with free slots, the endpoint's due deliveries, the lease, the claimed row,
-    # what waits, COMMIT.
-    assert len(seen) == (5 if database_url.startswith("postgresql") else 7), seen
+    if database_url.startswith("postgresql"):
+        claim, waiting = seen
+        assert claim.startswith("WITH live AS MATERIALIZED")
+        assert waiting.startswith("SELECT EXISTS")
+    else:
+        # BEGIN, the endpoints with free slots, the endpoint's due deliveries, the lease,
+        # the claimed row, what waits, COMMIT.
+        assert len(seen) == 7, seen
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT"
+        assert seen[-2].startswith("SELECT EXISTS")
     assert [row["claimed_until"] is not None for row in stored_deliveries(db)] == [True, False]
 
 
@@ -852,7 +869,8 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
         store = DeliveryStore(database)
         for _ in range(12):
             now = now_ms()  # a lease that has run out: the same rows come back
-            assert (await store.claim(now, now, limit=4, per_endpoint=4)).deliveries
+            ran_out = now - timedelta(milliseconds=1)
+            assert (await store.claim(now, ran_out, limit=4, per_endpoint=4)).deliveries
         async with database.writing() as connection:  # the pool's one connection
             [prepared] = (
                 await connection.execute(
@@ -862,7 +880,6 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
                     )
                 )
             ).all()
-            await connection.execute(_INDEX_WALK)
             # EXPLAIN EXECUTE shows the plan the claim runs on: parameters in the order
             # they first appear in the SQL (psycopg numbers them so).
             values = {"now": "now()", "lease_until": "now()", "limit": "4", "per_endpoint": "4"}
@@ -873,13 +890,40 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
             )
             plans.extend([prepared, "\n".join(row[0] for row in plan)])
 
-    on_database(database_url, scenario, pool_size=1)
+    on_worker_database(database_url, scenario, pool_size=1)
 
     prepared, plan = plans
     assert prepared.custom_plans == 0 and prepared.generic_plans >= 5, prepared
     assert "Index Scan using ix_webhook_deliveries_endpoint_due" in plan, plan
     after_the_walk = plan.split("ix_webhook_deliveries_endpoint_due")[-1]
     assert "Seq Scan" not in plan and "Sort Key: webhook_deliveries" not in after_the_walk, plan
+
+
+def test_a_worker_database_starts_every_connection_with_the_worker_settings(
+    database_url: str,
+) -> None:
+    """PostgreSQL: a database opened with ``session=WORKER_SESSION`` (as ``supportctl
+    worker`` opens it) plans by index walks and generic plans, commits without waiting for
+    the disk and names its connections, on every connection; settings the URL itself gives
+    (libpq's ``options``) hold beside them."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has no session settings")
+    given = "options=" + quote("-c statement_timeout=4321")
+    url = database_url + ("&" if "?" in database_url else "?") + given
+    shown: list[dict[str, str]] = []
+
+    async def scenario(database: Database) -> None:
+        async with database.reading() as first, database.reading() as second:
+            for connection in (first, second):
+                values = {}
+                for name in [*WORKER_SESSION, "statement_timeout"]:
+                    setting = sa.text(f"SELECT current_setting('{name}')")
+                    values[name] = (await connection.execute(setting)).scalar()
+                shown.append(values)
+
+    on_database(url, scenario, session=WORKER_SESSION)
+
+    assert shown == [{**WORKER_SESSION, "statement_timeout": "4321ms"}] * 2
 
 
 def _claim_sql(database: Database) -> str:
@@ -907,7 +951,7 @@ def test_successes_finished_together_are_recorded_at_once_each_fenced_by_its_lea
             )
         assert recorded == 2
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     if database_url.startswith("postgresql"):
         [statement] = seen
@@ -937,7 +981,7 @@ def test_a_burst_of_successes_is_recorded_in_one_statement(
         with watched(seen):
             await run_until(worker, settled(db, 4))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     recordings = [sql for sql in seen if sql.startswith("UPDATE webhook_deliveries SET status")]
     assert len(recordings) == 1, recordings
@@ -965,7 +1009,7 @@ def test_an_endpoint_at_its_limit_with_a_deep_queue_does_not_hold_back_another(
         claim = await claim_for_a_minute(database, limit=16)
         assert [delivery.endpoint_id for delivery in claim.deliveries] == [other]
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     leased = [row for row in stored_deliveries(db) if row["claimed_until"] is not None]
     assert sorted(row["endpoint_id"] == slow for row in leased) == [False] + [True] * 4
@@ -994,7 +1038,7 @@ def test_concurrent_claims_never_take_the_same_delivery(database_url: str, db: s
             ids += [delivery.id for delivery in more]
         assert sorted(ids) == list(range(1, 301))
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     assert all(row["claimed_until"] is not None for row in stored_deliveries(db))
 
@@ -1010,7 +1054,7 @@ def test_a_secret_that_cannot_be_opened_is_a_failed_attempt_without_a_connection
         worker = make_worker(database, secrets=SecretBox(b"another-key-" + b"x" * 32))
         await run_until(worker, lambda: stored_deliveries(db)[0]["attempts"] == 1)
 
-    on_database(database_url, scenario)
+    on_worker_database(database_url, scenario)
 
     [row] = stored_deliveries(db)
     assert receiver.received == []

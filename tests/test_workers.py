@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from support_requests.storage.database import Database, sync_url
+from support_requests.storage.deliveries import WORKER_SESSION
 from support_requests.storage.outbox import SUCCEEDED, deliveries_table
 from support_requests.webhooks.secrets import new_secret
 from tests.conftest import PG_URL, reset_pg
@@ -142,6 +143,12 @@ def arrivals_by_request(receiver: Receiver) -> dict[int, list[int]]:
     return order
 
 
+_OTHER_CONNECTIONS = sa.text(
+    "SELECT application_name FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
 def test_a_worker_process_delivers_and_stops_on_sigterm(pg: sa.Engine, tmp_path: Path) -> None:
     secret = new_secret()
     with receiving(secret) as receiver:
@@ -150,6 +157,10 @@ def test_a_worker_process_delivers_and_stops_on_sigterm(pg: sa.Engine, tmp_path:
             enqueue_spread(3, 3)
             receiver.wait_for(3)
             wait_until(lambda: statuses(pg) == Counter({SUCCEEDED: 3}), 10)
+            # Its pool's connections started with the worker's settings (WORKER_SESSION).
+            with pg.connect() as connection:
+                names = connection.execute(_OTHER_CONNECTIONS).scalars().all()
+            assert WORKER_SESSION["application_name"] in names, names
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0
 

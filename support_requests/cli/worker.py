@@ -64,6 +64,7 @@ def worker(
     from support_requests.handlers.observability import configure_logging
     from support_requests.storage import schema
     from support_requests.storage.database import Database, sync_url
+    from support_requests.storage.deliveries import WORKER_SESSION
     from support_requests.tracing import traces_for
     from support_requests.webhooks.worker import Worker
 
@@ -87,7 +88,10 @@ def worker(
     async def deliver() -> None:
         traces = traces_for(settings.tracing)
         database = Database(
-            url, pool_size=settings.pool_size, tracer=traces.tracer if traces else None
+            url,
+            pool_size=settings.pool_size,
+            tracer=traces.tracer if traces else None,
+            session=WORKER_SESSION,
         )
         runner = Worker.from_settings(
             database,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -335,7 +335,14 @@ class _PgConnection(_Connection):
 class _PgPool:
     """At most ``size`` open psycopg connections; a request beyond them waits for one."""
 
-    def __init__(self, url: URL, size: int, statements: Statements, timeout: float) -> None:
+    def __init__(
+        self,
+        url: URL,
+        size: int,
+        statements: Statements,
+        timeout: float,
+        session: Mapping[str, str],
+    ) -> None:
         import psycopg
 
         self.statements = statements
@@ -346,6 +353,12 @@ class _PgPool:
         arguments, options = statements.dialect.create_connect_args(url)
         self._arguments = arguments
         self._options = {"connect_timeout": 5, **options, "autocommit": True}
+        if session:
+            # libpq's ``options``: settings the server applies as the session starts,
+            # after any the URL gives.
+            given = [options["options"]] if options.get("options") else []
+            settings = [f"-c {name}={value}" for name, value in session.items()]
+            self._options["options"] = " ".join(given + settings)
         self._size = size
         self._slots = asyncio.Semaphore(size)
         self._timeout = timeout
@@ -466,7 +479,9 @@ class Database:
 
     ``reading()``: a connection outside any transaction (each statement its own);
     ``writing()``: a write transaction; ``autocommit()``: one-statement writes. With a
-    ``tracer``, each scope is a span.
+    ``tracer``, each scope is a span. ``session``: PostgreSQL settings every connection
+    starts with (SQLite has none), for a process whose statements all want them (the
+    webhook worker's, ``deliveries.WORKER_SESSION``).
     """
 
     reading: Scope
@@ -481,8 +496,10 @@ class Database:
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         pool_timeout: float = 10,
         tracer: Tracer | None = None,
+        session: Mapping[str, str] | None = None,
     ) -> None:
         target = sync_url(url)
+        self.session: Mapping[str, str] = dict(session or {})
         self.is_sqlite = target.get_backend_name() == "sqlite"
         # For the dialect, the schema and operators' tools; requests use the driver below.
         self.sync_engine: Engine = create_engine(target, poolclass=NullPool)
@@ -493,7 +510,7 @@ class Database:
         if self.is_sqlite:
             self._sqlite = _Sqlite(target, sqlite_busy_timeout_ms, self._statements)
         else:
-            self._pg = _PgPool(target, pool_size, self._statements, pool_timeout)
+            self._pg = _PgPool(target, pool_size, self._statements, pool_timeout, self.session)
         # Traced scopes only when tracing is on: off, the scopes are the plain methods.
         self.reading = self._reading
         self.writing = self._writing

@@ -38,7 +38,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     true,
     tuple_,
     update,
@@ -64,7 +63,7 @@ _ep = endpoints_table
 _earlier = _d.alias("earlier")
 _leased = _d.alias("leased")
 # ``status = 'pending'`` written into the SQL, not bound: the claim runs on a plan made once
-# for any values of its parameters (a generic plan, see ``_INDEX_WALK``), and such a plan
+# for any values of its parameters (a generic plan, see ``WORKER_SESSION``), and such a plan
 # can use the partial indexes (``WHERE status = 'pending'``) only if the statement itself
 # proves their predicate; compared with a parameter, it walked the whole table instead.
 _PENDING = literal_column(f"'{PENDING}'", String())
@@ -315,24 +314,38 @@ class NextDue(NamedTuple):
     next_retry: datetime | None
 
 
-# The claim walks each endpoint's due deliveries in order (ix_webhook_deliveries_endpoint_due)
-# and stops at as many as the endpoint has free slots. Planned on the statistics of a table
-# that grew from a few rows to thousands since autovacuum last looked (a backlog piling up
-# in seconds), PostgreSQL chose instead to read every due row, check each one's request
-# order, and sort: 60-100 ms a claim at 15,000 pending, against 1-3 ms for the walk. So the
-# claim's transaction turns off the plans that read the whole table (``set_config(...,
-# true)``: for this transaction only).
-# Planning the claim anew each time then cost more than running it (1.3 ms against 0.5-1.1
-# at 15,000 pending: the planner reads the index's ends to estimate ``next_attempt_at <=
-# :now``), so the transaction also asks for a generic plan: once psycopg has prepared the
-# statement on a connection (after a few runs), PostgreSQL plans it once there, for any
-# values, and reuses that plan (0.02 ms); with the seq and bitmap scans off and
-# ``_PENDING`` in the SQL, that plan is the same index walk.
-_INDEX_WALK = text(
-    "SELECT set_config('enable_seqscan', 'off', true),"
-    " set_config('enable_bitmapscan', 'off', true),"
-    " set_config('plan_cache_mode', 'force_generic_plan', true)"
-)
+# The settings every connection of a worker starts with (``Database(session=...)``; the
+# ``supportctl worker`` command opens its database so). Settings of the session, not of
+# each claim's transaction: a claim is then one statement with no BEGIN, planner settings
+# and COMMIT around it (four round trips a round, and half of the worker's PostgreSQL CPU
+# with the commit's wait below: bench/README.md).
+#
+# - The claim walks each endpoint's due deliveries in order (ix_webhook_deliveries_endpoint_due)
+#   and stops at as many as the endpoint has free slots. Planned on the statistics of a
+#   table that grew from a few rows to thousands since autovacuum last looked (a backlog
+#   piling up in seconds), PostgreSQL chose instead to read every due row, check each one's
+#   request order, and sort: 60-100 ms a claim at 15,000 pending, against 1-3 ms for the
+#   walk. So the plans that read the whole table are off (every statement of the worker
+#   finds its rows by an index).
+# - Planning the claim anew each time cost more than running it (1.3 ms against 0.5-1.1 at
+#   15,000 pending: the planner reads the index's ends to estimate ``next_attempt_at <=
+#   :now``), so the worker asks for generic plans: once psycopg has prepared a statement on
+#   a connection (after a few runs), PostgreSQL plans it once there, for any values, and
+#   reuses that plan (0.02 ms); with the scans above off and ``_PENDING`` in the SQL, that
+#   plan is the same index walk.
+# - The worker's commits do not wait for the WAL to reach the disk. A crash of PostgreSQL
+#   can lose the last fraction of a second of its records (``wal_writer_delay`` x 3 at
+#   most): a delivery whose success or lease is lost is sent again, with the same
+#   ``webhook-id``, which at-least-once delivery allows and receivers deduplicate by. The
+#   API's own transactions (the events themselves) keep waiting for the disk.
+# - ``application_name``: the worker's connections are told apart in ``pg_stat_activity``.
+WORKER_SESSION = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "plan_cache_mode": "force_generic_plan",
+    "synchronous_commit": "off",
+    "application_name": "support-requests-worker",
+}
 
 
 @dataclass(frozen=True)
@@ -388,19 +401,19 @@ class DeliveryStore:
         self, now: datetime, lease_until: datetime, *, limit: int, per_endpoint: int
     ) -> Claim:
         """Take up to ``limit`` due deliveries until ``lease_until``, the earliest first;
-        when it took fewer, what is held back and when the next retry falls due, read in
-        the same transaction (the planner settings of ``_INDEX_WALK`` hold for it too)."""
+        when it took fewer, what is held back and when the next retry falls due, read on
+        the same connection (on PostgreSQL one statement each, the claim atomic by itself;
+        on SQLite in the claim's write transaction)."""
         parameters = {
             "now": now,
             "lease_until": lease_until,
             "limit": limit,
             "per_endpoint": per_endpoint,
         }
-        async with self._database.writing() as connection:
+        async with self._database.autocommit() as connection:
             if self._database.is_sqlite:
                 rows = await self._claim_sqlite(connection, parameters)
             else:
-                await connection.execute(_INDEX_WALK)
                 rows = (await connection.execute(_CLAIM_PG, parameters)).all()
             next_due = None
             if len(rows) < limit:
