@@ -17,7 +17,8 @@ every signature with ``standardwebhooks``), it measures:
    (taken in the enqueuing transaction): p50, p99, max.
 3. ``api``: ``supportctl serve``'s create and reply throughput under wrk (as
    ``bench/run.py`` measures them), alternately without a worker and with one draining
-   (each "with" against the mean of the runs either side of it), and the CPU of the
+   (``--api-pairs`` runs with one, each against the mean of the runs either side of it;
+   the cost is their mean, ``cost_percent_each`` each one's), and the CPU of the
    PostgreSQL processes per API request in each run. The API writes events only
    once the outbox is wired into its write path; until then ``events written`` reads 0
    and the worker has nothing to drain.
@@ -649,7 +650,7 @@ def api_cost(
         phases: list[dict[str, Any]] = []
         # Alternated, each "with" against the mean of the runs either side of it: the
         # database grows from run to run, and a single before/after pair drifted by 25 %.
-        for phase in ("without", "with", "without", "with", "without"):
+        for phase in ("without", *("with", "without") * args.api_pairs):
             before = table_counts(env["SUPPORT_DATABASE_URL"])
             with ExitStack() as stack:
                 workers = []
@@ -679,14 +680,17 @@ def api_cost(
             bench.log(f"api: {entry}")
             phases.append(entry)
     cost: dict[str, float | None] = {}
+    each: dict[str, list[float]] = {}
     for name in ("create", "reply"):
         ratios = []
-        for index in (1, 3):
+        for index in range(1, len(phases), 2):
             baseline = (phases[index - 1][f"{name}_rps"] + phases[index + 1][f"{name}_rps"]) / 2
             if baseline:
                 ratios.append(phases[index][f"{name}_rps"] / baseline)
         cost[name] = round(100 * (1 - statistics.fmean(ratios)), 1) if ratios else None
-    return {"phases": phases, "cost_percent": cost}
+        each[name] = [round(100 * (1 - ratio), 1) for ratio in ratios]
+    # Each "with" run's own cost, for the spread: one run's varied by ±8 points here.
+    return {"phases": phases, "cost_percent": cost, "cost_percent_each": each}
 
 
 def measure_part(
@@ -773,6 +777,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100.0, help="lag: events per second")
     parser.add_argument("--lag-seconds", type=float, default=20.0, help="lag: how long (20)")
     parser.add_argument("--api-seconds", type=int, default=10, help="api: wrk seconds per run")
+    parser.add_argument(
+        "--api-pairs",
+        type=int,
+        default=2,
+        help="api: runs with a worker, each between two without (2)",
+    )
     parser.add_argument("--api-requests", type=int, default=5, help="api: seeded per customer")
     parser.add_argument("--customers", type=int, default=100, help="api: customers")
     parser.add_argument("--connections", type=int, default=32, help="api: wrk connections")
@@ -807,6 +817,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--pg is required (several workers need PostgreSQL)")
     if args.pin_postgres and not args.pin:
         parser.error("--pin-postgres goes with --pin")
+    if args.api_pairs < 1:
+        parser.error("--api-pairs must be at least 1")
     return args
 
 

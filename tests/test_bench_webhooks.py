@@ -33,7 +33,7 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
     command = [sys.executable, str(BENCH), "--pg", server, "--out", str(out)]
     command += ["--events", "60", "--requests", "12", "--rate", "20", "--lag-seconds", "2"]
     command += ["--api-seconds", "1", "--customers", "3", "--api-requests", "2"]
-    command += ["--connections", "4"]
+    command += ["--connections", "4", "--api-pairs", "3"]
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
 
@@ -49,13 +49,23 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
     assert lag["events"] >= 30
     assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
     phases = report["api"]["phases"]
-    assert [phase["phase"] for phase in phases] == ["without", "with", "without", "with", "without"]
+    assert [phase["phase"] for phase in phases] == ["without", *["with", "without"] * 3]
     for phase in phases:
         assert phase["create_rps"] > 0 and phase["reply_rps"] > 0
         assert phase["postgres_cpu_ms_per_request"] > 0
         assert (phase["worker_cpu_seconds"] > 0) == (phase["phase"] == "with")
     assert set(report["api"]["cost_percent"]) == {"create", "reply"}
+    for name, each in report["api"]["cost_percent_each"].items():
+        # The mean of each run's cost (against the runs either side of it).
+        assert len(each) == 3
+        assert abs(sum(each) / 3 - report["api"]["cost_percent"][name]) <= 0.1
     assert json.loads(done.stdout) == report
+
+
+def test_the_api_cost_takes_at_least_one_run_with_a_worker() -> None:
+    refused = usage_refused(BENCH, "--pg", "postgresql://127.0.0.1/x", "--api-pairs", "0")
+
+    assert "--api-pairs must be at least 1" in refused
 
 
 def test_postgres_is_pinned_only_beside_the_pinned_server() -> None:
