@@ -499,7 +499,6 @@ class Database:
         session: Mapping[str, str] | None = None,
     ) -> None:
         target = sync_url(url)
-        self.session: Mapping[str, str] = dict(session or {})
         self.is_sqlite = target.get_backend_name() == "sqlite"
         # For the dialect, the schema and operators' tools; requests use the driver below.
         self.sync_engine: Engine = create_engine(target, poolclass=NullPool)
@@ -510,7 +509,7 @@ class Database:
         if self.is_sqlite:
             self._sqlite = _Sqlite(target, sqlite_busy_timeout_ms, self._statements)
         else:
-            self._pg = _PgPool(target, pool_size, self._statements, pool_timeout, self.session)
+            self._pg = _PgPool(target, pool_size, self._statements, pool_timeout, session or {})
         # Traced scopes only when tracing is on: off, the scopes are the plain methods.
         self.reading = self._reading
         self.writing = self._writing

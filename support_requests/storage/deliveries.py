@@ -317,8 +317,8 @@ class NextDue(NamedTuple):
 # The settings every connection of a worker starts with (``Database(session=...)``; the
 # ``supportctl worker`` command opens its database so). Settings of the session, not of
 # each claim's transaction: a claim is then one statement with no BEGIN, planner settings
-# and COMMIT around it (four round trips a round, and half of the worker's PostgreSQL CPU
-# with the commit's wait below: bench/README.md).
+# and COMMIT around it (those round trips and the commit's wait below were a quarter of
+# the worker's PostgreSQL CPU per delivery: bench/README.md).
 #
 # - The claim walks each endpoint's due deliveries in order (ix_webhook_deliveries_endpoint_due)
 #   and stops at as many as the endpoint has free slots. Planned on the statistics of a
