@@ -27,8 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support_requests.storage.database import Database, sync_url
 from support_requests.storage.deliveries import WORKER_SESSION
+from support_requests.storage.models import NOTIFY_CHANNEL
 from support_requests.storage.outbox import SUCCEEDED, deliveries_table
 from support_requests.webhooks.secrets import new_secret
+from support_requests.webhooks.worker import LISTENER_NAME
 from tests.conftest import PG_URL, reset_pg
 from tests.servers import (
     SUPPORTCTL,
@@ -214,6 +216,48 @@ def test_a_worker_process_wakes_on_notify_rather_than_polling(
                 time.sleep(0.3)
 
     assert max(lags) < 1.0, lags
+
+
+_LISTENER_STATEMENT = sa.text(
+    "SELECT query FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = :name"
+)
+
+
+def test_a_busy_worker_process_stops_listening_and_listens_again_once_idle(
+    pg: sa.Engine, tmp_path: Path
+) -> None:
+    """While its slots are full or due deliveries wait behind the ones in flight, the API's
+    commits notify no one (each notification to a listener costs the committing
+    transaction); once it has caught up it listens again, and is woken as before."""
+    secret = new_secret()
+    last_statements: list[str] = []
+
+    def listener_statement() -> str:
+        with pg.connect() as connection:
+            [statement] = connection.execute(_LISTENER_STATEMENT, {"name": LISTENER_NAME}).scalars()
+        if not last_statements or last_statements[-1] != statement:
+            last_statements.append(statement)
+        return str(statement)
+
+    with receiving(secret, always(200, delay=0.2)) as receiver:
+        add_endpoint(pg, receiver.url, secret, key=KEY.encode())
+        with workers(tmp_path, 1, "--per-endpoint", "2"):
+            wait_until(lambda: listener_statement() == f"LISTEN {NOTIFY_CHANNEL}", 10)
+            enqueue_spread(20, 20)  # two at a time, 0.2 s each: busy for about 2 s
+            wait_until(lambda: listener_statement() == f"UNLISTEN {NOTIFY_CHANNEL}", 2)
+            assert statuses(pg)[SUCCEEDED] < 20  # still busy
+            receiver.wait_for(20)
+            wait_until(lambda: listener_statement() == f"LISTEN {NOTIFY_CHANNEL}", 2)
+            enqueued = time.monotonic()
+            enqueue_spread(1, 1)
+            receiver.wait_for(21)
+            lag = receiver.received[-1].at - enqueued
+
+    assert lag < 1.0  # woken by the notification (its poll is 5 s)
+    assert last_statements == [f"{verb}LISTEN {NOTIFY_CHANNEL}" for verb in ("", "UN", "")]
+    assert statuses(pg) == Counter({SUCCEEDED: 21})
+    assert len(set(receiver.ids())) == 21
 
 
 def test_a_worker_process_with_once_delivers_what_is_due_and_exits(

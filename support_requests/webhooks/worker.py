@@ -6,9 +6,13 @@ across every worker, and held by a semaphore per endpoint in this one), send eac
 own task, record the outcome, and sleep until the next retry is due, a wake-up, or
 ``poll_seconds`` at most (rounds start ``MIN_ROUND_SECONDS`` apart at least). Wake-ups:
 on PostgreSQL a notification on ``models.NOTIFY_CHANNEL`` (the deliveries' insert
-trigger), received on a connection of the worker's own; in this process,
-``outbox.on_enqueue`` (the SQLite server's embedded worker has no other); and a finished
-delivery (the next one of its request may be due).
+trigger), received on a connection of the worker's own while the worker is idle (its
+last claim left nothing due behind); in this process, ``outbox.on_enqueue`` (the SQLite
+server's embedded worker has no other); and a finished delivery (the next one of its
+request may be due). A busy worker (its slots full, or due deliveries held back) claims
+again as its deliveries finish, so it stops listening until it is idle again: each
+notification to a listener costs the committing transaction's PostgreSQL about a fifth
+more CPU (bench/README.md), for a wake-up a busy worker does not need.
 
 Outcomes: a 2xx succeeds; a 410 fails the delivery and disables the endpoint; anything
 else (another status, a timeout, a refused or unresolvable address, a connection error)
@@ -57,6 +61,8 @@ logger = logging.getLogger("support_requests.webhooks")
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_ENDPOINT = 4
 DEFAULT_LEASE_SECONDS = 60.0
+# The listening connection's name in ``pg_stat_activity``.
+LISTENER_NAME = "support-requests-worker-listener"
 # Longest sleep without a wake-up: PostgreSQL's workers are woken by NOTIFY; on SQLite
 # this is how deliveries enqueued by another process are found.
 POLL_SECONDS_PG = 5.0
@@ -71,6 +77,9 @@ MIN_ROUND_SECONDS = 0.02
 # by others in flight (held by another worker, or earlier ones of their request).
 HELD_BACK_SECONDS = 0.05
 LISTEN_RETRY_SECONDS = 1.0
+# How soon a worker that became busy stops listening (notifications meanwhile wake it, as
+# they did before).
+LISTEN_CHECK_SECONDS = 0.1
 # How long the first success of a burst waits for the others before they are recorded in one
 # statement. A round's deliveries to one endpoint are answered about a millisecond apart
 # (the receiver takes them in turn), and each success was its own statement and commit:
@@ -185,6 +194,9 @@ class Worker:
         self._successes = _Successes(self._store, success_window)
         self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
         self._wake = asyncio.Event()
+        # Set while the worker is idle: its listener LISTENs then, and UNLISTENs otherwise.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
@@ -283,8 +295,13 @@ class Worker:
             logger.warning("claiming deliveries failed; retrying", extra=_fields(error=str(error)))
             return min(self._poll, LISTEN_RETRY_SECONDS)
         if claim is None or claim.next_due is None:
+            self._idle.clear()
             return self._poll  # every slot taken: a finishing delivery wakes the loop
         due = claim.next_due
+        if due.waiting:
+            self._idle.clear()  # a finishing delivery, or the short sleep below, looks again
+        else:
+            self._idle.set()
         if due.waiting and not self._in_flight:
             # Held back by deliveries in flight elsewhere (another worker's, whose ending
             # wakes only that worker): look again soon, so every worker takes a share.
@@ -424,24 +441,36 @@ class Worker:
             )
 
     async def _listen(self, url: str) -> None:
-        """Wake on every notification of new deliveries, on a connection of our own."""
+        """Wake on every notification of new deliveries while idle, on a connection of our
+        own."""
         import psycopg
 
         conninfo = sync_url(url).set(drivername="postgresql").render_as_string(False)
         while True:
             try:
-                connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                connection = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, application_name=LISTENER_NAME
+                )
                 async with connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.wake()  # anything inserted before the LISTEN
-                    async for _ in connection.notifies():
-                        self.wake()
+                    await self._listen_while_idle(connection)
             except psycopg.Error as error:
                 logger.warning(
                     "listening for new deliveries failed; polling until it is back",
                     extra=_fields(error=str(error)),
                 )
             await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+    async def _listen_while_idle(self, connection: Any) -> None:
+        """LISTEN while idle, UNLISTEN while busy. A LISTEN is followed by a round, which
+        finds anything committed before it (its notification went to no one)."""
+        while True:
+            await self._idle.wait()
+            await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.wake()
+            while self._idle.is_set():
+                async for _ in connection.notifies(timeout=LISTEN_CHECK_SECONDS):
+                    self.wake()
+            await connection.execute(f"UNLISTEN {NOTIFY_CHANNEL}")
 
 
 def _fields(**fields: Any) -> dict[str, Any]:
