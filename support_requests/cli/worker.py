@@ -17,6 +17,11 @@ import typer
 
 from support_requests.cli.local import local_settings
 from support_requests.cli.operator import database_error, shown_url
+from support_requests.domain.webhooks import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_PER_ENDPOINT,
+)
 
 log = logging.getLogger("support_requests.webhooks")
 
@@ -25,13 +30,13 @@ def worker(
     concurrency: Annotated[
         int,
         typer.Option(metavar="N", min=1, help="Deliveries in flight at once, over all endpoints."),
-    ] = 16,
+    ] = DEFAULT_CONCURRENCY,
     per_endpoint: Annotated[
         int,
         typer.Option(
             metavar="N", min=1, help="Deliveries in flight to one endpoint, over all workers."
         ),
-    ] = 4,
+    ] = DEFAULT_PER_ENDPOINT,
     lease_seconds: Annotated[
         float,
         typer.Option(
@@ -40,7 +45,7 @@ def worker(
             help="How long a claim lasts: a worker killed mid-delivery leaves it to another "
             "after this (longer than the 10 s attempt timeout).",
         ),
-    ] = 60.0,
+    ] = DEFAULT_LEASE_SECONDS,
     once: Annotated[
         bool, typer.Option("--once", help="Deliver what is due now, then exit.")
     ] = False,

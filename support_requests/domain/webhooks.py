@@ -21,6 +21,12 @@ EVENT_TYPES = (CREATED, MESSAGE_CREATED, STATUS_CHANGED, ASSIGNED, RATED, ATTACH
 RETRY_FOR = timedelta(hours=24)
 TIMEOUT_SECONDS = 10.0
 
+# A worker's defaults (``supportctl worker`` options): deliveries in flight in one worker, to
+# one endpoint over all workers, and how long a claim lasts (longer than an attempt).
+DEFAULT_CONCURRENCY = 16
+DEFAULT_PER_ENDPOINT = 4
+DEFAULT_LEASE_SECONDS = 60.0
+
 
 def retry_delay(attempts: int, first_seconds: float, rng: random.Random | None = None) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt (1 for the first): the first

@@ -42,7 +42,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from support_requests import metrics, tracing
 from support_requests.domain.clock import now_ms
-from support_requests.domain.webhooks import RETRY_FOR, TIMEOUT_SECONDS, retry_delay
+from support_requests.domain.webhooks import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_PER_ENDPOINT,
+    RETRY_FOR,
+    TIMEOUT_SECONDS,
+    retry_delay,
+)
 from support_requests.storage import outbox
 from support_requests.storage.database import Database, sync_url
 from support_requests.storage.deliveries import Claim, ClaimedDelivery, DeliveryStore
@@ -58,9 +65,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("support_requests.webhooks")
 
-DEFAULT_CONCURRENCY = 16
-DEFAULT_PER_ENDPOINT = 4
-DEFAULT_LEASE_SECONDS = 60.0
 # The listening connection's name in ``pg_stat_activity``.
 LISTENER_NAME = "support-requests-worker-listener"
 # Longest sleep without a wake-up: PostgreSQL's workers are woken by NOTIFY; on SQLite
