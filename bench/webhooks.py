@@ -417,6 +417,35 @@ def postgres_cpu_seconds() -> float:
     return cpu_seconds(pids_named("postgres"))
 
 
+class WorkerBackends:
+    """CPU of the PostgreSQL backends serving the workers (``application_name``
+    ``support-requests-worker…``) since this was made: their share of the database's CPU,
+    told apart from the API's. A backend that exits meanwhile is not counted."""
+
+    _NAMED = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE 'support-requests-worker%'"
+    )
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._start = {pid: cpu_seconds([pid]) for pid in self._pids()}
+
+    def _pids(self) -> list[int]:
+        import sqlalchemy as sa
+
+        from support_requests.storage.database import sync_url
+
+        engine = sa.create_engine(sync_url(self._url), poolclass=sa.NullPool)
+        with engine.connect() as connection:
+            pids = [int(pid) for pid in connection.scalars(sa.text(self._NAMED))]
+        engine.dispose()
+        return pids
+
+    def seconds(self) -> float:
+        return sum(cpu_seconds([pid]) - self._start.get(pid, 0.0) for pid in self._pids())
+
+
 def processes_cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
     """CPU of ``processes`` so far."""
     return cpu_seconds(process.pid for process in processes)
@@ -661,9 +690,11 @@ def api_cost(
                     time.sleep(2)
                 cpu_before = postgres_cpu_seconds()
                 worker_cpu_before = processes_cpu_seconds(workers)
+                backends = WorkerBackends(env["SUPPORT_DATABASE_URL"])
                 measured = {s.name: bench.measure(wrk, api, s, workdir, wrk_args) for s in chosen}
                 cpu = postgres_cpu_seconds() - cpu_before
                 worker_cpu = processes_cpu_seconds(workers) - worker_cpu_before
+                backend_cpu = backends.seconds()
             after = table_counts(env["SUPPORT_DATABASE_URL"])
             requests = sum(m["rps"] for m in measured.values()) * args.api_seconds
             entry = {
@@ -673,6 +704,10 @@ def api_cost(
                 "events_written": after["events"] - before["events"],
                 "delivered": after.get("succeeded", 0) - before.get("succeeded", 0),
                 "postgres_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3),
+                # Of that, the workers' backends' (the rest is the API's, and PostgreSQL's
+                # own processes'): what the worker's statements cost, apart from what they
+                # make the API's cost.
+                "worker_backends_cpu_seconds": round(backend_cpu, 2),
                 # The worker's own CPU: on a machine of two cores it is taken from the API's
                 # PostgreSQL as much as its statements are.
                 "worker_cpu_seconds": round(worker_cpu, 2),

@@ -54,6 +54,8 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
         assert phase["create_rps"] > 0 and phase["reply_rps"] > 0
         assert phase["postgres_cpu_ms_per_request"] > 0
         assert (phase["worker_cpu_seconds"] > 0) == (phase["phase"] == "with")
+        # The workers' backends are told apart by their application_name.
+        assert (phase["worker_backends_cpu_seconds"] > 0) == (phase["phase"] == "with")
     assert set(report["api"]["cost_percent"]) == {"create", "reply"}
     for name, each in report["api"]["cost_percent_each"].items():
         # The mean of each run's cost (against the runs either side of it).
