@@ -23,6 +23,12 @@ every signature with ``standardwebhooks``), it measures:
    once the outbox is wired into its write path; until then ``events written`` reads 0
    and the worker has nothing to drain.
 
+4. ``notify`` (not in the default ``--parts``): what a listening worker costs each writing
+   transaction. One event per transaction, as fast as one connection goes, for
+   ``--notify-seconds``, alternately with no one listening and with a connection that
+   ``LISTEN``s on the deliveries' channel (``--notify-pairs`` runs with it); the CPU of the
+   PostgreSQL processes per transaction in each run, and the ratio with/without.
+
 With ``--observability on``, metrics and tracing are on as a deployment runs them: every
 ``supportctl serve`` and ``supportctl worker`` exports its spans over OTLP/HTTP to a local
 trace sink (``TraceSink``, counting what it receives), and the server's ``/metrics``
@@ -69,7 +75,7 @@ OTHER_CPU: list[str] = []
 SECRET_KEY = "bench-webhooks-key-" + "k" * 32
 JWT_SECRET = "bench-webhooks-jwt-" + "s" * 32
 METRICS_TOKEN = "bench-webhooks-metrics-" + "m" * 16
-PARTS = ("delivery", "lag", "api")
+PARTS = ("delivery", "lag", "api", "notify")
 
 
 # -- the helpers (``python bench/webhooks.py receiver|trace-sink``) -----------------------
@@ -728,6 +734,57 @@ def api_cost(
     return {"phases": phases, "cost_percent": cost, "cost_percent_each": each}
 
 
+@contextmanager
+def listening(database_url: str) -> Iterator[None]:
+    """A connection that LISTENs on the deliveries' channel and takes every notification,
+    as an idle worker's does, until the block ends."""
+    import psycopg
+
+    from support_requests.storage.database import sync_url
+    from support_requests.storage.models import NOTIFY_CHANNEL
+
+    conninfo = sync_url(database_url).set(drivername="postgresql").render_as_string(False)
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def listen() -> None:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            ready.set()
+            while not stop.is_set():
+                for _ in connection.notifies(timeout=0.2):
+                    pass
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def notify_cost(env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """PostgreSQL CPU per enqueuing transaction, without and with a listener, alternated."""
+    database_url = env["SUPPORT_DATABASE_URL"]
+    runs = []
+    for phase in ("without", *("with", "without") * args.notify_pairs):
+        clear_outbox(database_url)
+        with listening(database_url) if phase == "with" else nullcontext():
+            cpu_before = postgres_cpu_seconds()
+            sent = enqueue_steadily(database_url, 1e9, args.notify_seconds, args.requests)
+            cpu = postgres_cpu_seconds() - cpu_before
+        runs.append({"phase": phase, "transactions": sent, "cpu_ms": round(1000 * cpu / sent, 3)})
+        bench.log(f"notify: {runs[-1]}")
+    ratios = [
+        runs[index]["cpu_ms"]
+        / statistics.fmean([runs[index - 1]["cpu_ms"], runs[index + 1]["cpu_ms"]])
+        for index in range(1, len(runs), 2)
+    ]
+    return {"runs": runs, "with_over_without": round(statistics.fmean(ratios), 3)}
+
+
 def measure_part(
     part: str,
     env: dict[str, str],
@@ -740,6 +797,8 @@ def measure_part(
     if part == "api":
         clear_outbox(env["SUPPORT_DATABASE_URL"])
         return api_cost(env, args, workdir, observed)
+    if part == "notify":
+        return notify_cost(env, args)
     with ExitStack() as stack:
         if observed is not None:
             # Prometheus scrapes the API busy or not, and each scrape reads the outbox's
@@ -821,7 +880,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--api-requests", type=int, default=5, help="api: seeded per customer")
     parser.add_argument("--customers", type=int, default=100, help="api: customers")
     parser.add_argument("--connections", type=int, default=32, help="api: wrk connections")
-    parser.add_argument("--parts", default="delivery,lag,api", help="which measurements")
+    parser.add_argument(
+        "--parts", default="delivery,lag,api", help=f"which measurements ({', '.join(PARTS)})"
+    )
+    parser.add_argument(
+        "--notify-seconds", type=float, default=5.0, help="notify: seconds per run (5)"
+    )
+    parser.add_argument(
+        "--notify-pairs", type=int, default=5, help="notify: runs with a listener (5)"
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -852,8 +919,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--pg is required (several workers need PostgreSQL)")
     if args.pin_postgres and not args.pin:
         parser.error("--pin-postgres goes with --pin")
-    if args.api_pairs < 1:
-        parser.error("--api-pairs must be at least 1")
+    if args.api_pairs < 1 or args.notify_pairs < 1:
+        parser.error("--api-pairs and --notify-pairs must be at least 1")
     return args
 
 

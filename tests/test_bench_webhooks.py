@@ -67,7 +67,27 @@ def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path
 def test_the_api_cost_takes_at_least_one_run_with_a_worker() -> None:
     refused = usage_refused(BENCH, "--pg", "postgresql://127.0.0.1/x", "--api-pairs", "0")
 
-    assert "--api-pairs must be at least 1" in refused
+    assert "--api-pairs and --notify-pairs must be at least 1" in refused
+
+
+def test_the_notify_part_measures_each_transaction_with_and_without_a_listener(
+    tmp_path: Path,
+) -> None:
+    assert PG_URL is not None
+    server = make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+    out = tmp_path / "report.json"
+    command = [sys.executable, str(BENCH), "--pg", server, "--out", str(out), "--parts", "notify"]
+    command += ["--notify-seconds", "0.5", "--notify-pairs", "2"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report) == {"meta", "notify"}
+    runs = report["notify"]["runs"]
+    assert [run["phase"] for run in runs] == ["without", "with", "without", "with", "without"]
+    assert all(run["transactions"] > 0 and run["cpu_ms"] > 0 for run in runs)
+    assert report["notify"]["with_over_without"] > 0
 
 
 def test_postgres_is_pinned_only_beside_the_pinned_server() -> None:
