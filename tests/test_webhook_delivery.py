@@ -352,6 +352,44 @@ def test_a_request_s_later_event_waits_until_the_earlier_one_succeeds(
     assert [row["status"] for row in stored_deliveries(db)] == [SUCCEEDED] * 3
 
 
+def test_a_delivery_held_back_behind_a_retry_leaves_the_worker_asleep_until_that_retry(
+    database_url: str, db: sa.Engine, receiver_factory: Any
+) -> None:
+    """Nothing is in flight, so nothing frees the later event but the earlier one's retry:
+    the worker sleeps until it is due rather than looking again every 50 ms (hours of
+    claims for an endpoint that is down), and order holds."""
+    receiver = receiver_factory(by_attempt([500, 200]))
+    add_endpoint(db, receiver.url, receiver.secret, key=KEY)
+    seen: list[str] = []
+
+    async def scenario(database: Database) -> None:
+        await enqueue(database, [request_event(1), request_event(1, STATUS_CHANGED)])
+        worker = make_worker(database, first_retry_seconds=2.0, poll_seconds=60)
+        task = asyncio.create_task(worker.run())
+        try:
+            await asyncio.to_thread(receiver.wait_for, 1)
+            await asyncio.sleep(0.2)  # the 500 recorded; the retry 1.6-2.4 s after it
+            with watched(seen):
+                await asyncio.sleep(1.0)
+        finally:
+            worker.stop()
+            await task
+        # The rest, by another worker: the retry, then the later event.
+        await run_until(make_worker(database, first_retry_seconds=0.2), settled(db, 2))
+
+    on_worker_database(database_url, scenario)
+
+    rounds = [sql for sql in seen if sql.startswith("SELECT EXISTS")]
+    assert len(rounds) <= 1, seen  # one every 50 ms before: about 20
+    assert [(a.type, a.status) for a in receiver.received] == [
+        ("support_request.created", 500),
+        ("support_request.created", 200),
+        ("support_request.status_changed", 500),
+        ("support_request.status_changed", 200),
+    ]
+    assert [row["status"] for row in stored_deliveries(db)] == [SUCCEEDED] * 2
+
+
 def test_a_slow_endpoint_does_not_hold_up_another(
     database_url: str, db: sa.Engine, receiver_factory: Any
 ) -> None:

@@ -282,18 +282,36 @@ _DISABLE_ENDPOINT = (
 )
 _RELEASE = update(_d).where(_fenced).values(claimed_until=None)
 # After a claim that took fewer than it could: is anything due and unclaimed that this
-# claim could not take (its endpoint's deliveries in flight, an earlier one of its request
-# pending), and when does the next retry fall due? Each one walk of
-# ``ix_webhook_deliveries_due`` that stops at its first row, however long the backlog.
+# claim could not take because deliveries are in flight (its endpoint's slots taken, or an
+# earlier one of its request under a lease), and when does the next retry fall due?
+# Only an endpoint with a live lease can hold such a delivery: one with none holds back
+# only what waits behind an earlier delivery's retry, which ``next_retry`` covers (counted
+# as waiting, a worker looked again every 50 ms for as long as that retry waited, hours
+# for an endpoint that is down). The endpoints under a lease (ix_webhook_deliveries_leased),
+# each probed for a due unleased delivery (ix_webhook_deliveries_endpoint_due); the next
+# retry one walk of ``ix_webhook_deliveries_due`` that stops at its first row.
+_under_lease = _ep.alias("under_lease")
 _NEXT_DUE = select(
     exists(
-        select(_d.c.id)
-        .join(_ep, _ep.c.id == _d.c.endpoint_id)
-        .where(
-            _pending(_d),
-            _d.c.next_attempt_at <= bindparam("now", type_=DateTime()),
-            or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
-            _ep.c.enabled,
+        select(_under_lease.c.id).where(
+            _under_lease.c.enabled,
+            exists(
+                select(_leased.c.id).where(
+                    _leased.c.endpoint_id == _under_lease.c.id,
+                    _pending(_leased),
+                    _leased.c.claimed_until.is_not(None),
+                    _leased.c.claimed_until >= bindparam("now", type_=DateTime()),
+                )
+            ),
+            exists(
+                select(_d.c.id).where(
+                    _d.c.endpoint_id == _under_lease.c.id,
+                    _pending(_d),
+                    tuple_(_d.c.endpoint_id, _d.c.next_attempt_at)
+                    <= tuple_(_under_lease.c.id, bindparam("now")),
+                    or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
+                )
+            ),
         )
     ).label("waiting"),
     select(_d.c.next_attempt_at)
@@ -307,7 +325,7 @@ _NEXT_DUE = select(
 
 class NextDue(NamedTuple):
     """What a worker that claimed fewer than it could waits for: ``waiting``, deliveries
-    due but held back (by their endpoint's deliveries in flight, or an earlier one of
+    due but held back by deliveries in flight (their endpoint's, or an earlier one of
     their request); ``next_retry``, when the next retry falls due (None: none)."""
 
     waiting: bool
