@@ -293,25 +293,24 @@ _RELEASE = update(_d).where(_fenced).values(claimed_until=None)
 _under_lease = _ep.alias("under_lease")
 _NEXT_DUE = select(
     exists(
-        select(_under_lease.c.id).where(
+        # The endpoints with a live lease (``_LIVE``, read once), each probed for a due
+        # delivery without one: a scalar subquery that stops at its first row (as an
+        # EXISTS, a plan merged the endpoints with a walk of every endpoint's due rows).
+        select(_LIVE.c.endpoint_id)
+        .join(_under_lease, _under_lease.c.id == _LIVE.c.endpoint_id)
+        .where(
             _under_lease.c.enabled,
-            exists(
-                select(_leased.c.id).where(
-                    _leased.c.endpoint_id == _under_lease.c.id,
-                    _pending(_leased),
-                    _leased.c.claimed_until.is_not(None),
-                    _leased.c.claimed_until >= bindparam("now", type_=DateTime()),
-                )
-            ),
-            exists(
-                select(_d.c.id).where(
-                    _d.c.endpoint_id == _under_lease.c.id,
-                    _pending(_d),
-                    tuple_(_d.c.endpoint_id, _d.c.next_attempt_at)
-                    <= tuple_(_under_lease.c.id, bindparam("now")),
-                    or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
-                )
-            ),
+            select(_d.c.id)
+            .where(
+                _d.c.endpoint_id == _LIVE.c.endpoint_id,
+                _pending(_d),
+                tuple_(_d.c.endpoint_id, _d.c.next_attempt_at)
+                <= tuple_(_LIVE.c.endpoint_id, bindparam("now", type_=DateTime())),
+                or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
+            )
+            .limit(1)
+            .scalar_subquery()
+            .is_not(None),
         )
     ).label("waiting"),
     select(_d.c.next_attempt_at)
