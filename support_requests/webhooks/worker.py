@@ -11,7 +11,7 @@ last claim left nothing due behind); in this process, ``outbox.on_enqueue`` (the
 server's embedded worker has no other); and a finished delivery (the next one of its
 request may be due). A busy worker (its slots full, or due deliveries held back) claims
 again as its deliveries finish, so it stops listening until it is idle again: each
-notification to a listener costs the committing transaction's PostgreSQL about a fifth
+notification to a listener costs the committing transaction's PostgreSQL about a third
 more CPU (bench/README.md), for a wake-up a busy worker does not need.
 
 Outcomes: a 2xx succeeds; a 410 fails the delivery and disables the endpoint; anything
