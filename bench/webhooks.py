@@ -740,10 +740,10 @@ def listening(database_url: str) -> Iterator[None]:
     as an idle worker's does, until the block ends."""
     import psycopg
 
-    from support_requests.storage.database import sync_url
+    from support_requests.storage.database import libpq_url
     from support_requests.storage.models import NOTIFY_CHANNEL
 
-    conninfo = sync_url(database_url).set(drivername="postgresql").render_as_string(False)
+    conninfo = libpq_url(database_url)
     stop = threading.Event()
     ready = threading.Event()
 

@@ -25,10 +25,15 @@ pytestmark = [
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "webhooks.py"
 
 
+def _server() -> str:
+    """The test PostgreSQL server (its ``postgres`` database): the bench makes its own."""
+    assert PG_URL is not None
+    return make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+
+
 def test_the_webhook_bench_measures_delivery_lag_and_the_api_cost(tmp_path: Path) -> None:
     require_tool(shutil.which("wrk") is not None, "wrk", "apt-get install wrk")
-    assert PG_URL is not None
-    server = make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+    server = _server()
     out = tmp_path / "report.json"
     command = [sys.executable, str(BENCH), "--pg", server, "--out", str(out)]
     command += ["--events", "60", "--requests", "12", "--rate", "20", "--lag-seconds", "2"]
@@ -73,8 +78,7 @@ def test_the_api_cost_takes_at_least_one_run_with_a_worker() -> None:
 def test_the_notify_part_measures_each_transaction_with_and_without_a_listener(
     tmp_path: Path,
 ) -> None:
-    assert PG_URL is not None
-    server = make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+    server = _server()
     out = tmp_path / "report.json"
     command = [sys.executable, str(BENCH), "--pg", server, "--out", str(out), "--parts", "notify"]
     command += ["--notify-seconds", "0.5", "--notify-pairs", "2"]

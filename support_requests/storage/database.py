@@ -67,6 +67,12 @@ def sync_url(url: str) -> URL:
     raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
 
 
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL as libpq (``psycopg.connect``) takes it, password included: for a
+    connection of its own outside the pool (a worker's ``LISTEN``)."""
+    return sync_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class Result:
     """A statement's rows, all fetched, and the count of rows it changed."""
 

@@ -51,7 +51,7 @@ from support_requests.domain.webhooks import (
     retry_delay,
 )
 from support_requests.storage import outbox
-from support_requests.storage.database import Database, sync_url
+from support_requests.storage.database import Database, libpq_url
 from support_requests.storage.deliveries import Claim, ClaimedDelivery, DeliveryStore
 from support_requests.storage.models import NOTIFY_CHANNEL
 from support_requests.webhooks.addresses import Lookup, system_lookup
@@ -449,7 +449,7 @@ class Worker:
         own."""
         import psycopg
 
-        conninfo = sync_url(url).set(drivername="postgresql").render_as_string(False)
+        conninfo = libpq_url(url)
         while True:
             try:
                 connection = await psycopg.AsyncConnection.connect(
