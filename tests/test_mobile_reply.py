@@ -18,24 +18,30 @@ import sqlalchemy as sa
 from support_requests.handlers.app import create_app
 from support_requests.storage.database import STATEMENT_OBSERVERS
 from support_requests.storage.models import Base
+from support_requests.storage.support_desk import REQUEST_COLUMNS, SupportDesk
 from tests.helpers import (
     ADMIN,
     MOBILE,
+    admin_principal,
     assert_problem,
     assert_same_not_found,
     bearer,
     create,
     customer,
+    customer_principal,
     error_fields,
     known_admin,
     mint,
     move_to,
     post_reply,
+    reply,
     snapshot,
     stored_request,
     stored_rows,
+    with_desk,
 )
 from tests.servers import migrated_database, running_servers
+from tests.test_attachments import png, uploaded
 
 REQUESTS = Base.metadata.tables["support_requests"]
 PAST = datetime(2020, 1, 2, 3, 4, 5, 678000)
@@ -193,9 +199,10 @@ def test_a_reply_on_postgresql_writes_message_change_history_and_badge_in_one_st
     client, db, database_url, author
 ):
     """PostgreSQL: the lock takes the message's id, so the message, the request's change,
-    its history entries and the badge are one statement: BEGIN, lock, write, detail, COMMIT.
-    A staff reply that starts work and a customer's that reopens write the same rows as
-    ever (several history entries, the badge moved)."""
+    its history entries and the badge are one statement, which also reads the thread the
+    answer shows: BEGIN, lock, write, COMMIT. A staff reply that starts work and a
+    customer's that reopens write the same rows as ever (several history entries, the
+    badge moved)."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite writes in-process, statement by statement")
     alice = customer()
@@ -214,7 +221,7 @@ def test_a_reply_on_postgresql_writes_message_change_history_and_badge_in_one_st
         expected = ("open", 0)
 
     assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
-    assert len(statements) == 5, statements
+    assert len(statements) == 4, statements
     assert "nextval" in statements[1] and "FOR UPDATE" in statements[1]
     write = statements[2]
     for table in ("messages", "support_requests", "request_events", "customer_inboxes"):
@@ -228,6 +235,8 @@ def test_a_reply_on_postgresql_writes_message_change_history_and_badge_in_one_st
     if author == "customer":
         assert seen == data
         assert data["lastReadMessageId"] == added["id"]
+    else:
+        assert client.get(f"{ADMIN}/{created['id']}", headers=agent).json()["data"] == data
     assert [event["type"] for event in stored_rows(db, "request_events", created["id"])] == events
     row = stored_request(db, created["id"])
     assert (row["status"], row["unread_count"]) == expected
@@ -237,6 +246,93 @@ def test_a_reply_on_postgresql_writes_message_change_history_and_badge_in_one_st
             {"c": row["customer_id"]},
         ).scalar()
     assert badge == expected[1]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["customer", "customer-reopens", "customer-renamed", "staff-starts", "staff", "attachments"],
+)
+def test_a_reply_answers_exactly_the_request_a_read_then_shows(client, db, case):
+    """On PostgreSQL a reply without uploads answers with the locked row and the reply's
+    changes, and the thread its write read plus the message it wrote, instead of reading
+    the detail again: the answer must be the stored request, as a read right after it
+    shows it (statuses moved, read state and badge, the
+    customer's name from a new token, internal notes hidden from the customer and shown to
+    staff, earlier attachments)."""
+    sub = f"customer-{uuid.uuid4().hex}"
+    alice, agent = bearer(mint(sub, name="Alex Customer")), known_admin(client)
+    attachments = [uploaded(client, alice, png())] if case == "attachments" else []
+    request_id = create(client, alice, attachments=attachments)["id"]
+    if case != "staff-starts":
+        staff_note = {"body": "Refund approved.", "internal": True}
+        noted = client.post(f"{ADMIN}/{request_id}/messages", json=staff_note, headers=agent)
+        assert noted.status_code == 201, noted.text
+        reply(client, agent, request_id, "On it.", api=ADMIN)
+    if case == "customer-reopens":
+        move_to(client, agent, request_id, "resolved")
+    who, api = (agent, ADMIN) if case.startswith("staff") else (alice, MOBILE)
+    if case == "customer-renamed":
+        who = bearer(mint(sub, name="Alex Renamed", picture="https://cdn.example.com/b.png"))
+
+    replied = post_reply(client, who, request_id, "Still broken.", api=api)
+    read = client.get(f"{api}/{request_id}", headers=who)
+
+    assert (replied.status_code, read.status_code) == (201, 200), replied.text
+    assert replied.json()["data"] == read.json()["data"]
+    shown = replied.json()["data"]
+    stored = stored_rows(db, "messages", request_id)
+    assert [m["id"] for m in shown["messages"]] == [
+        m["id"] for m in stored if api == ADMIN or not m["internal"]
+    ]
+    assert shown["messages"][-1]["body"] == stored[-1]["body"] == "Still broken."
+    if case == "attachments":
+        assert len(shown["messages"][0]["attachments"]) == 1
+    row = stored_request(db, request_id)
+    assert row["status"] == shown["status"]
+    assert row["status"] == {"customer-reopens": "open", "staff-starts": "in_progress"}.get(
+        case, row["status"]
+    )
+    if case == "customer-renamed":
+        assert (row["customer_name"], row["customer_image"]) == (
+            "Alex Renamed",
+            "https://cdn.example.com/b.png",
+        )
+        assert shown["messages"][-1]["authorName"] == "Alex Renamed"
+
+
+def test_a_replys_record_is_the_stored_request_column_for_column(database_url):
+    """What the desk answers a reply with (every column of the request, versions and read
+    state included, which the ETags, the idempotency answer and the webhooks' payloads are
+    made of) is what a read inside the next transaction finds."""
+
+    async def work(desk: SupportDesk) -> None:
+        alice, agent = customer_principal(), admin_principal()
+        created = await desk.create_request(
+            alice, category="technical", subject="App crashes", message="It crashes."
+        )
+        request_id = created.row.id
+        for author, replying in (
+            (agent, desk.reply_as_admin),
+            (alice, desk.reply_as_customer),
+            (agent, desk.reply_as_admin),
+        ):
+            replied = await replying(author, request_id, "More.")  # type: ignore[operator]
+            read = await (
+                desk.get_for_admin(agent, request_id)
+                if author is agent
+                else desk.get_for_customer(alice, request_id)
+            )
+            # A read's row is its thread's first row: the request's columns come first.
+            columns = len(REQUEST_COLUMNS)
+            assert tuple(replied.row)[:columns] == tuple(read.row)[:columns]
+            assert replied.messages == read.messages
+            assert (replied.attachments, replied.rating_open) == (
+                read.attachments,
+                read.rating_open,
+            )
+        assert (read.row.version, read.row.customer_version, read.row.unread_count) == (4, 4, 1)
+
+    with_desk(database_url, work)
 
 
 def test_reply_on_closed_is_400_and_stores_nothing(client, db):

@@ -184,15 +184,32 @@ _MESSAGE_WRITTEN = tuple(column.name for column in messages_table.c)
 _EVENT_WRITTEN = ("request_id", "type", "actor_type", "actor_id", "at", "changes")
 
 
+# PostgreSQL: the thread a reply answers with, read by its writes' statement (which sees
+# the thread as it was before them: the new message is added from what was written).
+_THREAD = (
+    select(*MESSAGE_COLUMNS)
+    .where(messages_table.c.request_id == bindparam("changed_id"))
+    .order_by(messages_table.c.id)
+)
+_PUBLIC_THREAD = _THREAD.where(messages_table.c.internal.is_(False))
+
+
 @functools.lru_cache(maxsize=64)
 def _reply_writes(
-    changed: tuple[str, ...], events: int, *, customer_sees: bool, badge: bool
+    changed: tuple[str, ...],
+    events: int,
+    *,
+    customer_sees: bool,
+    badge: bool,
+    thread: Select[Any] | None,
 ) -> Select[Any]:
     """PostgreSQL: a reply's writes as one statement, by their shape: its message
     (``message_*``, its id taken by the lock), the request's change (``set_*`` for the
     ``changed`` columns, and the versions), its ``events`` history entries (``event<i>_*``)
     and, with ``badge``, the customer's badge (``badge_*``). Data-modifying CTEs run exactly
-    once, to completion, in the transaction: all of it or none. Built once per shape."""
+    once, to completion, in the transaction: all of it or none. The statement answers with
+    ``thread`` (``_THREAD`` or ``_PUBLIC_THREAD``), if given, as its snapshot shows it:
+    without the message it writes. Built once per shape."""
     message = (
         insert(messages_table)
         .values({name: bindparam(f"message_{name}") for name in _MESSAGE_WRITTEN})
@@ -222,7 +239,7 @@ def _reply_writes(
         )
         .cte("history")
     )
-    statement = select(literal(1)).add_cte(message, change, history)
+    statement = (select(literal(1)) if thread is None else thread).add_cte(message, change, history)
     return statement.add_cte(badge_cte()) if badge else statement
 
 
@@ -1226,19 +1243,32 @@ class SupportDesk:
             if author.role is Actor.CUSTOMER
             else after_staff_reply(before)
         )
+        # The customer's answer is their detail: without internal notes.
+        customer_id = author.sub if author.role is Actor.CUSTOMER else None
+        record: RequestRecord | None = None
         if self.database.is_sqlite:
             await self._write(
                 connection, row.id, author, plan, message_id, **after.to_columns(), **also
             )
             await self._add_to_badge(connection, row.customer_id, before, after)
         else:
-            await self._write_reply(
-                connection, row, author, body, plan, message_id, before, after, also
+            # Without uploads, the answer is the locked row with the reply's changes, and the
+            # thread the writes' statement read with the message it wrote: no detail read.
+            record = await self._write_reply(
+                connection,
+                row,
+                author,
+                body,
+                plan,
+                message_id,
+                before,
+                after,
+                also,
+                thread=None if attachments else _PUBLIC_THREAD if customer_id else _THREAD,
             )
         await attach_uploads(connection, author, attachments, row.id, message_id, plan.at)
-        # The customer's answer is their detail: without internal notes.
-        customer_id = author.sub if author.role is Actor.CUSTOMER else None
-        record = await self._read_detail(connection, row.id, customer_id=customer_id)
+        if record is None or not await self._with_attachments(connection, record):
+            record = await self._read_detail(connection, row.id, customer_id=customer_id)
         await self._publish(
             connection,
             plan,
@@ -1262,21 +1292,25 @@ class SupportDesk:
         before: ReadState,
         after: ReadState,
         also: dict[str, Any],
-    ) -> None:
+        *,
+        thread: Select[Any] | None,
+    ) -> RequestRecord | None:
         """PostgreSQL: what ``_add_message``, ``_write`` and ``_add_to_badge`` write for a
-        reply, as one statement (``_reply_writes``)."""
+        reply, as one statement (``_reply_writes``); with ``thread``, the request as the
+        reply leaves it (its attachments not read), else None."""
         changes = {**plan.changes, **after.to_columns(), **also}
         events = _event_rows(row.id, author, plan, message_id)
         delta = BadgeDelta.between(before, after)
         statement = _reply_writes(
-            tuple(changes), len(events), customer_sees=plan.customer_sees, badge=bool(delta)
+            tuple(changes),
+            len(events),
+            customer_sees=plan.customer_sees,
+            badge=bool(delta),
+            thread=thread,
         )
+        message = {"id": message_id, **_message_row(row.id, author, body, plan.at)}
         parameters = {
-            "message_id": message_id,
-            **{
-                f"message_{name}": value
-                for name, value in _message_row(row.id, author, body, plan.at).items()
-            },
+            **{f"message_{name}": value for name, value in message.items()},
             "changed_id": row.id,
             **{f"set_{name}": value for name, value in changes.items()},
             **{
@@ -1287,7 +1321,16 @@ class SupportDesk:
         }
         if delta:
             parameters.update(badge_parameters(row.customer_id, delta, prefix="badge_"))
-        await connection.execute(statement, parameters)
+        result = await connection.execute(statement, parameters)
+        if thread is None:
+            return None
+        # The lock read the row as it stands: this transaction's change is all that moves it.
+        versions = {"version": row.version + 1}
+        if plan.customer_sees:
+            versions["customer_version"] = row.customer_version + 1
+        changed = StoredRequest._make(row[: len(REQUEST_COLUMNS)])._replace(**changes, **versions)
+        messages = [StoredMessage._make(stored) for stored in result.all()]
+        return self._shown(RequestRecord(changed, [*messages, StoredMessage(**message)]))
 
     async def _add_to_badge(
         self, connection: DbConnection, customer_id: str, before: ReadState, after: ReadState
@@ -1312,12 +1355,19 @@ class SupportDesk:
                     _OWNED_DETAIL, {"request_id": request_id, "customer_id": customer_id}
                 )
             record = self._shown(_detail_record(result.all(), request_id))
-            if not record.row.attachment_count:
+            if await self._with_attachments(connection, record):
                 return record
-            rows = (await connection.execute(_DETAIL_ATTACHMENTS, {"request_id": request_id})).all()
-            if rows and rows[0].version == record.row.version:
-                record.attachments = _attachments_by_message(rows)
-                return record
+
+    async def _with_attachments(self, connection: DbConnection, record: RequestRecord) -> bool:
+        """Give ``record`` its request's attachments, if it has any, as of its version; False
+        when the stored version is another (a change came since ``record`` was read)."""
+        if not record.row.attachment_count:
+            return True
+        rows = (await connection.execute(_DETAIL_ATTACHMENTS, {"request_id": record.row.id})).all()
+        if not rows or rows[0].version != record.row.version:
+            return False
+        record.attachments = _attachments_by_message(rows)
+        return True
 
     def _shown(self, record: RequestRecord) -> RequestRecord:
         """``record`` with whether its customer may rate it now."""
