@@ -474,6 +474,24 @@ def test_the_server_deletes_uploads_that_expired_unattached(settings: Settings, 
     assert {r["id"] for r in attachment_rows(db)} == {kept}
 
 
+def test_uploads_expired_while_no_server_ran_are_gone_before_the_first_request(
+    settings: Settings, db: Any
+) -> None:
+    """The first cleanup round runs at start, before the server answers anything: it
+    never lands inside a request's transaction, and an expired upload is gone already."""
+    table = Base.metadata.tables["attachments"]
+    with create_app(settings).test_client() as client:
+        me = customer()
+        gone = uploaded(client, me, png(), "gone.png")
+    with db.begin() as connection:
+        connection.execute(
+            table.update().where(table.c.id == gone).values(expires_at=table.c.created_at)
+        )
+    assert {r["id"] for r in attachment_rows(db)} == {gone}
+    with create_app(settings).test_client():
+        assert attachment_rows(db) == []
+
+
 def test_removing_an_upload_never_attached_deletes_it_and_answers_removed(
     client: Any, db: Any
 ) -> None:

@@ -355,6 +355,8 @@ def create_app(
             await asyncio.to_thread(
                 schema.ensure_current, settings.database_url, initialise_empty=database.is_sqlite
             )
+        # The first round before serving: no request's transaction meets it mid-flight.
+        await _delete_expired_uploads_once(attachments)
         cleanup = asyncio.create_task(
             _delete_expired_uploads(attachments, settings.attachment_cleanup_seconds)
         )
@@ -416,17 +418,22 @@ def create_app(
 
 
 async def _delete_expired_uploads(attachments: AttachmentStore, every_seconds: float) -> None:
-    """Uploads never attached are deleted once expired: at start, then every
-    ``every_seconds``, off every request's path. A failed round is logged and retried."""
+    """Uploads never attached are deleted once expired: every ``every_seconds`` after the
+    round at start (``_delete_expired_uploads_once``), off every request's path."""
     while True:
-        try:
-            deleted = await attachments.delete_expired()
-        except Exception:
-            logger.exception("deleting expired uploads failed; retrying later")
-        else:
-            if deleted:
-                logger.info("deleted %d expired uploads", deleted)
         await asyncio.sleep(every_seconds)
+        await _delete_expired_uploads_once(attachments)
+
+
+async def _delete_expired_uploads_once(attachments: AttachmentStore) -> None:
+    """One round of the cleanup; a failed one is logged and left to the next."""
+    try:
+        deleted = await attachments.delete_expired()
+    except Exception:
+        logger.exception("deleting expired uploads failed; retrying later")
+    else:
+        if deleted:
+            logger.info("deleted %d expired uploads", deleted)
 
 
 def freeze_start_up_objects() -> None:
