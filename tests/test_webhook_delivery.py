@@ -937,56 +937,6 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
     assert "Seq Scan" not in plan and "Sort Key: webhook_deliveries" not in after_the_walk, plan
 
 
-def test_a_claim_planned_on_an_empty_outbox_reads_a_burst_once_and_probes_it_once_analyzed(
-    database_url: str, db: sa.Engine
-) -> None:
-    """PostgreSQL: a worker's generic plan of the claim is made on the outbox as it is then
-    (empty, for a worker started before any event) and kept until the table is analyzed
-    again. After a burst, a claim on that plan reads each pending delivery at most once: no
-    step loops once per pending delivery (planned with ``IN (subquery)``, the lock looked
-    each pending delivery up in the chosen ones, 30 ms a claim at 8,000 pending). Once the
-    table is analyzed, the claim counts the live leases on ix_webhook_deliveries_leased and
-    locks the chosen deliveries by primary key."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite plans each statement anew; there is nothing prepared")
-    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
-    burst = 1_000
-    plans: list[str] = []
-
-    async def scenario(database: Database) -> None:
-        store = DeliveryStore(database)
-        for _ in range(8):  # psycopg prepares the claim, PostgreSQL plans it: an empty outbox
-            assert not (await store.claim(now_ms(), now_ms(), limit=4, per_endpoint=4)).deliveries
-        await enqueue(database, [request_event(n) for n in range(burst)])
-        values = {"now": "now()", "lease_until": "now()", "limit": "4", "per_endpoint": "4"}
-        order = dict.fromkeys(re.findall(r"%\((\w+)\)s", _claim_sql(database)))
-        arguments = ", ".join(values.get(name, "0") for name in order)
-        async with database.writing() as connection:  # the pool's one connection
-            name = (
-                await connection.execute(
-                    sa.text(
-                        "SELECT name FROM pg_prepared_statements"
-                        " WHERE statement LIKE 'WITH live AS MATERIALIZED%'"
-                        " AND statement NOT LIKE '%AS waiting%'"
-                    )
-                )
-            ).scalar_one()
-            for explain in ("EXPLAIN (ANALYZE)", "ANALYZE webhook_deliveries; EXPLAIN"):
-                if explain.startswith("ANALYZE"):
-                    await connection.execute(sa.text("ANALYZE webhook_deliveries"))
-                    explain = "EXPLAIN"
-                plan = await connection.execute(sa.text(f"{explain} EXECUTE {name}({arguments})"))
-                plans.append("\n".join(row[0] for row in plan))
-
-    on_worker_database(database_url, scenario, pool_size=1)
-
-    fresh, analyzed = plans
-    assert "Seq Scan" not in fresh, fresh
-    assert max(int(loops) for loops in re.findall(r"loops=(\d+)", fresh)) < burst, fresh
-    assert "Index Only Scan using ix_webhook_deliveries_leased" in analyzed, analyzed
-    assert "Index Cond: (id = ANY" in analyzed, analyzed
-
-
 def test_a_worker_database_starts_every_connection_with_the_worker_settings(
     database_url: str,
 ) -> None:

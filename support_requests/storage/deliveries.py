@@ -31,7 +31,6 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
-    any_,
     bindparam,
     column,
     exists,
@@ -108,37 +107,26 @@ def _waits_for_an_earlier_one() -> Any:
     return and_(_d.c.order_key.is_not(None), first_of_its_request != _d.c.id)
 
 
-_claiming = _ep.alias("claiming")
-# Each enabled endpoint with its deliveries under a live lease, counted once per claim: a
-# probe per endpoint of ix_webhook_deliveries_leased's (endpoint_id, claimed_until) range,
-# the one index both conditions bound. (Counted by one walk grouped by endpoint, a plan made
-# before the table had statistics walked ix_webhook_deliveries_endpoint_due instead, every
-# pending delivery, on each claim until autovacuum analyzed the table: 3 ms at 8,000.)
-# In the endpoints' key order: an index scan, as the worker's session has sequential scans
-# off (at their disabled cost, a plan crossed the JIT threshold).
+# Each endpoint's deliveries under a live lease, counted once per claim.
 _LIVE = (
-    select(
-        _claiming.c.id.label("endpoint_id"),
-        select(func.count())
-        .where(
-            _leased.c.endpoint_id == _claiming.c.id,
-            _pending(_leased),
-            _leased.c.claimed_until.is_not(None),
-            _leased.c.claimed_until >= bindparam("now"),
-        )
-        .scalar_subquery()
-        .label("leases"),
+    select(_leased.c.endpoint_id, func.count().label("leases"))
+    .where(
+        _pending(_leased),
+        _leased.c.claimed_until.is_not(None),  # ix_webhook_deliveries_leased
+        _leased.c.claimed_until >= bindparam("now"),
     )
-    .where(_claiming.c.enabled)
-    .order_by(_claiming.c.id)
+    .group_by(_leased.c.endpoint_id)
     .cte("live")
-    # Once per claim, not once per use.
+    # Once per claim, not once per endpoint (a nested loop on a fresh table's statistics).
     .prefix_with("MATERIALIZED")
 )
+_claiming = _ep.alias("claiming")
 # How many more deliveries each enabled endpoint may have in flight, over all workers.
-_FREE = bindparam("per_endpoint", type_=Integer()) - _LIVE.c.leases
-_ENDPOINTS_WITH_SLOTS = select(_LIVE.c.endpoint_id.label("id"), _FREE.label("free")).where(
-    _FREE > 0
+_FREE = bindparam("per_endpoint", type_=Integer()) - func.coalesce(_LIVE.c.leases, 0)
+_ENDPOINTS_WITH_SLOTS = (
+    select(_claiming.c.id, _FREE.label("free"))
+    .select_from(_claiming.outerjoin(_LIVE, _LIVE.c.endpoint_id == _claiming.c.id))
+    .where(_claiming.c.enabled, _FREE > 0)
 )
 
 
@@ -174,10 +162,7 @@ def _claim_pg() -> Any:
     locked = (
         select(_d.c.id)
         .where(
-            # The chosen ids as an array, made once: each locked by a probe of the primary
-            # key. (As ``IN (subquery)``, a plan made before the table had statistics walked
-            # every pending delivery and looked each one up in the chosen ones.)
-            _d.c.id == any_(func.array(chosen.scalar_subquery(), type_=ARRAY(BigInteger()))),
+            _d.c.id.in_(chosen),
             _pending(_d),
             or_(_d.c.claimed_until.is_(None), _d.c.claimed_until < bindparam("now")),
         )
@@ -305,13 +290,16 @@ _RELEASE = update(_d).where(_fenced).values(claimed_until=None)
 # for an endpoint that is down). The endpoints under a lease (ix_webhook_deliveries_leased),
 # each probed for a due unleased delivery (ix_webhook_deliveries_endpoint_due); the next
 # retry one walk of ``ix_webhook_deliveries_due`` that stops at its first row.
+_under_lease = _ep.alias("under_lease")
 _NEXT_DUE = select(
     exists(
-        # The enabled endpoints with a live lease (``_LIVE``, read once), each probed for a due
+        # The endpoints with a live lease (``_LIVE``, read once), each probed for a due
         # delivery without one: a scalar subquery that stops at its first row (as an
         # EXISTS, a plan merged the endpoints with a walk of every endpoint's due rows).
-        select(_LIVE.c.endpoint_id).where(
-            _LIVE.c.leases > 0,
+        select(_LIVE.c.endpoint_id)
+        .join(_under_lease, _under_lease.c.id == _LIVE.c.endpoint_id)
+        .where(
+            _under_lease.c.enabled,
             select(_d.c.id)
             .where(
                 _d.c.endpoint_id == _LIVE.c.endpoint_id,
