@@ -937,6 +937,59 @@ def test_the_claim_is_planned_once_per_connection_and_the_plan_walks_the_due_ind
     assert "Seq Scan" not in plan and "Sort Key: webhook_deliveries" not in after_the_walk, plan
 
 
+def test_a_claim_that_meets_a_backlog_its_statistics_do_not_know_analyzes_the_outbox(
+    database_url: str, db: sa.Engine
+) -> None:
+    """PostgreSQL: a claim that took all it could, on an outbox changed by more rows than
+    its statistics know of, ANALYZEs it (so every connection plans the claim again on the
+    new statistics); not again within ``STATISTICS_CHECK_SECONDS``, and not after a claim
+    that took less than it could (no backlog)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite plans each statement anew")
+    add_endpoint(db, "http://127.0.0.1:9/", new_secret(), key=KEY)
+    seen: list[Any] = []
+
+    def analyzed() -> tuple[Any, int]:
+        with db.connect() as connection:
+            connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            row = connection.execute(
+                sa.text(
+                    "SELECT s.analyze_count, c.reltuples FROM pg_stat_user_tables AS s"
+                    " JOIN pg_class AS c ON c.oid = s.relid"
+                    " WHERE s.relid = 'webhook_deliveries'::regclass"
+                )
+            ).one()
+        return row.analyze_count, int(row.reltuples)
+
+    async def scenario(database: Database) -> None:
+        store = DeliveryStore(database)
+        await enqueue(database, [request_event(n) for n in range(1_500)])
+        await asyncio.sleep(1.2)  # the enqueue's counts reach the statistics (once a second)
+        seen.append(analyzed())
+        took = await store.claim(now_ms(), now_ms() + timedelta(minutes=1), limit=4, per_endpoint=4)
+        assert len(took.deliveries) == 4
+        seen.append(analyzed())
+        # A second backlog right away: the worker waits for its next look.
+        await enqueue(database, [request_event(n) for n in range(1_500, 4_000)])
+        await asyncio.sleep(1.2)
+        took = await store.claim(now_ms(), now_ms() + timedelta(minutes=1), limit=4, per_endpoint=8)
+        assert len(took.deliveries) == 4
+        seen.append(analyzed())
+        # Another worker, whose claim is held to fewer than it asked for: no backlog for it.
+        other = DeliveryStore(database)
+        took = await other.claim(
+            now_ms(), now_ms() + timedelta(minutes=1), limit=100, per_endpoint=12
+        )
+        assert len(took.deliveries) == 4
+        seen.append(analyzed())
+
+    on_worker_database(database_url, scenario, pool_size=1)
+
+    (before, _), (after, rows), (again, _), (held, _) = seen
+    assert after == before + 1 and rows == 1_500, seen
+    assert again == held == after, seen
+
+
 def test_a_worker_database_starts_every_connection_with_the_worker_settings(
     database_url: str,
 ) -> None:
