@@ -838,8 +838,10 @@ def test_the_claim_is_one_statement_that_locks_only_what_it_takes_skipping_locke
 
     if database_url.startswith("postgresql"):
         # One statement, atomic by itself: no BEGIN, planner settings or COMMIT around it
-        # (the worker's connections start with those settings, WORKER_SESSION).
-        [statement] = seen
+        # (the worker's connections start with those settings, WORKER_SESSION). Having taken
+        # all it asked for, the worker then looks at the outbox's statistics (once per 5 s).
+        statement, *after = seen
+        assert len(after) == 1 and "pg_stat_user_tables" in after[0], after
         assert statement.startswith("WITH live AS MATERIALIZED")
         # The partial indexes' predicate in the SQL itself, for the generic plan.
         assert "webhook_deliveries.status = 'pending'" in statement
