@@ -235,6 +235,12 @@ def serve(
         port=port,
         workers=workers,
         server_header=False,
+        # asyncio's own loop, not uvloop (which uvicorn picks when it is installed): under
+        # uvloop a saturated server on SQLite, whose statements run on the loop, answered
+        # some requests many passes late (p99 list 136-378 ms, reply 237-291 ms at 32
+        # connections, against 55-57 and 64-93 ms on asyncio's loop; PostgreSQL no worse:
+        # bench/README.md, "Round two, continued").
+        loop="asyncio",
         # The service writes its own JSON line per request (with the request id).
         access_log=False,
         log_level=log_level.lower(),
