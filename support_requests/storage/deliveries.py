@@ -422,7 +422,7 @@ _OUTBOX_STATISTICS_STALE = text(
     " WHERE s.relid = 'webhook_deliveries'::regclass"
 )
 _ANALYZE_OUTBOX = text("ANALYZE webhook_deliveries")
-# A worker looks at most this often, and only after a claim that found more than it took.
+# A worker looks at most this often, and only after a claim that took all it asked for.
 STATISTICS_CHECK_SECONDS = 5.0
 
 
